@@ -1,0 +1,12 @@
+//! Automated Redis failover orchestrator: the library behind the `orchestrator` binary.
+//!
+//! The runbook's procedure (Detect → Confirm → Assess → Switch → Flush → Deploy →
+//! Verify → Rollback) as a pure state machine ([`machine`]), driven by an executor
+//! ([`executor`]) that journals every decision to SQLite ([`journal`]) before acting
+//! on the outside world through narrow traits ([`ports`]).
+
+pub mod duration;
+pub mod machine;
+pub mod model;
+pub mod playbook;
+pub mod secret;

@@ -1,0 +1,345 @@
+//! Unit tests of the pure machine: one test per row of the spec's transition table,
+//! plus rejection of events a state does not accept and serde round-trips.
+
+use super::*;
+use crate::model::{Action, ConfirmItem, FailureClass, FlushMode, Step, VerifyItem};
+
+fn policy() -> Policy {
+    Policy {
+        confirm_required: vec![ConfirmItem::PingFailed],
+        confirm_min_signals: 2,
+        confirm_attempts: 2,
+        verify_required: VerifyItem::ALL.to_vec(),
+        actions: FailureClass::ALL
+            .iter()
+            .map(|c| (*c, if *c == FailureClass::Auth { Action::Escalate } else { Action::Failover }))
+            .collect(),
+        flush_mode: FlushMode::Selective,
+        gated_steps: vec![Step::Flush],
+        approvers: vec!["alice".into(), "bob".into()],
+        approvals_required: 1,
+    }
+}
+
+fn ok(item: &str) -> Check {
+    Check::new(item, true, "observed")
+}
+fn bad(item: &str) -> Check {
+    Check::new(item, false, "observed")
+}
+
+fn trigger() -> Event {
+    Event::Trigger { source: "test".into(), detail: "".into() }
+}
+fn confirmed() -> Event {
+    Event::ConfirmChecked { checks: vec![ok("ping_failed"), ok("health_down"), bad("error_logs"), bad("queue_stopped")] }
+}
+fn assessed(class: FailureClass) -> Event {
+    Event::Assessed { class, detail: "".into(), preflight: vec![ok("backup_ping"), ok("backup_latency"), ok("backup_distinct")] }
+}
+fn approve(who: &str) -> Event {
+    Event::Approve { approver: who.into(), comment: "".into() }
+}
+fn all_verified(window_over: bool) -> Event {
+    Event::VerifyChecked { checks: VerifyItem::ALL.iter().map(|i| ok(i.as_str())).collect(), window_over }
+}
+fn deploy(status: DeployStatus) -> Event {
+    Event::DeployFinished { status, deploy_id: Some("dep-1".into()), detail: "".into() }
+}
+fn abort() -> Event {
+    Event::Abort { actor: "carol".into(), reason: "drill".into() }
+}
+
+fn machine_with(p: Policy) -> Machine {
+    Machine::new(p)
+}
+
+/// Drives a machine through `events`, asserting each one is accepted.
+fn drive(m: &mut Machine, events: &[Event]) {
+    for e in events {
+        let d = m.handle(e);
+        assert!(d.rejected.is_none(), "event {} rejected in {}: {:?}", e.name(), d.from.name(), d.rejected);
+    }
+}
+
+fn at_verify() -> Machine {
+    let mut m = machine_with(policy());
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::ConnectionRefused)]);
+    drive(&mut m, &[Event::Switched { ok: true, detail: "".into() }]);
+    assert_eq!(m.state().name(), "awaiting_approval");
+    drive(&mut m, &[approve("bob"), Event::Flushed { mode: FlushMode::Selective, deleted: 3, detail: "".into() }, deploy(DeployStatus::Live)]);
+    assert_eq!(m.state().name(), "verify");
+    m
+}
+
+#[test]
+fn detect_to_confirm_on_trigger() {
+    let mut m = machine_with(policy());
+    let d = m.handle(&trigger());
+    assert_eq!((d.from.name(), d.to.name()), ("detect", "confirm"));
+    assert_eq!(d.effects, vec![Effect::RunConfirmChecklist { attempt: 1 }]);
+}
+
+#[test]
+fn confirm_to_assess_after_every_attempt_holds() {
+    let mut m = machine_with(policy());
+    drive(&mut m, &[trigger(), confirmed()]);
+    assert_eq!(m.state(), &State::confirm(2));
+    let d = m.handle(&confirmed());
+    assert_eq!(d.to.name(), "assess");
+    assert_eq!(d.effects, vec![Effect::Assess]);
+}
+
+#[test]
+fn confirm_to_false_alarm_when_redis_answers() {
+    let mut m = machine_with(policy());
+    drive(&mut m, &[trigger(), confirmed()]);
+    let d = m.handle(&Event::ConfirmChecked { checks: vec![bad("ping_failed"), ok("health_down"), ok("error_logs")] });
+    assert_eq!(d.to.name(), "false_alarm");
+    assert!(d.note.unwrap().contains("ping_failed"));
+}
+
+#[test]
+fn confirm_to_false_alarm_with_too_few_signals() {
+    let mut m = machine_with(policy());
+    drive(&mut m, &[trigger()]);
+    let d = m.handle(&Event::ConfirmChecked { checks: vec![ok("ping_failed"), bad("health_down"), bad("error_logs")] });
+    assert_eq!(d.to.name(), "false_alarm");
+}
+
+#[test]
+fn assess_to_switch_when_failover_and_preflight_passes() {
+    let mut p = policy();
+    p.gated_steps = vec![];
+    let mut m = machine_with(p);
+    drive(&mut m, &[trigger(), confirmed(), confirmed()]);
+    let d = m.handle(&assessed(FailureClass::Timeout));
+    assert_eq!(d.to.name(), "switch");
+    assert_eq!(d.effects, vec![Effect::SetPlatformUrl { target: Target::Backup }]);
+    assert_eq!(m.incident().class, Some(FailureClass::Timeout));
+}
+
+#[test]
+fn assess_to_escalated_when_class_says_escalate() {
+    let mut m = machine_with(policy());
+    drive(&mut m, &[trigger(), confirmed(), confirmed()]);
+    assert_eq!(m.handle(&assessed(FailureClass::Auth)).to.name(), "escalated");
+}
+
+#[test]
+fn assess_to_escalated_when_backup_fails_preflight() {
+    let mut m = machine_with(policy());
+    drive(&mut m, &[trigger(), confirmed(), confirmed()]);
+    let d = m.handle(&Event::Assessed {
+        class: FailureClass::ConnectionRefused,
+        detail: "".into(),
+        preflight: vec![bad("backup_ping"), ok("backup_distinct")],
+    });
+    assert_eq!(d.to.name(), "escalated");
+    assert!(!m.incident().switched, "nothing was switched");
+}
+
+#[test]
+fn switch_to_flush_after_read_back() {
+    let mut p = policy();
+    p.gated_steps = vec![];
+    let mut m = machine_with(p);
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network)]);
+    let d = m.handle(&Event::Switched { ok: true, detail: "read back".into() });
+    assert_eq!(d.to, State::flush(1));
+    assert_eq!(d.effects, vec![Effect::Flush { mode: FlushMode::Selective }]);
+}
+
+#[test]
+fn switch_failure_rolls_back() {
+    let mut p = policy();
+    p.gated_steps = vec![];
+    let mut m = machine_with(p);
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network)]);
+    assert_eq!(m.handle(&Event::Switched { ok: false, detail: "mismatch".into() }).to.name(), "rollback");
+}
+
+#[test]
+fn flush_gated_by_default_then_flush_to_deploy() {
+    let mut m = machine_with(policy());
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network)]);
+    let d = m.handle(&Event::Switched { ok: true, detail: "".into() });
+    assert_eq!(d.to, State::awaiting_approval(Step::Flush, vec![]));
+    assert_eq!(d.effects, vec![Effect::RequestApproval { step: Step::Flush }]);
+    drive(&mut m, &[approve("alice")]);
+    assert_eq!(m.state().name(), "flush");
+    let d = m.handle(&Event::Flushed { mode: FlushMode::Selective, deleted: 10, detail: "".into() });
+    assert_eq!((d.to.name(), d.effects.clone()), ("deploy", vec![Effect::Deploy]));
+}
+
+#[test]
+fn flush_none_skips_the_gate() {
+    let mut p = policy();
+    p.flush_mode = FlushMode::None;
+    let mut m = machine_with(p);
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network)]);
+    assert_eq!(m.handle(&Event::Switched { ok: true, detail: "".into() }).to.name(), "flush");
+}
+
+#[test]
+fn flush_waits_for_guards_then_escalates() {
+    let mut p = policy();
+    p.gated_steps = vec![];
+    let mut m = machine_with(p);
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network), Event::Switched { ok: true, detail: "".into() }]);
+    let d = m.handle(&Event::FlushBlocked { checks: vec![bad("critical_active")], gave_up: false });
+    assert_eq!(d.to, State::flush(2));
+    assert_eq!(m.handle(&Event::FlushBlocked { checks: vec![bad("critical_active")], gave_up: true }).to.name(), "escalated");
+}
+
+#[test]
+fn deploy_live_to_verify_and_failures_to_rollback() {
+    for (status, expect) in [
+        (DeployStatus::Live, "verify"),
+        (DeployStatus::Failed, "rollback"),
+        (DeployStatus::Canceled, "rollback"),
+        (DeployStatus::TimedOut, "rollback"),
+    ] {
+        let mut p = policy();
+        p.gated_steps = vec![];
+        let mut m = machine_with(p);
+        drive(
+            &mut m,
+            &[
+                trigger(),
+                confirmed(),
+                confirmed(),
+                assessed(FailureClass::Network),
+                Event::Switched { ok: true, detail: "".into() },
+                Event::Flushed { mode: FlushMode::Selective, deleted: 0, detail: "".into() },
+            ],
+        );
+        assert_eq!(m.handle(&deploy(status)).to.name(), expect, "{status:?}");
+    }
+}
+
+#[test]
+fn verify_to_recovered_when_every_item_holds() {
+    let mut m = at_verify();
+    let d = m.handle(&all_verified(false));
+    assert_eq!(d.to.name(), "recovered");
+    assert_eq!(d.effects, vec![Effect::Close]);
+    assert_eq!(d.to.outcome(), Some(crate::model::Outcome::Recovered));
+}
+
+#[test]
+fn verify_keeps_sampling_then_rolls_back_when_window_ends() {
+    let mut m = at_verify();
+    let failing = |over| Event::VerifyChecked {
+        checks: VerifyItem::ALL.iter().map(|i| if *i == VerifyItem::SyntheticJob { bad(i.as_str()) } else { ok(i.as_str()) }).collect(),
+        window_over: over,
+    };
+    assert_eq!(m.handle(&failing(false)).to, State::verify(2));
+    let d = m.handle(&failing(true));
+    assert_eq!(d.to.name(), "rollback");
+    assert!(d.note.unwrap().contains("synthetic_job"));
+}
+
+#[test]
+fn rollback_to_rolled_back_or_escalated() {
+    let mut m = at_verify();
+    drive(&mut m, &[Event::VerifyChecked { checks: vec![], window_over: true }]);
+    let mut m2 = m.clone();
+    assert_eq!(m.handle(&Event::RollbackFinished { ok: true, detail: "".into() }).to.name(), "rolled_back");
+    assert_eq!(m2.handle(&Event::RollbackFinished { ok: false, detail: "deploy failed".into() }).to.name(), "escalated");
+}
+
+#[test]
+fn abort_before_switch_aborts_and_after_switch_rolls_back() {
+    let mut m = machine_with(policy());
+    drive(&mut m, &[trigger()]);
+    assert_eq!(m.handle(&abort()).to.name(), "aborted");
+
+    let mut m = at_verify();
+    assert_eq!(m.handle(&abort()).to.name(), "rollback");
+    let d = m.handle(&abort());
+    assert!(d.rejected.is_some(), "second abort during rollback is reported");
+}
+
+#[test]
+fn approvals_count_allowed_people_once() {
+    let mut p = policy();
+    p.approvals_required = 2;
+    let mut m = machine_with(p);
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network), Event::Switched { ok: true, detail: "".into() }]);
+    let d = m.handle(&approve("mallory"));
+    assert!(d.rejected.unwrap().contains("not on the approver list"));
+    drive(&mut m, &[approve("alice")]);
+    let d = m.handle(&approve("alice"));
+    assert!(d.rejected.unwrap().contains("already approved"));
+    assert_eq!(m.state().name(), "awaiting_approval");
+    drive(&mut m, &[approve("bob")]);
+    assert_eq!(m.state().name(), "flush");
+}
+
+#[test]
+fn rejection_aborts_before_switch_and_rolls_back_after() {
+    let mut p = policy();
+    p.gated_steps = vec![Step::Switch, Step::Flush];
+    let mut m = machine_with(p.clone());
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network)]);
+    assert_eq!(m.state().name(), "awaiting_approval");
+    assert_eq!(m.handle(&Event::Reject { approver: "bob".into(), comment: "no".into() }).to.name(), "aborted");
+
+    let mut m = machine_with(p);
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network), approve("bob"), Event::Switched { ok: true, detail: "".into() }]);
+    assert_eq!(m.handle(&Event::Reject { approver: "alice".into(), comment: "no".into() }).to.name(), "rollback");
+}
+
+#[test]
+fn approval_ttl_expiry_escalates() {
+    let mut m = machine_with(policy());
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network), Event::Switched { ok: true, detail: "".into() }]);
+    assert_eq!(m.handle(&Event::ApprovalExpired).to.name(), "escalated");
+}
+
+#[test]
+fn gated_deploy_waits_for_approval() {
+    let mut p = policy();
+    p.gated_steps = vec![Step::Deploy];
+    let mut m = machine_with(p);
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network), Event::Switched { ok: true, detail: "".into() }]);
+    let d = m.handle(&Event::Flushed { mode: FlushMode::Selective, deleted: 0, detail: "".into() });
+    assert_eq!(d.to, State::awaiting_approval(Step::Deploy, vec![]));
+    drive(&mut m, &[approve("alice")]);
+    assert_eq!(m.state().name(), "deploy");
+}
+
+#[test]
+fn events_a_state_does_not_accept_are_rejected_and_reported() {
+    let mut m = machine_with(policy());
+    let d = m.handle(&deploy(DeployStatus::Live));
+    assert_eq!(d.from, d.to);
+    assert_eq!(d.rejected.as_deref(), Some("event `deploy_finished` is not accepted in this state"));
+    assert!(d.effects.is_empty());
+
+    drive(&mut m, &[trigger()]);
+    assert!(m.handle(&trigger()).rejected.is_some(), "a second trigger does not restart confirmation");
+    assert!(m.handle(&approve("alice")).rejected.is_some(), "approval outside a gate");
+
+    let mut done = at_verify();
+    drive(&mut done, &[all_verified(false)]);
+    for e in [abort(), trigger(), all_verified(false), Event::ApprovalExpired] {
+        let d = done.handle(&e);
+        assert!(d.rejected.is_some(), "{} accepted by a terminal state", e.name());
+        assert_eq!(d.to.name(), "recovered");
+    }
+}
+
+#[test]
+fn machine_round_trips_through_json_mid_incident() {
+    let mut m = machine_with(policy());
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network), Event::Switched { ok: true, detail: "".into() }]);
+    let json = m.to_json();
+    let mut back = Machine::from_json(&json).unwrap();
+    assert_eq!(back.state(), m.state());
+    assert_eq!(back.incident(), m.incident());
+    assert!(back.incident().switched);
+    drive(&mut back, &[approve("alice")]);
+    assert_eq!(back.state().name(), "flush");
+}

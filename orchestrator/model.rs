@@ -1,0 +1,118 @@
+//! The vocabulary shared by playbooks, the state machine and the journal: failure
+//! classes, actions, checklist items, gated steps.
+//!
+//! Every enum here has a stable snake_case name: it is what playbooks write, what the
+//! journal stores and what SQL audit queries match on, so renaming one is a breaking
+//! change.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+            pub fn names() -> String {
+                [$($text),+].join(", ")
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+named_enum!(
+    /// Why Redis is failing, as the Assess step classifies it from real errors.
+    FailureClass {
+        Network => "network",
+        ConnectionRefused => "connection_refused",
+        Timeout => "timeout",
+        Auth => "auth",
+        Tls => "tls",
+        OutOfMemory => "out_of_memory",
+        MaxClients => "max_clients",
+        Loading => "loading",
+        ReadOnly => "read_only",
+        Unknown => "unknown",
+    }
+);
+
+named_enum!(
+    /// What the playbook says to do about a failure class.
+    Action {
+        Failover => "failover",
+        Escalate => "escalate",
+    }
+);
+
+named_enum!(
+    /// The runbook's confirmation checklist ("Step 1: Confirm Redis Failure").
+    ConfirmItem {
+        /// The service's health endpoint shows Redis down.
+        HealthDown => "health_down",
+        /// A direct PING to the primary fails or exceeds the ping timeout.
+        PingFailed => "ping_failed",
+        /// The service's error logs show Redis connection errors.
+        ErrorLogs => "error_logs",
+        /// Queue processing has stopped (`active_jobs` = 0).
+        QueueStopped => "queue_stopped",
+    }
+);
+
+named_enum!(
+    /// The runbook's "Recovery Verification Checklist", automated.
+    VerifyItem {
+        HealthUp => "health_up",
+        QueueConnected => "queue_connected",
+        /// A synthetic job submitted through the trigger endpoint completes in time.
+        SyntheticJob => "synthetic_job",
+        /// Waiting jobs decrease (or stay at zero) across two samples.
+        WaitingDecreasing => "waiting_decreasing",
+        /// No new Redis errors in the service's logs since the switch.
+        NoNewErrors => "no_new_errors",
+        /// PING latency to the new Redis below the verification bound.
+        Latency => "latency",
+    }
+);
+
+named_enum!(
+    /// Steps a playbook may put behind a human approval gate.
+    Step {
+        Switch => "switch",
+        Flush => "flush",
+        Deploy => "deploy",
+    }
+);
+
+named_enum!(
+    /// How stale data is removed from the new Redis.
+    FlushMode {
+        None => "none",
+        Selective => "selective",
+        Flushdb => "flushdb",
+    }
+);
+
+named_enum!(
+    /// How an incident ended.
+    Outcome {
+        Recovered => "recovered",
+        RolledBack => "rolled_back",
+        FalseAlarm => "false_alarm",
+        Escalated => "escalated",
+        Aborted => "aborted",
+    }
+);

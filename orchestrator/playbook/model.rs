@@ -1,0 +1,171 @@
+//! The validated, typed playbook: what the rest of the program reads. Every field has
+//! been checked and every `${NAME}` resolved; secrets are wrapped so they cannot print.
+
+use crate::model::{Action, ConfirmItem, FailureClass, FlushMode, Step, VerifyItem};
+use crate::secret::{RedisUrl, Secret};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Playbook {
+    pub name: String,
+    /// Where it was loaded from (for messages).
+    pub source: PathBuf,
+    /// SHA-256 of the file's bytes; each incident pins it.
+    pub hash: String,
+    pub redis: RedisSection,
+    pub service: ServiceSection,
+    pub thresholds: Thresholds,
+    pub confirm: ConfirmPolicy,
+    pub verify: VerifyPolicy,
+    pub actions: BTreeMap<FailureClass, Action>,
+    pub flush: FlushPolicy,
+    pub approvals: ApprovalPolicy,
+    pub platform: PlatformConfig,
+    pub notifications: Notifications,
+    pub cooldown: Duration,
+    pub watch: WatchPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSection {
+    pub primary: RedisUrl,
+    pub backup: RedisUrl,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceSection {
+    pub base_url: url::Url,
+    pub api_key: Secret,
+    pub health_path: String,
+    pub queue_metrics_path: String,
+    pub logs_path: String,
+    pub trigger_path: String,
+    /// Queue the synthetic job is checked in (its completion is read from BullMQ's keys).
+    pub synthetic_queue: String,
+    pub request_timeout: Duration,
+    /// Phrases in error logs that mean "Redis connection problem".
+    pub error_patterns: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Thresholds {
+    pub ping_timeout: Duration,
+    pub latency: Duration,
+    pub verify_latency: Duration,
+    pub job_timeout: Duration,
+    pub confirm_window: Duration,
+    pub confirm_attempts: u32,
+    pub verify_window: Duration,
+    pub verify_interval: Duration,
+    pub deploy_timeout: Duration,
+    pub deploy_poll: Duration,
+    pub latency_samples: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfirmPolicy {
+    pub required: Vec<ConfirmItem>,
+    pub min_signals: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifyPolicy {
+    pub required: Vec<VerifyItem>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FlushPolicy {
+    pub mode: FlushMode,
+    pub patterns: Vec<String>,
+    pub batch: u32,
+    /// Flushing pauses while PING latency on the target is above this.
+    pub max_latency: Duration,
+    pub critical_queues: Vec<String>,
+    /// How long to wait for the guards to hold before escalating.
+    pub guard_wait: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApprovalPolicy {
+    pub steps: Vec<Step>,
+    pub approvers: Vec<String>,
+    pub required: u32,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum PlatformConfig {
+    Render(RenderConfig),
+    Command(CommandConfig),
+    EnvFile(EnvFileConfig),
+}
+
+impl PlatformConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PlatformConfig::Render(_) => "render",
+            PlatformConfig::Command(_) => "command",
+            PlatformConfig::EnvFile(_) => "env-file",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RenderConfig {
+    pub base_url: url::Url,
+    pub api_key: Secret,
+    pub service_id: String,
+    pub env_key: String,
+    pub request_timeout: Duration,
+    /// Retries of one call (429, 5xx, timeouts) stop at this deadline.
+    pub retry_deadline: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandConfig {
+    pub read: String,
+    pub switch: String,
+    pub deploy: String,
+    pub status: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvFileConfig {
+    pub path: PathBuf,
+    pub key: String,
+    pub restart: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Notifications {
+    pub slack: Option<SlackConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    pub webhook_url: Secret,
+    pub channel: Option<String>,
+    pub attempts: u32,
+    pub timeout: Duration,
+}
+
+/// The runbook's "Alert Conditions", evaluated by the watch loop.
+#[derive(Debug, Clone)]
+pub struct WatchPolicy {
+    pub enabled: bool,
+    pub interval: Duration,
+    /// Redis ping fails for longer than this.
+    pub ping_fail_for: Duration,
+    /// Redis latency above `latency_threshold` for longer than `latency_for`.
+    pub latency_threshold: Duration,
+    pub latency_for: Duration,
+    /// Queue depth (waiting jobs) above this.
+    pub queue_depth: u64,
+    /// More than `failed_jobs` failed jobs within `failed_window`.
+    pub failed_jobs: u64,
+    pub failed_window: Duration,
+}
