@@ -6,7 +6,11 @@
 //! on the outside world through narrow traits ([`ports`]).
 
 pub mod duration;
+pub mod journal;
 pub mod machine;
 pub mod model;
+pub mod platform;
+pub mod ports;
+pub mod probe;
 pub mod playbook;
 pub mod secret;

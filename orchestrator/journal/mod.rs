@@ -1,0 +1,462 @@
+//! The SQLite journal (sqlx, WAL): incidents, transitions, checks, effects, commands,
+//! alerts. Everything the orchestrator decides is written here before it acts, so an
+//! incident can be resumed from the journal alone and audited afterwards.
+
+mod records;
+
+pub use records::*;
+
+use crate::machine::{Decision, Event, Machine};
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("no journal at {0} (start an incident first, or pass --db)")]
+    Missing(PathBuf),
+    #[error("cannot open journal {path}: {source}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("journal migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Another writer holds the lock past the busy timeout: retrying can help.
+    #[error("journal is locked by another writer (busy for longer than the busy timeout)")]
+    Busy,
+    #[error("no incident with id {0:?}")]
+    UnknownIncident(String),
+    #[error("journal record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("journal error: {0}")]
+    Db(sqlx::Error),
+}
+
+impl JournalError {
+    /// Whether trying again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, JournalError::Busy)
+    }
+}
+
+impl From<sqlx::Error> for JournalError {
+    fn from(e: sqlx::Error) -> Self {
+        let busy = match &e {
+            sqlx::Error::Database(db) => {
+                let msg = db.message();
+                msg.contains("database is locked") || msg.contains("database is busy") || db.code().as_deref() == Some("5")
+            }
+            _ => false,
+        };
+        if busy {
+            JournalError::Busy
+        } else {
+            JournalError::Db(e)
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, JournalError>;
+
+/// Time as the journal stores it.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+}
+
+#[derive(Clone)]
+pub struct Journal {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+/// How long a writer waits for another writer's lock before giving up with `Busy`.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Journal {
+    /// Opens (creating if needed) and migrates the journal.
+    pub async fn open(path: &Path) -> Result<Journal> {
+        Self::open_with(path, true, BUSY_TIMEOUT).await
+    }
+
+    /// Opens an existing journal; a missing file is an error, not a new empty journal
+    /// (so a typo in `--db` does not look like "no incidents").
+    pub async fn open_existing(path: &Path) -> Result<Journal> {
+        if !path.exists() {
+            return Err(JournalError::Missing(path.to_path_buf()));
+        }
+        Self::open_with(path, false, BUSY_TIMEOUT).await
+    }
+
+    pub async fn open_with(path: &Path, create: bool, busy_timeout: Duration) -> Result<Journal> {
+        if create {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| JournalError::Open { path: path.to_path_buf(), source: sqlx::Error::Io(e) })?;
+            }
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a transition that was acknowledged survives a power cut, not only a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(busy_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(busy_timeout + Duration::from_secs(5))
+            .connect_with(opts)
+            .await
+            .map_err(|source| JournalError::Open { path: path.to_path_buf(), source })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Journal { pool, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Opens an incident in Detect and journals its trigger as the first transition.
+    pub async fn create_incident(&self, new: &NewIncident, machine: &Machine, at: DateTime<Utc>) -> Result<String> {
+        let id = format!("inc-{}-{:04x}", at.format("%Y%m%dT%H%M%S"), rand::random::<u16>());
+        sqlx::query(
+            "INSERT INTO incidents (id, playbook_name, playbook_path, playbook_hash, target, state, machine, opened_at, trigger_source, trigger_detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&new.playbook_name)
+        .bind(&new.playbook_path)
+        .bind(&new.playbook_hash)
+        .bind(&new.target)
+        .bind(machine.state().name())
+        .bind(machine.to_json())
+        .bind(ts(at))
+        .bind(&new.trigger_source)
+        .bind(&new.trigger_detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Journals one decision of the machine (accepted or rejected) with the machine
+    /// state after it, the checks it judged, and the incident's current state, in one
+    /// transaction: either all of it is recorded or none.
+    pub async fn record_decision(&self, incident: &str, event: &Event, decision: &Decision, machine: &Machine, at: DateTime<Utc>) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE incident_id = ?")
+            .bind(incident)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        let when = ts(at);
+        let observations = serde_json::to_string(event).map_err(|e| JournalError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO transitions (incident_id, seq, at, from_state, to_state, event, observations, note, rejected, actor, machine)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(incident)
+        .bind(seq)
+        .bind(&when)
+        .bind(decision.from.name())
+        .bind(decision.to.name())
+        .bind(event.name())
+        .bind(&observations)
+        .bind(&decision.note)
+        .bind(&decision.rejected)
+        .bind(event.actor())
+        .bind(machine.to_json())
+        .execute(&mut *tx)
+        .await?;
+        if let Some((phase, checks)) = checks_of(event) {
+            for c in checks {
+                sqlx::query("INSERT INTO checks (incident_id, transition_seq, at, phase, item, holds, observed) VALUES (?, ?, ?, ?, ?, ?, ?)")
+                    .bind(incident)
+                    .bind(seq)
+                    .bind(&when)
+                    .bind(phase)
+                    .bind(&c.item)
+                    .bind(c.holds)
+                    .bind(&c.observed)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        if decision.rejected.is_none() {
+            let outcome = decision.to.outcome().map(|o| o.as_str());
+            let updated = sqlx::query(
+                "UPDATE incidents SET state = ?, machine = ?, outcome = ?, closed_at = CASE WHEN ? IS NULL THEN NULL ELSE ? END WHERE id = ?",
+            )
+            .bind(decision.to.name())
+            .bind(machine.to_json())
+            .bind(outcome)
+            .bind(outcome)
+            .bind(&when)
+            .bind(incident)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                return Err(JournalError::UnknownIncident(incident.to_string()));
+            }
+        }
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    pub async fn incident(&self, id: &str) -> Result<IncidentRow> {
+        let row = sqlx::query(INCIDENT_COLUMNS_WHERE_ID)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| JournalError::UnknownIncident(id.to_string()))?;
+        IncidentRow::from_row(&row)
+    }
+
+    /// The machine as last journaled for an incident: what resume starts from.
+    pub async fn machine(&self, id: &str) -> Result<Machine> {
+        let inc = self.incident(id).await?;
+        Machine::from_json(&inc.machine).map_err(|e| JournalError::Corrupt(format!("machine state of {id}: {e}")))
+    }
+
+    pub async fn incidents(&self, limit: i64) -> Result<Vec<IncidentRow>> {
+        let rows = sqlx::query(INCIDENT_COLUMNS_ALL).bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(IncidentRow::from_row).collect()
+    }
+
+    pub async fn open_incidents(&self) -> Result<Vec<IncidentRow>> {
+        let rows = sqlx::query(INCIDENT_COLUMNS_OPEN).fetch_all(&self.pool).await?;
+        rows.iter().map(IncidentRow::from_row).collect()
+    }
+
+    /// The open incident for a target, if any: new alerts attach to it.
+    pub async fn open_incident_for(&self, target: &str) -> Result<Option<IncidentRow>> {
+        Ok(self.open_incidents().await?.into_iter().find(|i| i.target == target))
+    }
+
+    /// When the last incident for a target that actually switched ended, for the cooldown.
+    pub async fn last_closed_for(&self, target: &str) -> Result<Option<DateTime<Utc>>> {
+        let row = sqlx::query(
+            "SELECT MAX(closed_at) FROM incidents WHERE target = ? AND closed_at IS NOT NULL AND outcome IN ('recovered', 'rolled_back', 'escalated')",
+        )
+        .bind(target)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get::<Option<String>, _>(0).and_then(|s| parse_ts(&s)))
+    }
+
+    pub async fn transitions(&self, id: &str) -> Result<Vec<TransitionRow>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, from_state, to_state, event, observations, note, rejected, actor FROM transitions WHERE incident_id = ? ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TransitionRow {
+                seq: r.get("seq"),
+                at: r.get("at"),
+                from_state: r.get("from_state"),
+                to_state: r.get("to_state"),
+                event: r.get("event"),
+                observations: r.get("observations"),
+                note: r.get("note"),
+                rejected: r.get("rejected"),
+                actor: r.get("actor"),
+            })
+            .collect())
+    }
+
+    pub async fn checks(&self, id: &str) -> Result<Vec<CheckRow>> {
+        let rows = sqlx::query("SELECT transition_seq, at, phase, item, holds, observed FROM checks WHERE incident_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| CheckRow {
+                transition_seq: r.get("transition_seq"),
+                at: r.get("at"),
+                phase: r.get("phase"),
+                item: r.get("item"),
+                holds: r.get::<i64, _>("holds") != 0,
+                observed: r.get("observed"),
+            })
+            .collect())
+    }
+
+    /// Journals an effect's intent before it runs. Returns the existing record when
+    /// the key is already known: the caller then reconciles instead of re-issuing.
+    pub async fn effect_intent(&self, incident: &str, key: &str, kind: &str, intent: &serde_json::Value, at: DateTime<Utc>) -> Result<Option<EffectRow>> {
+        if let Some(existing) = self.effect(key).await? {
+            return Ok(Some(existing));
+        }
+        sqlx::query("INSERT INTO effects (incident_id, key, kind, intent, intent_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(incident)
+            .bind(key)
+            .bind(kind)
+            .bind(intent.to_string())
+            .bind(ts(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(None)
+    }
+
+    pub async fn effect_outcome(&self, key: &str, outcome: &str, result: &serde_json::Value, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE effects SET outcome = ?, result = ?, done_at = ? WHERE key = ?")
+            .bind(outcome)
+            .bind(result.to_string())
+            .bind(ts(at))
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn effect(&self, key: &str) -> Result<Option<EffectRow>> {
+        let row = sqlx::query("SELECT key, kind, intent, intent_at, outcome, result, done_at FROM effects WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(EffectRow::from_row))
+    }
+
+    pub async fn effects(&self, incident: &str) -> Result<Vec<EffectRow>> {
+        let rows = sqlx::query("SELECT key, kind, intent, intent_at, outcome, result, done_at FROM effects WHERE incident_id = ? ORDER BY id")
+            .bind(incident)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(EffectRow::from_row).collect())
+    }
+
+    /// Records a person's command (approve, reject, abort) for the executor to apply.
+    pub async fn add_command(&self, incident: &str, kind: CommandKind, actor: &str, comment: &str, via: &str, at: DateTime<Utc>) -> Result<i64> {
+        self.incident(incident).await?;
+        let row = sqlx::query("INSERT INTO commands (incident_id, kind, actor, comment, via, at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id")
+            .bind(incident)
+            .bind(kind.as_str())
+            .bind(actor)
+            .bind(comment)
+            .bind(via)
+            .bind(ts(at))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn pending_commands(&self, incident: &str) -> Result<Vec<CommandRow>> {
+        let rows = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result FROM commands WHERE incident_id = ? AND applied_at IS NULL ORDER BY id")
+            .bind(incident)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(CommandRow::from_row).collect()
+    }
+
+    pub async fn commands(&self, incident: &str) -> Result<Vec<CommandRow>> {
+        let rows = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result FROM commands WHERE incident_id = ? ORDER BY id")
+            .bind(incident)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(CommandRow::from_row).collect()
+    }
+
+    pub async fn command_applied(&self, id: i64, accepted: bool, result: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ?")
+            .bind(ts(at))
+            .bind(accepted)
+            .bind(result)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn command(&self, id: i64) -> Result<Option<CommandRow>> {
+        let row = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result FROM commands WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(CommandRow::from_row).transpose()
+    }
+
+    pub async fn record_alert(&self, alert: &NewAlert, incident: Option<&str>, disposition: &str, at: DateTime<Utc>) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO alerts (received_at, source, fingerprint, status, target, summary, incident_id, disposition) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(ts(at))
+        .bind(&alert.source)
+        .bind(&alert.fingerprint)
+        .bind(&alert.status)
+        .bind(&alert.target)
+        .bind(&alert.summary)
+        .bind(incident)
+        .bind(disposition)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn alerts(&self, incident: &str) -> Result<Vec<AlertRow>> {
+        let rows = sqlx::query("SELECT received_at, source, fingerprint, status, summary, disposition FROM alerts WHERE incident_id = ? ORDER BY id")
+            .bind(incident)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AlertRow {
+                received_at: r.get("received_at"),
+                source: r.get("source"),
+                fingerprint: r.get("fingerprint"),
+                status: r.get("status"),
+                summary: r.get("summary"),
+                disposition: r.get("disposition"),
+            })
+            .collect())
+    }
+
+    pub async fn set_setting(&self, key: &str, value: &str, by: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query("INSERT INTO settings (key, value, set_by, at) VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, set_by = excluded.set_by, at = excluded.at")
+            .bind(key)
+            .bind(value)
+            .bind(by)
+            .bind(ts(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn setting(&self, key: &str) -> Result<Option<(String, String, String)>> {
+        let row = sqlx::query("SELECT value, set_by, at FROM settings WHERE key = ?").bind(key).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
+    /// Whether automatic failover is switched off (`orchestrator pause`).
+    pub async fn paused(&self) -> Result<bool> {
+        Ok(self.setting("paused").await?.map(|(v, _, _)| v == "1").unwrap_or(false))
+    }
+}
+
+const INCIDENT_COLUMNS_WHERE_ID: &str = "SELECT id, playbook_name, playbook_path, playbook_hash, target, state, machine, outcome, opened_at, closed_at, trigger_source, trigger_detail FROM incidents WHERE id = ?";
+const INCIDENT_COLUMNS_ALL: &str = "SELECT id, playbook_name, playbook_path, playbook_hash, target, state, machine, outcome, opened_at, closed_at, trigger_source, trigger_detail FROM incidents ORDER BY opened_at DESC LIMIT ?";
+const INCIDENT_COLUMNS_OPEN: &str = "SELECT id, playbook_name, playbook_path, playbook_hash, target, state, machine, outcome, opened_at, closed_at, trigger_source, trigger_detail FROM incidents WHERE closed_at IS NULL ORDER BY opened_at";
+
+/// The checklist an event carries, and the phase it belongs to.
+fn checks_of(event: &Event) -> Option<(&'static str, &[crate::machine::Check])> {
+    match event {
+        Event::ConfirmChecked { checks } => Some(("confirm", checks)),
+        Event::Assessed { preflight, .. } => Some(("preflight", preflight)),
+        Event::FlushBlocked { checks, .. } => Some(("flush_guard", checks)),
+        Event::VerifyChecked { checks, .. } => Some(("verify", checks)),
+        _ => None,
+    }
+}

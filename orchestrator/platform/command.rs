@@ -1,0 +1,1 @@
+//! Platform: command (being written)

@@ -1,0 +1,1 @@
+//! Platform: env_file (being written)

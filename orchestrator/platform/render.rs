@@ -1,0 +1,1 @@
+//! Platform: render (being written)

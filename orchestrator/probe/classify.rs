@@ -1,0 +1,1 @@
+//! Classifies Redis errors into failure classes. (being written)

@@ -1,0 +1,1 @@
+//! Flush of stale keys: SCAN + UNLINK in batches. (being written)

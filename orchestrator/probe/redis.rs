@@ -1,0 +1,2 @@
+//! The real Redis probe. (being written)
+pub struct RealRedis;
