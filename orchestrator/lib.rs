@@ -5,12 +5,18 @@
 //! ([`executor`]) that journals every decision to SQLite ([`journal`]) before acting
 //! on the outside world through narrow traits ([`ports`]).
 
+pub mod cli;
+pub mod dryrun;
 pub mod duration;
+pub mod executor;
 pub mod journal;
 pub mod machine;
 pub mod model;
+pub mod notify;
 pub mod platform;
 pub mod ports;
 pub mod probe;
 pub mod playbook;
 pub mod secret;
+pub mod service;
+pub mod wiring;

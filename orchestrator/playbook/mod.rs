@@ -30,11 +30,9 @@ pub enum PlaybookError {
 }
 
 fn render_problems(path: &Path, problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("{}:{}:{}: {}", path.display(), p.pos.line, p.pos.col, p.message))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut lines: Vec<String> = problems.iter().map(|p| format!("{}:{}:{}: {}", path.display(), p.pos.line, p.pos.col, p.message)).collect();
+    lines.push(format!("{} problem{} in {}; nothing was run", problems.len(), if problems.len() == 1 { "" } else { "s" }, path.display()));
+    lines.join("\n")
 }
 
 /// Loads and validates a playbook file, resolving `${NAME}` from the process
@@ -105,14 +103,18 @@ impl fmt::Display for Summary<'_> {
         let failover: Vec<_> = p.actions.iter().filter(|(_, a)| **a == crate::model::Action::Failover).map(|(c, _)| c.as_str()).collect();
         writeln!(f, "  failover on {}", if failover.is_empty() { "nothing (every class escalates)".to_string() } else { failover.join(", ") })?;
         writeln!(f, "  flush       {} {}", p.flush.mode, p.flush.patterns.join(" "))?;
-        writeln!(
-            f,
-            "  approvals   {} by {} of [{}], ttl {}",
-            if p.approvals.steps.is_empty() { "none".to_string() } else { p.approvals.steps.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ") },
-            p.approvals.required,
-            p.approvals.approvers.join(", "),
-            fd(p.approvals.ttl)
-        )?;
+        if p.approvals.steps.is_empty() {
+            writeln!(f, "  approvals   no gates")?;
+        } else {
+            writeln!(
+                f,
+                "  approvals   {} needs {} of [{}] within {}",
+                p.approvals.steps.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                p.approvals.required,
+                p.approvals.approvers.join(", "),
+                fd(p.approvals.ttl)
+            )?;
+        }
         writeln!(f, "  thresholds  ping timeout {}, latency {}, verify latency {}, job timeout {}, deploy timeout {}", fd(t.ping_timeout), fd(t.latency), fd(t.verify_latency), fd(t.job_timeout), fd(t.deploy_timeout))?;
         write!(f, "  notify      {}", if p.notifications.slack.is_some() { "slack" } else { "none" })
     }

@@ -1,0 +1,187 @@
+//! The audit timeline: an incident's journal rendered for a person at 3 a.m. (table)
+//! or for a program (JSON).
+
+use crate::journal::{parse_ts, CheckRow, CommandRow, EffectRow, IncidentRow, Journal, JournalError, TransitionRow};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::fmt::Write;
+
+#[derive(Serialize)]
+pub struct Audit {
+    pub incident: IncidentRow,
+    pub transitions: Vec<AuditTransition>,
+    pub effects: Vec<EffectRow>,
+    pub commands: Vec<CommandRow>,
+    pub alerts: Vec<crate::journal::AlertRow>,
+}
+
+#[derive(Serialize)]
+pub struct AuditTransition {
+    #[serde(flatten)]
+    pub row: TransitionRow,
+    /// Milliseconds since the incident opened.
+    pub elapsed_ms: i64,
+    /// Milliseconds spent in the from-state before this event.
+    pub in_step_ms: i64,
+    pub checks: Vec<CheckRow>,
+}
+
+pub async fn load(journal: &Journal, id: &str) -> Result<Audit, JournalError> {
+    let incident = journal.incident(id).await?;
+    let rows = journal.transitions(id).await?;
+    let checks = journal.checks(id).await?;
+    let opened = parse_ts(&incident.opened_at).unwrap_or_else(Utc::now);
+    let mut entered: DateTime<Utc> = opened;
+    let mut transitions = Vec::new();
+    for row in rows {
+        let at = parse_ts(&row.at).unwrap_or(opened);
+        let in_step = (at - entered).num_milliseconds();
+        let own: Vec<CheckRow> = checks.iter().filter(|c| c.transition_seq == row.seq).cloned().collect();
+        if row.rejected.is_none() && row.from_state != row.to_state {
+            entered = at;
+        }
+        transitions.push(AuditTransition { elapsed_ms: (at - opened).num_milliseconds(), in_step_ms: in_step, checks: own, row });
+    }
+    Ok(Audit {
+        effects: journal.effects(id).await?,
+        commands: journal.commands(id).await?,
+        alerts: journal.alerts(id).await?,
+        incident,
+        transitions,
+    })
+}
+
+fn secs(ms: i64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 120_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+fn clock(ts: &str) -> String {
+    parse_ts(ts).map(|t| t.format("%H:%M:%S%.3f").to_string()).unwrap_or_else(|| ts.to_string())
+}
+
+pub fn render(a: &Audit) -> String {
+    let i = &a.incident;
+    let mut out = String::new();
+    let _ = writeln!(out, "Incident {}  playbook {} (sha256 {}…)  target {}", i.id, i.playbook_name, &i.playbook_hash[..12.min(i.playbook_hash.len())], i.target);
+    let _ = writeln!(out, "Opened   {} by {}{}", i.opened_at, i.trigger_source, if i.trigger_detail.is_empty() { String::new() } else { format!(": {}", i.trigger_detail) });
+    match (&i.outcome, &i.closed_at) {
+        (Some(o), Some(c)) => {
+            let took = match (parse_ts(&i.opened_at), parse_ts(c)) {
+                (Some(a), Some(b)) => format!(" after {}", secs((b - a).num_milliseconds())),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "Outcome  {} at {}{took}", o.to_uppercase(), c);
+        }
+        _ => {
+            let _ = writeln!(out, "State    {} (open)", i.state);
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{:<13} {:>8} {:>8}  {:<34} {:<18} {}", "TIME (UTC)", "+T", "IN STEP", "TRANSITION", "EVENT", "ACTOR");
+    for t in &a.transitions {
+        let r = &t.row;
+        let arrow = if r.rejected.is_some() {
+            format!("{} ✗ rejected", r.from_state)
+        } else if r.from_state == r.to_state {
+            format!("{} (stays)", r.from_state)
+        } else {
+            format!("{} → {}", r.from_state, r.to_state)
+        };
+        let _ = writeln!(out, "{:<13} {:>8} {:>8}  {:<34} {:<18} {}", clock(&r.at), secs(t.elapsed_ms), secs(t.in_step_ms), arrow, r.event, r.actor);
+        for c in &t.checks {
+            let _ = writeln!(out, "{:<33}{} {:<22} {}", "", if c.holds { "✓" } else { "✗" }, c.item, c.observed);
+        }
+        if let Some(detail) = event_detail(&r.observations) {
+            let _ = writeln!(out, "{:<33}  {detail}", "");
+        }
+        if let Some(n) = &r.note {
+            let _ = writeln!(out, "{:<33}  → {n}", "");
+        }
+        if let Some(why) = &r.rejected {
+            let _ = writeln!(out, "{:<33}  ✗ {why}", "");
+        }
+    }
+    if !a.effects.is_empty() {
+        let _ = writeln!(out, "\nSide effects (intent → outcome)");
+        for e in &a.effects {
+            let outcome = e.outcome.as_deref().unwrap_or("IN FLIGHT (no outcome journaled)");
+            let _ = writeln!(out, "  {:<13} {:<17} {:<11} {:<40} {}", clock(&e.intent_at), e.kind, outcome, e.key, e.intent);
+        }
+    }
+    if !a.commands.is_empty() {
+        let _ = writeln!(out, "\nCommands from people");
+        for c in &a.commands {
+            let state = match c.accepted {
+                Some(true) => "accepted",
+                Some(false) => "REFUSED",
+                None => "pending",
+            };
+            let _ = writeln!(
+                out,
+                "  {:<13} {:<8} by {:<12} via {:<5} {:<9} {}{}",
+                clock(&c.at),
+                c.kind.as_str(),
+                c.actor,
+                c.via,
+                state,
+                c.result.clone().unwrap_or_default(),
+                if c.comment.is_empty() { String::new() } else { format!("  “{}”", c.comment) }
+            );
+        }
+    }
+    if !a.alerts.is_empty() {
+        let _ = writeln!(out, "\nAlerts");
+        for al in &a.alerts {
+            let _ = writeln!(out, "  {:<13} {:<12} {:<8} {:<9} {}", clock(&al.received_at), al.source, al.status, al.disposition, al.summary);
+        }
+    }
+    out
+}
+
+/// The one-line gist of an event that carries more than checks.
+fn event_detail(json: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let kind = v.get("type")?.as_str()?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    match kind {
+        "assessed" => Some(format!("class {}: {}", s("class"), s("detail"))),
+        "switched" | "flushed" | "flush_failed" | "rollback_finished" => Some(s("detail")).filter(|d| !d.is_empty()),
+        "deploy_finished" => Some(format!("{} {} {}", s("status"), v.get("deploy_id").and_then(|d| d.as_str()).unwrap_or(""), s("detail"))),
+        "approve" | "reject" => Some(s("comment")).filter(|d| !d.is_empty()).map(|c| format!("“{c}”")),
+        "abort" => Some(s("reason")).filter(|d| !d.is_empty()).map(|c| format!("“{c}”")),
+        "verify_checked" if v.get("window_over").and_then(|w| w.as_bool()) == Some(true) => Some("verify window over".into()),
+        _ => None,
+    }
+}
+
+/// A post-incident report in Markdown: summary, timeline, what was done.
+pub fn report(a: &Audit) -> String {
+    let i = &a.incident;
+    let mut out = String::new();
+    let _ = writeln!(out, "# Incident {}\n", i.id);
+    let _ = writeln!(out, "- **Outcome:** {}", i.outcome.as_deref().unwrap_or("open"));
+    let _ = writeln!(out, "- **Target:** `{}`", i.target);
+    let _ = writeln!(out, "- **Playbook:** {} (`{}`, sha256 `{}`)", i.playbook_name, i.playbook_path, i.playbook_hash);
+    let _ = writeln!(out, "- **Opened:** {} by {} {}", i.opened_at, i.trigger_source, i.trigger_detail);
+    if let Some(c) = &i.closed_at {
+        let _ = writeln!(out, "- **Closed:** {c}");
+    }
+    let _ = writeln!(out, "\n## Time per step\n\n| step | time |\n| --- | --- |");
+    let mut per: Vec<(String, i64)> = Vec::new();
+    for t in &a.transitions {
+        if t.row.rejected.is_none() && t.row.from_state != t.row.to_state {
+            per.push((t.row.from_state.clone(), t.in_step_ms));
+        }
+    }
+    for (step, ms) in per {
+        let _ = writeln!(out, "| {step} | {} |", secs(ms));
+    }
+    let _ = writeln!(out, "\n## Timeline\n\n```\n{}```", render(a));
+    out
+}

@@ -1,0 +1,39 @@
+//! Exit codes, in one place: how scripts and CI tell outcomes apart.
+
+use crate::model::Outcome;
+
+/// Recovered, or a command that succeeded.
+pub const OK: i32 = 0;
+/// Something failed at run time: unknown incident, journal unreadable or locked, a
+/// platform unreachable during `check`.
+pub const FAILURE: i32 = 1;
+/// Usage or configuration error: bad arguments, invalid playbook, refused command.
+pub const USAGE: i32 = 2;
+pub const AWAITING_APPROVAL: i32 = 3;
+pub const ROLLED_BACK: i32 = 4;
+pub const ESCALATED: i32 = 5;
+pub const FALSE_ALARM: i32 = 6;
+pub const ABORTED: i32 = 7;
+/// Stopped by a signal mid-incident; `orchestrator resume ID` continues it.
+pub const INTERRUPTED: i32 = 8;
+
+pub fn for_outcome(o: Outcome) -> i32 {
+    match o {
+        Outcome::Recovered => OK,
+        Outcome::RolledBack => ROLLED_BACK,
+        Outcome::Escalated => ESCALATED,
+        Outcome::FalseAlarm => FALSE_ALARM,
+        Outcome::Aborted => ABORTED,
+    }
+}
+
+pub const TABLE: &str = "Exit codes:
+  0  recovered (or the command succeeded)
+  1  run-time failure (unknown incident, journal unreadable or locked)
+  2  usage or configuration error (bad arguments, invalid playbook)
+  3  awaiting approval (the incident waits at a gate)
+  4  rolled back
+  5  escalated
+  6  false alarm
+  7  aborted
+  8  interrupted (resumable with `orchestrator resume ID`)";

@@ -1,0 +1,234 @@
+//! The steps that change the world: Switch (platform write + read-back), Flush, Deploy
+//! and Rollback. Each goes through [`Executor::once`] with a stable idempotency key.
+
+use super::once::error_value;
+use super::{ExecError, Executor, Progress};
+use crate::machine::{Check, DeployStatus, Event, Machine};
+use crate::model::FlushMode;
+use crate::ports::{DeployInfo, DeployPhase, FlushPlan};
+use crate::secret::RedisUrl;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+impl Executor {
+    /// Writes `url` to the platform once per key: if a crash left the intent without an
+    /// outcome and the platform already holds `url`, the write is not repeated.
+    async fn write_url_once(&self, id: &str, key: &str, url: &RedisUrl) -> Result<super::once::Done, ExecError> {
+        let platform = &self.ports.platform;
+        let intent = json!({ "env": url.masked(), "platform": platform.kind() });
+        self.once(
+            id,
+            key,
+            "set_env",
+            intent,
+            async {
+                match platform.read_url().await {
+                    Ok(Some(v)) if v == url.expose() => Some(json!({ "read_back": url.masked(), "reconciled": true })),
+                    _ => None,
+                }
+            },
+            async {
+                match platform.write_url(url.expose()).await {
+                    Ok(()) => Ok(json!({ "written": url.masked() })),
+                    Err(e) => Err(error_value(e)),
+                }
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn switch_step(&self, id: &str) -> Result<Event, ExecError> {
+        let backup = &self.playbook.redis.backup;
+        let done = self.write_url_once(id, &format!("{id}:set_env:backup"), backup).await?;
+        if !done.ok {
+            return Ok(Event::Switched { ok: false, detail: format!("platform write failed: {}", done.result["error"].as_str().unwrap_or("unknown")) });
+        }
+        // Read back and compare: the guard of Switch → Flush.
+        Ok(match self.ports.platform.read_url().await {
+            Ok(Some(v)) if v == backup.expose() => Event::Switched { ok: true, detail: format!("platform holds {backup} (read back)") },
+            Ok(Some(v)) => Event::Switched { ok: false, detail: format!("read-back shows {}, not the backup", crate::secret::mask_url(&v)) },
+            Ok(None) => Event::Switched { ok: false, detail: "read-back shows no value".into() },
+            Err(e) => Event::Switched { ok: false, detail: format!("read-back failed: {e}") },
+        })
+    }
+
+    pub(super) async fn flush_step(&self, id: &str, machine: &Machine, mode: FlushMode) -> Result<Option<Event>, ExecError> {
+        let pb = &self.playbook;
+        let f = &pb.flush;
+        if mode == FlushMode::None {
+            return Ok(Some(Event::Flushed { mode, deleted: 0, detail: "flush mode none: nothing removed".into() }));
+        }
+        let key = format!("{id}:flush");
+        // A flush already recorded (we crashed before journaling its transition) is
+        // not re-run after the guards: its result stands.
+        let recorded = self.journal.effect(&key).await?.filter(|e| e.outcome.is_some());
+        if recorded.is_none() {
+            let (entered, _) = self.entered_at(id, machine.state()).await?;
+            match self.ports.redis.active_jobs(&pb.redis.backup, &f.critical_queues, pb.thresholds.ping_timeout).await {
+                Ok(active) if active.iter().all(|(_, n)| *n == 0) => {}
+                result => {
+                    let checks: Vec<Check> = match result {
+                        Ok(active) => active
+                            .iter()
+                            .map(|(q, n)| Check::new(format!("no_active_jobs:{q}"), *n == 0, format!("LLEN bull:{q}:active = {n}")))
+                            .collect(),
+                        Err(e) => vec![Check::new("critical_queues_readable", false, format!("{}: {}", e.class, e.message))],
+                    };
+                    let waited = (self.now() - entered).to_std().unwrap_or_default();
+                    let gave_up = waited >= f.guard_wait;
+                    if !gave_up && self.wait(id, Duration::from_secs(1).min(f.guard_wait)).await? {
+                        return Ok(None);
+                    }
+                    return Ok(Some(Event::FlushBlocked { checks, gave_up }));
+                }
+            }
+        }
+        let plan = FlushPlan {
+            patterns: if mode == FlushMode::Flushdb { vec![] } else { f.patterns.clone() },
+            flushdb: mode == FlushMode::Flushdb,
+            batch: f.batch,
+            max_latency: f.max_latency,
+            dry_run: false,
+        };
+        let intent = json!({ "target": pb.redis.backup.masked(), "mode": mode.as_str(), "patterns": plan.patterns });
+        let reporter = self.opts.reporter.clone();
+        let progress = move |p: crate::ports::FlushProgress| {
+            if let Some(r) = &reporter {
+                r(&Progress::Flush(p));
+            }
+        };
+        let done = self
+            .once(
+                id,
+                &key,
+                "flush",
+                intent,
+                // Deleting matching keys again is harmless before the deploy: re-run.
+                async { None },
+                async {
+                    match self.ports.redis.flush(&pb.redis.backup, &plan, &progress).await {
+                        Ok(report) => Ok(serde_json::to_value(report).unwrap_or(Value::Null)),
+                        Err(e) => Err(error_value(e)),
+                    }
+                },
+            )
+            .await?;
+        if !done.ok {
+            return Ok(Some(Event::FlushFailed { detail: done.result["error"].as_str().unwrap_or("unknown").to_string() }));
+        }
+        let deleted = done.result["deleted"].as_u64().unwrap_or(0);
+        let per: Vec<String> = done.result["per_pattern"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| Some(format!("{} {}", p.get(0)?.as_str()?, p.get(1)?.as_u64()?))).collect())
+            .unwrap_or_default();
+        Ok(Some(Event::Flushed {
+            mode,
+            deleted,
+            detail: format!("{deleted} keys removed from {} ({}) in {} ms, {} latency pauses", pb.redis.backup, per.join(", "), done.result["elapsed_ms"], done.result["pauses"]),
+        }))
+    }
+
+    /// Starts a deploy once per key (reconciling by the platform's deploy list after a
+    /// crash), then polls it until it is live, failed, or the deploy timeout passes.
+    async fn deploy_once(&self, id: &str, key: &str) -> Result<(DeployStatus, Option<String>, String), ExecError> {
+        let platform = &self.ports.platform;
+        let done = self
+            .once(
+                id,
+                key,
+                "deploy",
+                json!({ "platform": platform.kind() }),
+                async {
+                    let row = self.journal.effect(key).await.ok().flatten()?;
+                    let since = crate::journal::parse_ts(&row.intent_at)? - chrono::Duration::seconds(5);
+                    let found = platform.deploys_since(since).await.ok()?;
+                    found.into_iter().next().map(|d| json!({ "deploy_id": d.id, "status": d.status, "reconciled": true }))
+                },
+                async {
+                    match platform.deploy().await {
+                        Ok(d) => Ok(json!({ "deploy_id": d.id, "status": d.status })),
+                        Err(e) => Err(error_value(e)),
+                    }
+                },
+            )
+            .await?;
+        if !done.ok {
+            return Ok((DeployStatus::Failed, None, format!("deploy could not be started: {}", done.result["error"].as_str().unwrap_or("unknown"))));
+        }
+        let deploy_id = done.result["deploy_id"].as_str().unwrap_or_default().to_string();
+        // The timeout runs from the intent, so it survives a restart.
+        let started = self.journal.effect(key).await?.and_then(|e| crate::journal::parse_ts(&e.intent_at)).unwrap_or_else(|| self.now());
+        let timeout = self.playbook.thresholds.deploy_timeout;
+        let mut last_status;
+        loop {
+            let elapsed = (self.now() - started).to_std().unwrap_or_default();
+            match platform.deploy_status(&deploy_id).await {
+                Ok(DeployInfo { phase: DeployPhase::Live, status, .. }) => return Ok((DeployStatus::Live, Some(deploy_id), format!("deploy {status}"))),
+                Ok(DeployInfo { phase: DeployPhase::Failed, status, .. }) => return Ok((DeployStatus::Failed, Some(deploy_id), format!("deploy ended {status}"))),
+                Ok(DeployInfo { phase: DeployPhase::Canceled, status, .. }) => return Ok((DeployStatus::Canceled, Some(deploy_id), format!("deploy ended {status}"))),
+                Ok(d) => last_status = d.status,
+                Err(e) => last_status = format!("status unknown ({e})"),
+            }
+            if elapsed >= timeout {
+                return Ok((DeployStatus::TimedOut, Some(deploy_id), format!("deploy still {last_status} after {}", crate::duration::format_duration(timeout))));
+            }
+            self.report(Progress::Waiting { what: format!("deploy {deploy_id}: {last_status}"), elapsed, limit: timeout });
+            if self.wait(id, self.playbook.thresholds.deploy_poll).await? && self.shutting_down() {
+                // Leave the deploy running; resume polls the same deploy id.
+                return Err(ExecError::Interrupted);
+            }
+        }
+    }
+
+    pub(super) async fn deploy_step(&self, id: &str) -> Result<Event, ExecError> {
+        let (status, deploy_id, detail) = self.deploy_once(id, &format!("{id}:deploy:switch")).await?;
+        Ok(Event::DeployFinished { status, deploy_id, detail })
+    }
+
+    /// Restores the primary URL, deploys it, and verifies the service is healthy on it.
+    pub(super) async fn rollback_step(&self, id: &str) -> Result<Event, ExecError> {
+        let pb = &self.playbook;
+        let t = &pb.thresholds;
+        let primary = &pb.redis.primary;
+        let wrote = self.write_url_once(id, &format!("{id}:set_env:rollback"), primary).await?;
+        if !wrote.ok {
+            return Ok(Event::RollbackFinished { ok: false, detail: format!("could not restore {primary}: {}", wrote.result["error"].as_str().unwrap_or("unknown")) });
+        }
+        match self.ports.platform.read_url().await {
+            Ok(Some(v)) if v == primary.expose() => {}
+            other => {
+                let seen = match other {
+                    Ok(Some(v)) => crate::secret::mask_url(&v),
+                    Ok(None) => "nothing".into(),
+                    Err(e) => e.to_string(),
+                };
+                return Ok(Event::RollbackFinished { ok: false, detail: format!("read-back after restore shows {seen}") });
+            }
+        }
+        let (status, deploy_id, detail) = self.deploy_once(id, &format!("{id}:deploy:rollback")).await?;
+        if status != DeployStatus::Live {
+            return Ok(Event::RollbackFinished { ok: false, detail: format!("rollback deploy {}: {detail}", deploy_id.unwrap_or_default()) });
+        }
+        // Verify the original connection: health up and the primary answering.
+        let started = tokio::time::Instant::now();
+        loop {
+            let (health, ping) = tokio::join!(self.ports.service.health(), self.ports.redis.check(primary, t.ping_timeout));
+            let health_up = matches!(&health, Ok(h) if h.redis_status == "up");
+            if health_up && ping.is_ok() {
+                return Ok(Event::RollbackFinished { ok: true, detail: format!("{primary} restored, deploy live, health up, primary answers") });
+            }
+            if started.elapsed() >= t.verify_window {
+                let why = match (&health, &ping) {
+                    (_, Err(f)) => format!("primary still failing ({}: {})", f.class, f.message),
+                    (Ok(h), _) => format!("health shows redis {}", h.redis_status),
+                    (Err(e), _) => format!("health endpoint: {e}"),
+                };
+                return Ok(Event::RollbackFinished { ok: false, detail: format!("restored and deployed, but not healthy within {}: {why}", crate::duration::format_duration(t.verify_window)) });
+            }
+            self.report(Progress::Waiting { what: "rollback verification".into(), elapsed: started.elapsed(), limit: t.verify_window });
+            if self.wait(id, t.verify_interval).await? && self.shutting_down() {
+                return Err(ExecError::Interrupted);
+            }
+        }
+    }
+}

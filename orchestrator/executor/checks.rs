@@ -1,0 +1,267 @@
+//! Measuring the runbook's checklists for real: confirmation (Step 1), assessment and
+//! the backup's preflight (Step 2), and recovery verification (Step 7).
+
+use super::{ExecError, Executor, Progress};
+use crate::duration::format_duration as fd;
+use crate::machine::{Check, Event, Machine};
+use crate::model::{ConfirmItem, FailureClass, VerifyItem};
+use crate::ports::JobState;
+use crate::service::is_redis_error;
+use std::time::Duration;
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+}
+
+impl Executor {
+    /// One sampling of the confirmation checklist. Attempts after the first are spread
+    /// evenly over the confirm window, so "confirmed" means "failing for the window".
+    pub(super) async fn confirm_step(&self, id: &str, attempt: u32) -> Result<Option<Event>, ExecError> {
+        let t = &self.playbook.thresholds;
+        if attempt > 1 {
+            let gap = t.confirm_window / t.confirm_attempts.saturating_sub(1).max(1);
+            self.report(Progress::Waiting { what: format!("confirm attempt {attempt} of {}", t.confirm_attempts), elapsed: Duration::ZERO, limit: gap });
+            if self.wait(id, gap).await? {
+                return Ok(None); // a command or shutdown arrived: handle it first
+            }
+        }
+        Ok(Some(Event::ConfirmChecked { checks: self.probes().confirm_checklist().await }))
+    }
+}
+
+/// The measurements of the checklists, usable without an incident (`orchestrator
+/// check` runs them as a dry run).
+pub struct Probes<'a> {
+    pub pb: &'a crate::playbook::Playbook,
+    pub ports: &'a crate::ports::Ports,
+}
+
+impl Probes<'_> {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.ports.clock.now()
+    }
+
+    /// Measures the runbook's confirmation checklist once.
+    pub async fn confirm_checklist(&self) -> Vec<Check> {
+        let t = &self.pb.thresholds;
+        let log_window = chrono::Duration::from_std(t.confirm_window.max(Duration::from_secs(60))).unwrap_or_default();
+        let since = self.now() - log_window;
+        let pb = self.pb;
+        let (ping, health, logs, metrics) = tokio::join!(
+            self.ports.redis.check(&pb.redis.primary, t.ping_timeout),
+            self.ports.service.health(),
+            self.ports.service.error_logs(since),
+            self.ports.service.queue_metrics(),
+        );
+        let mut checks = Vec::new();
+        checks.push(match health {
+            Ok(h) => Check::new(
+                ConfirmItem::HealthDown.as_str(),
+                h.redis_status == "down" || (h.status != "ok" && h.redis_status != "up"),
+                format!("HTTP {}, status {}, redis {}{}", h.http_status, h.status, h.redis_status, if h.redis_message.is_empty() { String::new() } else { format!(": {}", h.redis_message) }),
+            ),
+            Err(e) => Check::new(ConfirmItem::HealthDown.as_str(), false, format!("health endpoint did not answer: {e}")),
+        });
+        checks.push(match ping {
+            Ok(lat) if lat > t.ping_timeout => Check::new(ConfirmItem::PingFailed.as_str(), true, format!("PONG after {} (timeout {})", ms(lat), fd(t.ping_timeout))),
+            Ok(lat) => Check::new(ConfirmItem::PingFailed.as_str(), false, format!("PONG in {} from {}", ms(lat), pb.redis.primary)),
+            Err(f) => Check::new(ConfirmItem::PingFailed.as_str(), true, format!("{} from {}: {}", f.class, pb.redis.primary, f.message)),
+        });
+        checks.push(match logs {
+            Ok(entries) => {
+                let hits: Vec<_> = entries.iter().filter(|e| is_redis_error(&e.message, &pb.service.error_patterns)).collect();
+                let latest = hits.first().map(|e| format!("; latest: {}", e.message)).unwrap_or_default();
+                Check::new(ConfirmItem::ErrorLogs.as_str(), !hits.is_empty(), format!("{} Redis error(s) in the last {}{latest}", hits.len(), fd(log_window.to_std().unwrap_or_default())))
+            }
+            Err(e) => Check::new(ConfirmItem::ErrorLogs.as_str(), false, format!("logs endpoint did not answer: {e}")),
+        });
+        checks.push(match metrics {
+            Ok(m) => Check::new(
+                ConfirmItem::QueueStopped.as_str(),
+                m.active_jobs == 0 || m.connection_status != "connected",
+                format!("active_jobs {}, waiting_jobs {}, connection_status {}", m.active_jobs, m.waiting_jobs, m.connection_status),
+            ),
+            Err(e) => Check::new(ConfirmItem::QueueStopped.as_str(), false, format!("queue metrics did not answer: {e}")),
+        });
+        checks
+    }
+
+    /// Classifies the primary's failure from a fresh probe and runs the backup's
+    /// preflight. Never switches to a backup that is dead, slow, the same endpoint, or
+    /// when the platform holds a URL we do not know how to restore.
+    pub async fn assess(&self) -> Event {
+        let pb = self.pb;
+        let t = &pb.thresholds;
+        let (primary, backup_check, backup_latency, platform_url) = tokio::join!(
+            self.ports.redis.check(&pb.redis.primary, t.ping_timeout),
+            self.ports.redis.check(&pb.redis.backup, t.ping_timeout),
+            self.ports.redis.latency(&pb.redis.backup, t.latency_samples, t.ping_timeout),
+            self.ports.platform.read_url(),
+        );
+        let (class, detail) = match primary {
+            Err(f) => (f.class, format!("primary {}: {}", pb.redis.primary, f.message)),
+            Ok(lat) if lat > t.ping_timeout => (FailureClass::Timeout, format!("primary answered after {}", ms(lat))),
+            Ok(lat) => (FailureClass::Unknown, format!("primary answered again during assessment (PONG in {}): unclear failure", ms(lat))),
+        };
+        let mut preflight = vec![Check::new(
+            "backup_distinct",
+            pb.redis.primary.endpoint() != pb.redis.backup.endpoint(),
+            format!("primary {} / backup {}", pb.redis.primary.endpoint(), pb.redis.backup.endpoint()),
+        )];
+        preflight.push(match backup_check {
+            Ok(lat) if lat <= t.ping_timeout => Check::new("backup_ping", true, format!("PONG and write in {} from {}", ms(lat), pb.redis.backup)),
+            Ok(lat) => Check::new("backup_ping", false, format!("PONG after {} (timeout {})", ms(lat), fd(t.ping_timeout))),
+            Err(f) => Check::new("backup_ping", false, format!("{} from {}: {}", f.class, pb.redis.backup, f.message)),
+        });
+        preflight.push(match backup_latency {
+            Ok(s) => Check::new(
+                "backup_latency",
+                s.median_ms < t.latency.as_secs_f64() * 1000.0,
+                format!("median {:.1}ms, max {:.1}ms over {} PINGs (threshold {})", s.median_ms, s.max_ms, s.samples, fd(t.latency)),
+            ),
+            Err(f) => Check::new("backup_latency", false, format!("{}: {}", f.class, f.message)),
+        });
+        preflight.push(match platform_url {
+            Ok(Some(v)) if v == pb.redis.primary.expose() => Check::new("platform_url_known", true, format!("platform holds the primary URL {}", pb.redis.primary)),
+            Ok(Some(v)) if v == pb.redis.backup.expose() => Check::new("platform_url_known", true, format!("platform already holds the backup URL {}", pb.redis.backup)),
+            Ok(Some(v)) => Check::new(
+                "platform_url_known",
+                false,
+                format!("platform holds {}, neither primary nor backup: a rollback could not restore it", crate::secret::mask_url(&v)),
+            ),
+            Ok(None) => Check::new("platform_url_known", false, "platform has no value for the Redis URL"),
+            Err(e) => Check::new("platform_url_known", false, format!("platform did not answer: {e}")),
+        });
+        Event::Assessed { class, detail, preflight }
+    }
+
+    /// Measures the recovery checklist against the backup. `submit_job: false` skips the
+    /// synthetic job (a dry run must not change anything).
+    pub async fn recovery_checklist(&self, id: &str, since: chrono::DateTime<chrono::Utc>, attempt: u32, submit_job: bool) -> Vec<Check> {
+        let pb = self.pb;
+        let t = &pb.thresholds;
+        let svc = &self.ports.service;
+        let (health, before, latency) = tokio::join!(
+            svc.health(),
+            svc.queue_metrics(),
+            self.ports.redis.latency(&pb.redis.backup, t.latency_samples, t.ping_timeout)
+        );
+        let mut checks = Vec::new();
+        checks.push(match &health {
+            Ok(h) => Check::new(VerifyItem::HealthUp.as_str(), h.redis_status == "up", format!("HTTP {}, status {}, redis {}", h.http_status, h.status, h.redis_status)),
+            Err(e) => Check::new(VerifyItem::HealthUp.as_str(), false, format!("health endpoint did not answer: {e}")),
+        });
+        checks.push(match &before {
+            Ok(m) => Check::new(VerifyItem::QueueConnected.as_str(), m.connection_status == "connected", format!("connection_status {}", m.connection_status)),
+            Err(e) => Check::new(VerifyItem::QueueConnected.as_str(), false, format!("queue metrics did not answer: {e}")),
+        });
+        // A reconnect is not proof that workers process again: submit a real job.
+        if submit_job {
+            checks.push(self.synthetic_job(id, attempt, before.as_ref().ok().map(|m| m.completed_jobs)).await);
+        }
+        let after = svc.queue_metrics().await;
+        checks.push(match (&before, &after) {
+            (Ok(b), Ok(a)) => Check::new(
+                VerifyItem::WaitingDecreasing.as_str(),
+                a.waiting_jobs < b.waiting_jobs || (a.waiting_jobs == 0 && b.waiting_jobs == 0),
+                format!("waiting_jobs {} → {}", b.waiting_jobs, a.waiting_jobs),
+            ),
+            (Err(e), _) | (_, Err(e)) => Check::new(VerifyItem::WaitingDecreasing.as_str(), false, format!("queue metrics did not answer: {e}")),
+        });
+        checks.push(match svc.error_logs(since).await {
+            Ok(entries) => {
+                let hits: Vec<_> = entries.iter().filter(|e| is_redis_error(&e.message, &pb.service.error_patterns)).collect();
+                let latest = hits.first().map(|e| format!("; latest: {}", e.message)).unwrap_or_default();
+                Check::new(VerifyItem::NoNewErrors.as_str(), hits.is_empty(), format!("{} Redis error(s) since the deploy went live{latest}", hits.len()))
+            }
+            Err(e) => Check::new(VerifyItem::NoNewErrors.as_str(), false, format!("logs endpoint did not answer: {e}")),
+        });
+        checks.push(match latency {
+            Ok(s) => Check::new(
+                VerifyItem::Latency.as_str(),
+                s.median_ms < t.verify_latency.as_secs_f64() * 1000.0,
+                format!("median {:.1}ms, max {:.1}ms over {} PINGs to {} (bound {})", s.median_ms, s.max_ms, s.samples, pb.redis.backup, fd(t.verify_latency)),
+            ),
+            Err(f) => Check::new(VerifyItem::Latency.as_str(), false, format!("{}: {}", f.class, f.message)),
+        });
+        checks
+    }
+
+    /// Submits a job through the trigger endpoint and waits for BullMQ to record it as
+    /// completed in the new Redis, within the job timeout.
+    async fn synthetic_job(&self, id: &str, attempt: u32, completed_before: Option<u64>) -> Check {
+        let pb = self.pb;
+        let t = &pb.thresholds;
+        let item = VerifyItem::SyntheticJob.as_str();
+        let payload = serde_json::json!({
+            "test": "redis-recovery-test",
+            "incident": id,
+            "attempt": attempt,
+            "timestamp": chrono::Utc::now().to_rfc3339(),
+        });
+        let started = tokio::time::Instant::now();
+        let job = match self.ports.service.submit_job(&payload).await {
+            Ok(j) => j,
+            Err(e) => return Check::new(item, false, format!("trigger endpoint refused the job: {e}")),
+        };
+        let queue = job.queue.clone().unwrap_or_else(|| pb.service.synthetic_queue.clone());
+        let deadline = started + t.job_timeout;
+        let mut last = JobState::Unknown;
+        loop {
+            let done = match &job.job_id {
+                Some(job_id) => match self.ports.redis.job_state(&pb.redis.backup, &queue, job_id, t.ping_timeout).await {
+                    Ok(state) => {
+                        last = state;
+                        matches!(state, JobState::Completed | JobState::Failed)
+                    }
+                    Err(_) => false,
+                },
+                // No job id in the answer: fall back to the completed counter.
+                None => match (completed_before, self.ports.service.queue_metrics().await) {
+                    (Some(b), Ok(m)) if m.completed_jobs > b => {
+                        last = JobState::Completed;
+                        true
+                    }
+                    _ => false,
+                },
+            };
+            if done || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = started.elapsed();
+        let job_name = job.job_id.as_deref().map(|j| format!("job {queue}:{j}")).unwrap_or_else(|| "job (no id returned)".into());
+        match last {
+            JobState::Completed => Check::new(item, true, format!("{job_name} completed in {}", ms(took))),
+            JobState::Failed => Check::new(item, false, format!("{job_name} failed after {}", ms(took))),
+            other => Check::new(item, false, format!("{job_name} still {other:?} after {} (job timeout {})", ms(took), fd(t.job_timeout))),
+        }
+    }
+}
+
+impl Executor {
+    pub(super) fn probes(&self) -> Probes<'_> {
+        Probes { pb: &self.playbook, ports: &self.ports }
+    }
+
+    pub(super) async fn assess_step(&self) -> Event {
+        self.probes().assess().await
+    }
+
+    /// One sampling of the recovery checklist against the backup. Every item is
+    /// measured (for the record); the machine judges the required ones.
+    pub(super) async fn verify_step(&self, id: &str, machine: &Machine, attempt: u32) -> Result<Option<Event>, ExecError> {
+        let pb = &self.playbook;
+        let t = &pb.thresholds;
+        let (entered, _) = self.entered_at(id, machine.state()).await?;
+        if attempt > 1 && self.wait(id, t.verify_interval).await? {
+            return Ok(None);
+        }
+        let elapsed = (self.now() - entered).to_std().unwrap_or_default();
+        self.report(Progress::Waiting { what: format!("verify attempt {attempt}"), elapsed, limit: t.verify_window });
+        let checks = self.probes().recovery_checklist(id, entered, attempt, true).await;
+        let window_over = (self.now() - entered).to_std().unwrap_or_default() >= t.verify_window;
+        Ok(Some(Event::VerifyChecked { checks, window_over }))
+    }
+}

@@ -1,0 +1,353 @@
+//! The executor: drives an incident's machine against the real world.
+//!
+//! For each state it derives the work ([`crate::machine::effects_for`]), measures or
+//! acts through [`Ports`], feeds the result to the machine as an event, and journals
+//! the decision before doing the next thing. Side effects go through [`Executor::once`]
+//! so that a crash at any point, followed by [`Executor::run`] on the same incident,
+//! performs each platform write and deploy once.
+
+mod actions;
+mod checks;
+
+pub use checks::Probes;
+mod once;
+
+use crate::journal::{Journal, JournalError, NewIncident};
+use crate::machine::{Decision, Effect, Event, Machine, Policy, State};
+use crate::model::{Outcome, Step};
+use crate::playbook::Playbook;
+use crate::ports::{FlushProgress, Notification, Ports};
+use chrono::{DateTime, Utc};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The playbook file changed since the incident pinned it.
+    #[error("incident {incident} pinned playbook sha256 {pinned}, but {path} now has {current}; pass --allow-changed-playbook to resume under the new one")]
+    PlaybookChanged { incident: String, path: String, pinned: String, current: String },
+    /// Shutdown was requested mid-step; the incident is resumable.
+    #[error("interrupted by shutdown")]
+    Interrupted,
+}
+
+impl ExecError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ExecError::Journal(e) if e.is_retryable())
+    }
+}
+
+/// How a call to [`Executor::run`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    Finished(Outcome),
+    /// Stopped at a gate (only when not waiting for approvals).
+    AwaitingApproval(Step),
+    /// Shutdown was requested; the incident is resumable.
+    Interrupted,
+}
+
+/// Progress for a person watching a terminal.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Transition { from: String, to: String, event: String, note: Option<String>, rejected: Option<String> },
+    Waiting { what: String, elapsed: Duration, limit: Duration },
+    Flush(FlushProgress),
+    Info(String),
+}
+
+pub type Reporter = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct ExecOptions {
+    /// Keep waiting at approval gates (serve) instead of returning (run).
+    pub wait_for_approval: bool,
+    /// How often to look for new commands (approve/reject/abort) while waiting.
+    pub command_poll: Duration,
+    pub reporter: Option<Reporter>,
+    /// Resume even if the playbook's hash differs from the pinned one.
+    pub allow_changed_playbook: bool,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions { wait_for_approval: false, command_poll: Duration::from_millis(200), reporter: None, allow_changed_playbook: false }
+    }
+}
+
+pub struct Executor {
+    pub journal: Journal,
+    pub ports: Ports,
+    pub playbook: Arc<Playbook>,
+    pub opts: ExecOptions,
+    shutdown: watch::Receiver<bool>,
+    notifications: Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl Executor {
+    pub fn new(journal: Journal, ports: Ports, playbook: Arc<Playbook>, opts: ExecOptions, shutdown: watch::Receiver<bool>) -> Self {
+        Executor { journal, ports, playbook, opts, shutdown, notifications: Mutex::new(tokio::task::JoinSet::new()) }
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.ports.clock.now()
+    }
+
+    fn report(&self, p: Progress) {
+        if let Some(r) = &self.opts.reporter {
+            r(&p);
+        }
+    }
+
+    fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// The target incidents are grouped by: the primary's endpoint, never its password.
+    pub fn target(&self) -> String {
+        self.playbook.redis.primary.endpoint()
+    }
+
+    /// Opens an incident and journals its trigger: Detect → Confirm.
+    pub async fn open(&self, source: &str, detail: &str) -> Result<String, ExecError> {
+        let mut machine = Machine::new(Policy::from_playbook(&self.playbook));
+        let new = NewIncident {
+            playbook_name: self.playbook.name.clone(),
+            playbook_path: self.playbook.source.display().to_string(),
+            playbook_hash: self.playbook.hash.clone(),
+            target: self.target(),
+            trigger_source: source.to_string(),
+            trigger_detail: detail.to_string(),
+        };
+        let id = self.journal_retry(|| self.journal.create_incident(&new, &machine, self.now())).await?;
+        self.feed(&id, &mut machine, Event::Trigger { source: source.to_string(), detail: detail.to_string() }).await?;
+        Ok(id)
+    }
+
+    /// Feeds one event: the machine decides, the journal records, then the world hears.
+    pub(crate) async fn feed(&self, id: &str, machine: &mut Machine, event: Event) -> Result<Decision, ExecError> {
+        let before = machine.clone();
+        let decision = machine.handle(&event);
+        let at = self.now();
+        let seq = match self.journal_retry(|| self.journal.record_decision(id, &event, &decision, machine, at)).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                // Not journaled means not decided: keep the machine as it was.
+                *machine = before;
+                return Err(e);
+            }
+        };
+        self.report(Progress::Transition {
+            from: decision.from.name().into(),
+            to: decision.to.name().into(),
+            event: event.name().into(),
+            note: decision.note.clone(),
+            rejected: decision.rejected.clone(),
+        });
+        if decision.rejected.is_none() && decision.from.name() != decision.to.name() {
+            let title = format!("{}: {} → {}", id, decision.from.name(), decision.to.name());
+            let text = decision.note.clone().unwrap_or_default();
+            self.notify(id, seq, title, text);
+        }
+        Ok(decision)
+    }
+
+    /// Sends a notification in the background: journaled as an effect, bounded by the
+    /// notifier's own retries, and never awaited by the failover.
+    fn notify(&self, id: &str, seq: i64, title: String, text: String) {
+        let journal = self.journal.clone();
+        let notifier = self.ports.notifier.clone();
+        let clock = self.ports.clock.clone();
+        let key = format!("{id}:notify:{seq}");
+        let n = Notification { incident: id.to_string(), title, text };
+        let task = async move {
+            let intent = serde_json::json!({ "title": n.title });
+            if let Ok(Some(_)) = journal.effect_intent(&n.incident, &key, "notify", &intent, clock.now()).await {
+                return; // already sent (or attempted) before a restart
+            }
+            let (outcome, result) = match notifier.notify(&n).await {
+                Ok(()) => ("ok", serde_json::json!({})),
+                Err(e) => {
+                    tracing::warn!(incident = %n.incident, error = %e, "notification failed; the incident goes on");
+                    ("failed", once::error_value(e))
+                }
+            };
+            let _ = journal.effect_outcome(&key, outcome, &result, clock.now()).await;
+        };
+        self.notifications.lock().expect("notification set").spawn(task);
+    }
+
+    /// Waits (bounded) for notifications still in flight, so a foreground `run` does
+    /// not exit before telling Slack how it ended.
+    pub async fn flush_notifications(&self, limit: Duration) {
+        let mut set = std::mem::take(&mut *self.notifications.lock().expect("notification set"));
+        let _ = tokio::time::timeout(limit, async { while set.join_next().await.is_some() {} }).await;
+    }
+
+    /// Retries a journal operation while the database is locked by another writer.
+    pub(crate) async fn journal_retry<T, F, Fut>(&self, mut f: F) -> Result<T, ExecError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, JournalError>>,
+    {
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1.. {
+            match f().await {
+                Err(e) if e.is_retryable() && attempt < 6 => {
+                    tracing::warn!(attempt, "journal busy; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                other => return other.map_err(ExecError::from),
+            }
+        }
+        unreachable!()
+    }
+
+    /// Applies commands people recorded (approve, reject, abort) to the machine.
+    async fn apply_commands(&self, id: &str, machine: &mut Machine) -> Result<(), ExecError> {
+        for cmd in self.journal.pending_commands(id).await? {
+            let decision = self.feed(id, machine, cmd.to_event()).await?;
+            let (accepted, result) = match &decision.rejected {
+                Some(reason) => (false, format!("refused: {reason}")),
+                None if decision.from.name() != decision.to.name() => {
+                    (true, format!("{} → {}{}", decision.from.name(), decision.to.name(), decision.note.map(|n| format!(" ({n})")).unwrap_or_default()))
+                }
+                None => (true, decision.note.unwrap_or_else(|| "recorded".into())),
+            };
+            self.journal_retry(|| self.journal.command_applied(cmd.id, accepted, &result, self.now())).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits up to `d`, waking early when a command arrives or shutdown is requested.
+    /// Returns true if woken early.
+    async fn wait(&self, id: &str, d: Duration) -> Result<bool, ExecError> {
+        let deadline = tokio::time::Instant::now() + d;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            if self.shutting_down() || !self.journal.pending_commands(id).await?.is_empty() {
+                return Ok(true);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let step = (deadline - now).min(self.opts.command_poll);
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// When the incident entered its current state (for windows, TTLs and timeouts
+    /// that must survive a restart).
+    async fn entered_at(&self, id: &str, state: &State) -> Result<(DateTime<Utc>, i64), ExecError> {
+        let name = state.name();
+        let rows = self.journal.transitions(id).await?;
+        let row = rows.iter().rev().find(|t| t.rejected.is_none() && t.to_state == name && t.from_state != name);
+        Ok(match row {
+            Some(t) => (crate::journal::parse_ts(&t.at).unwrap_or_else(|| self.now()), t.seq),
+            None => (self.now(), 0),
+        })
+    }
+
+    /// Checks the pinned playbook before resuming.
+    pub async fn check_pinned(&self, id: &str) -> Result<(), ExecError> {
+        let inc = self.journal.incident(id).await?;
+        if inc.playbook_hash != self.playbook.hash && !self.opts.allow_changed_playbook {
+            return Err(ExecError::PlaybookChanged {
+                incident: id.to_string(),
+                path: self.playbook.source.display().to_string(),
+                pinned: inc.playbook_hash,
+                current: self.playbook.hash.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Drives an incident from wherever the journal says it is, to its end, to a gate
+    /// (unless waiting for approvals), or until shutdown.
+    pub async fn run(&self, id: &str) -> Result<RunEnd, ExecError> {
+        match self.drive(id).await {
+            Err(ExecError::Interrupted) => Ok(RunEnd::Interrupted),
+            other => other,
+        }
+    }
+
+    async fn drive(&self, id: &str) -> Result<RunEnd, ExecError> {
+        self.check_pinned(id).await?;
+        let mut machine = self.journal.machine(id).await?;
+        loop {
+            self.apply_commands(id, &mut machine).await?;
+            if let Some(outcome) = machine.state().outcome() {
+                return Ok(RunEnd::Finished(outcome));
+            }
+            if self.shutting_down() {
+                return Ok(RunEnd::Interrupted);
+            }
+            let effect = machine.effects().into_iter().next().unwrap_or(Effect::Close);
+            let event = match effect {
+                Effect::Close => continue,
+                Effect::AwaitTrigger => {
+                    // An incident is opened with its trigger; Detect only persists if the
+                    // process died between the two writes. The trigger is in incidents.
+                    let inc = self.journal.incident(id).await?;
+                    Some(Event::Trigger { source: inc.trigger_source, detail: inc.trigger_detail })
+                }
+                Effect::RunConfirmChecklist { attempt } => self.confirm_step(id, attempt).await?,
+                Effect::Assess => Some(self.assess_step().await),
+                Effect::RequestApproval { step } => match self.approval_step(id, &machine, step).await? {
+                    Some(ev) => Some(ev),
+                    None if !self.opts.wait_for_approval && self.journal.pending_commands(id).await?.is_empty() => {
+                        return Ok(RunEnd::AwaitingApproval(step));
+                    }
+                    None => None,
+                },
+                Effect::SetPlatformUrl { .. } => Some(self.switch_step(id).await?),
+                Effect::Flush { mode } => self.flush_step(id, &machine, mode).await?,
+                Effect::Deploy => Some(self.deploy_step(id).await?),
+                Effect::RunVerifyChecklist { attempt } => self.verify_step(id, &machine, attempt).await?,
+                Effect::Rollback => Some(self.rollback_step(id).await?),
+            };
+            if let Some(event) = event {
+                self.feed(id, &mut machine, event).await?;
+            }
+        }
+    }
+
+    /// At a gate: asks for approval once, expires it after the TTL.
+    async fn approval_step(&self, id: &str, machine: &Machine, step: Step) -> Result<Option<Event>, ExecError> {
+        let (entered, seq) = self.entered_at(id, machine.state()).await?;
+        let key = format!("{id}:approval_request:{seq}");
+        let intent = serde_json::json!({ "step": step.as_str() });
+        if self.journal.effect(&key).await?.is_none() {
+            self.journal_retry(|| self.journal.effect_intent(id, &key, "approval_request", &intent, self.now())).await?;
+            let approvers = self.playbook.approvals.approvers.join(", ");
+            self.notify(
+                id,
+                -seq,
+                format!("{id}: approval needed for {step}"),
+                format!("{} of [{approvers}] must run `orchestrator approve {id}` (or reject it) within {}", self.playbook.approvals.required, crate::duration::format_duration(self.playbook.approvals.ttl)),
+            );
+            let empty = serde_json::json!({});
+            self.journal_retry(|| self.journal.effect_outcome(&key, "ok", &empty, self.now())).await?;
+        }
+        let ttl = chrono::Duration::from_std(self.playbook.approvals.ttl).unwrap_or(chrono::Duration::MAX);
+        let expires = entered + ttl;
+        if self.now() >= expires {
+            return Ok(Some(Event::ApprovalExpired));
+        }
+        if !self.opts.wait_for_approval {
+            return Ok(None);
+        }
+        let left = (expires - self.now()).to_std().unwrap_or_default();
+        self.report(Progress::Waiting { what: format!("approval for {step}"), elapsed: (self.now() - entered).to_std().unwrap_or_default(), limit: self.playbook.approvals.ttl });
+        self.wait(id, left.min(Duration::from_secs(5))).await?;
+        Ok(None)
+    }
+}
