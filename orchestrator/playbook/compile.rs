@@ -92,13 +92,14 @@ fn opt_section<T>(
 
 /// Checks that span several sections, reported at the place a person would fix them.
 fn cross_checks(pb: &Playbook, root: &Node, allow_insecure: bool, d: &mut Decoder<'_>) {
+    // The place of a field, or the start of the file when the field is absent.
     let find = |path: &[&str]| -> super::yaml::Pos {
         let mut node = root;
         for key in path {
             match &node.kind {
                 Kind::Map(entries) => match entries.iter().find(|(k, _, _)| k == key) {
                     Some((_, _, n)) => node = n,
-                    None => break,
+                    None => return super::yaml::Pos { line: 1, col: 1 },
                 },
                 _ => break,
             }
@@ -109,7 +110,12 @@ fn cross_checks(pb: &Playbook, root: &Node, allow_insecure: bool, d: &mut Decode
         d.problem(find(&["redis", "backup"]), format!("`redis.backup` is the same endpoint as `redis.primary` ({}): a failover to it cannot help", pb.redis.backup.endpoint()));
     }
     let a = &pb.approvals;
-    if !a.steps.is_empty() && (a.approvers.len() as u32) < a.required {
+    if !a.steps.is_empty() && a.approvers.is_empty() {
+        d.problem(
+            find(&["approvals"]),
+            format!("{} is behind an approval gate (the default gates flush) but `approvals.approvers` lists nobody; list approvers or set `approvals.steps: []`", a.steps.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+        );
+    } else if !a.steps.is_empty() && (a.approvers.len() as u32) < a.required {
         d.problem(find(&["approvals", "required"]), format!("`approvals.required` is {} but only {} approver(s) are listed: the gate could never open", a.required, a.approvers.len()));
     }
     if pb.flush.mode == FlushMode::Selective && pb.flush.patterns.is_empty() {
