@@ -234,6 +234,12 @@ pub struct NotifyError(pub String);
 pub trait Notifier: Send + Sync {
     /// Delivers one notification, with its own bounded retries.
     async fn notify(&self, n: &Notification) -> Result<(), NotifyError>;
+
+    /// False for the notifier of a playbook that configures none: then nothing is
+    /// sent and nothing is journaled.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// The notifier used when a playbook configures none.
@@ -243,6 +249,10 @@ pub struct NoNotifier;
 impl Notifier for NoNotifier {
     async fn notify(&self, _n: &Notification) -> Result<(), NotifyError> {
         Ok(())
+    }
+
+    fn enabled(&self) -> bool {
+        false
     }
 }
 

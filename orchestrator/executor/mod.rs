@@ -158,6 +158,9 @@ impl Executor {
     /// Sends a notification in the background: journaled as an effect, bounded by the
     /// notifier's own retries, and never awaited by the failover.
     fn notify(&self, id: &str, seq: i64, title: String, text: String) {
+        if !self.ports.notifier.enabled() {
+            return;
+        }
         let journal = self.journal.clone();
         let notifier = self.ports.notifier.clone();
         let clock = self.ports.clock.clone();
