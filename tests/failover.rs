@@ -1,0 +1,178 @@
+//! End-to-end incidents against real redis-server processes and the sandbox: each
+//! test injects a real fault and checks how the incident ends and what it did.
+
+mod support;
+
+use orchestrator::executor::RunEnd;
+use orchestrator::model::Outcome;
+use std::time::Duration;
+use support::world::{outcome, wait_until, World, WorldOptions};
+
+/// Shorter windows than the shipped sandbox playbook, to keep the suite fast.
+const FAST: &[(&str, &str)] = &[("verify_window: 15s", "verify_window: 4s"), ("verify_interval: 500ms", "verify_interval: 200ms")];
+
+async fn transitions(w: &World, id: &str) -> Vec<(String, String, String)> {
+    let j = orchestrator::journal::Journal::open_existing(&w.journal_path()).await.unwrap();
+    j.transitions(id).await.unwrap().into_iter().map(|t| (t.from_state, t.to_state, t.event)).collect()
+}
+
+async fn assessed_class(w: &World, id: &str) -> String {
+    let j = orchestrator::journal::Journal::open_existing(&w.journal_path()).await.unwrap();
+    let t = j.transitions(id).await.unwrap().into_iter().find(|t| t.event == "assessed").expect("assessed");
+    let v: serde_json::Value = serde_json::from_str(&t.observations).unwrap();
+    v["class"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_killed_fails_over_and_jobs_run_on_the_backup() {
+    let w = World::start().await;
+    assert!(w.job_completes(Duration::from_secs(5)).await, "service works before the fault");
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+
+    let exec = w.executor(FAST).await;
+    let id = exec.open("test", "primary SIGKILLed").await.unwrap();
+    let end = exec.run(&id).await.unwrap();
+    assert_eq!(outcome(end), "recovered");
+    assert_eq!(assessed_class(&w, &id).await, "connection_refused");
+
+    // The service really processes jobs on the backup now.
+    assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.backup.url()));
+    assert!(w.job_completes(Duration::from_secs(5)).await, "jobs complete after the failover");
+    let stats = w.sandbox.platform().stats();
+    assert_eq!(w.env_writes(), vec![("REDIS_URL".to_string(), w.backup.url())], "exactly one platform write");
+    assert_eq!(stats.deploy_count, 1, "exactly one deploy");
+    let path: Vec<String> = transitions(&w, &id).await.into_iter().filter(|(f, t, _)| f != t).map(|(_, t, _)| t).collect();
+    assert_eq!(path, ["confirm", "assess", "switch", "flush", "deploy", "verify", "recovered"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_frozen_is_classified_timeout_and_recovers() {
+    let w = World::start().await;
+    w.primary.stop(); // SIGSTOP: the process is there but never answers
+    w.service_sees_redis_down().await;
+    let exec = w.executor(FAST).await;
+    let id = exec.open("test", "primary SIGSTOPped").await.unwrap();
+    let end = exec.run(&id).await.unwrap();
+    w.primary.cont();
+    assert_eq!(assessed_class(&w, &id).await, "timeout");
+    assert_eq!(outcome(end), "recovered");
+    assert!(w.job_completes(Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_requiring_a_password_is_classified_auth_and_escalated_without_switching() {
+    let w = World::start().await;
+    let client = redis::Client::open(w.primary.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("rotated-pw-77").query_async(&mut con).await.unwrap();
+    w.service_sees_redis_down().await;
+
+    let exec = w.executor(FAST).await;
+    let id = exec.open("test", "password rotated").await.unwrap();
+    let end = exec.run(&id).await.unwrap();
+    assert_eq!(assessed_class(&w, &id).await, "auth");
+    assert_eq!(outcome(end), "escalated", "the sandbox playbook says escalate for auth");
+    assert!(w.env_writes().is_empty(), "no platform write");
+    assert_eq!(w.sandbox.platform().stats().deploy_count, 0);
+
+    // The same fault under a playbook whose action for auth is failover does switch.
+    let w2 = World::start().await;
+    let client = redis::Client::open(w2.primary.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("rotated-pw-77").query_async(&mut con).await.unwrap();
+    w2.service_sees_redis_down().await;
+    let mut edits = FAST.to_vec();
+    edits.push(("  auth: escalate", "  auth: failover"));
+    let exec = w2.executor(&edits).await;
+    let id = exec.open("test", "password rotated").await.unwrap();
+    assert_eq!(outcome(exec.run(&id).await.unwrap()), "recovered");
+    assert_eq!(w2.env_writes().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_down_as_well_escalates_with_no_platform_write() {
+    let w = World::start().await;
+    w.primary.kill();
+    w.backup.kill();
+    w.service_sees_redis_down().await;
+    let exec = w.executor(FAST).await;
+    let id = exec.open("test", "both down").await.unwrap();
+    let end = exec.run(&id).await.unwrap();
+    assert_eq!(outcome(end), "escalated");
+    assert!(w.env_writes().is_empty(), "never switch to a dead backup");
+    assert_eq!(w.sandbox.platform().stats().requests, 1, "only the read of the current URL reached the platform");
+    let j = orchestrator::journal::Journal::open_existing(&w.journal_path()).await.unwrap();
+    let failing: Vec<_> = j.checks(&id).await.unwrap().into_iter().filter(|c| c.phase == "preflight" && !c.holds).map(|c| c.item).collect();
+    assert!(failing.contains(&"backup_ping".to_string()), "{failing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deploy_rolls_back_to_the_restored_primary() {
+    let w = World::start().await;
+    w.sandbox
+        .platform()
+        .set_faults(sandbox::FaultsPatch { fail_next_deploys: Some(1), fail_status: Some("update_failed".into()), ..Default::default() })
+        .unwrap();
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let exec = std::sync::Arc::new(w.executor(FAST).await);
+    let id = exec.open("test", "deploy will fail").await.unwrap();
+    let runner = {
+        let exec = exec.clone();
+        let id = id.clone();
+        tokio::spawn(async move { exec.run(&id).await })
+    };
+    // The original primary comes back while the incident rolls back to it.
+    let journal = orchestrator::journal::Journal::open_existing(&w.journal_path()).await.unwrap();
+    wait_until(Duration::from_secs(30), "the incident to reach rollback", || {
+        let journal = journal.clone();
+        let id = id.clone();
+        async move { journal.incident(&id).await.map(|i| i.state == "rollback" || i.outcome.is_some()).unwrap_or(false) }
+    })
+    .await;
+    w.primary.restart().unwrap();
+    let end = runner.await.unwrap().unwrap();
+    assert_eq!(end, RunEnd::Finished(Outcome::RolledBack));
+    let t = transitions(&w, &id).await;
+    assert!(t.iter().any(|(f, to, e)| f == "deploy" && to == "rollback" && e == "deploy_finished"), "{t:?}");
+    assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.primary.url()), "original restored");
+    let writes = w.env_writes();
+    assert_eq!(writes, vec![("REDIS_URL".to_string(), w.backup.url()), ("REDIS_URL".to_string(), w.primary.url())]);
+    assert_eq!(w.sandbox.platform().stats().deploy_count, 2, "the failed one and the rollback");
+    assert!(w.job_completes(Duration::from_secs(5)).await, "jobs run on the restored primary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_that_never_resume_fail_verify_and_roll_back() {
+    let w = World::start().await;
+    // Deploys start the service with its workers stopped: connected, but processing nothing.
+    w.sandbox.platform().set_faults(sandbox::FaultsPatch { workers_enabled: Some(false), ..Default::default() }).unwrap();
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let exec = std::sync::Arc::new(w.executor(FAST).await);
+    let id = exec.open("test", "workers stuck").await.unwrap();
+    let runner = {
+        let exec = exec.clone();
+        let id = id.clone();
+        tokio::spawn(async move { exec.run(&id).await })
+    };
+    let journal = orchestrator::journal::Journal::open_existing(&w.journal_path()).await.unwrap();
+    wait_until(Duration::from_secs(30), "the incident to reach rollback", || {
+        let journal = journal.clone();
+        let id = id.clone();
+        async move { journal.incident(&id).await.map(|i| i.state == "rollback" || i.outcome.is_some()).unwrap_or(false) }
+    })
+    .await;
+    w.sandbox.platform().set_faults(sandbox::FaultsPatch { workers_enabled: Some(true), ..Default::default() }).unwrap();
+    w.primary.restart().unwrap();
+    let end = runner.await.unwrap().unwrap();
+    assert_eq!(end, RunEnd::Finished(Outcome::RolledBack));
+
+    let checks = journal.checks(&id).await.unwrap();
+    let verify: Vec<_> = checks.iter().filter(|c| c.phase == "verify").collect();
+    assert!(verify.iter().all(|c| c.item != "synthetic_job" || !c.holds), "the synthetic job never completed");
+    assert!(verify.iter().any(|c| c.item == "queue_connected" && c.holds), "yet the queue reported connected");
+    let t = transitions(&w, &id).await;
+    assert!(t.iter().any(|(f, to, _)| f == "verify" && to == "rollback"), "{t:?}");
+}

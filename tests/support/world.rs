@@ -1,0 +1,169 @@
+//! A whole sandbox world for end-to-end tests: real primary and backup redis-server
+//! processes on free ports, the sandbox service and platform in-process on
+//! 127.0.0.1:0, a journal in a temp dir, and the shipped sandbox playbook.
+
+#![allow(dead_code)]
+
+use orchestrator::executor::{ExecOptions, Executor, RunEnd};
+use orchestrator::journal::Journal;
+use orchestrator::playbook::{load_bytes, Playbook};
+use sandbox::{RedisServer, Sandbox, SandboxConfig};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub const SERVICE_KEY: &str = "svc-key-9f2c1e7a";
+pub const PLATFORM_KEY: &str = "plat-key-4b8d0a63";
+
+pub struct World {
+    pub primary: RedisServer,
+    pub backup: RedisServer,
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+    pub env: HashMap<String, String>,
+}
+
+pub struct WorldOptions {
+    pub workers_enabled: bool,
+    pub primary_args: Vec<&'static str>,
+}
+
+impl Default for WorldOptions {
+    fn default() -> Self {
+        WorldOptions { workers_enabled: true, primary_args: vec![] }
+    }
+}
+
+impl World {
+    pub async fn start() -> World {
+        Self::start_with(WorldOptions::default()).await
+    }
+
+    pub async fn start_with(opts: WorldOptions) -> World {
+        orchestrator::wiring::install_crypto();
+        let primary = if opts.primary_args.is_empty() { RedisServer::start() } else { RedisServer::start_with(&opts.primary_args) }.expect("primary redis");
+        let backup = RedisServer::start().expect("backup redis");
+        let mut cfg = SandboxConfig::new(primary.url());
+        cfg.service_api_key = SERVICE_KEY.into();
+        cfg.platform_api_key = PLATFORM_KEY.into();
+        cfg.workers_enabled = opts.workers_enabled;
+        cfg.deploy_steps_ms = 50;
+        cfg.job_ms = 5;
+        let sandbox = sandbox::start(cfg).await.expect("sandbox");
+        let mut env = HashMap::new();
+        env.insert("SANDBOX_PRIMARY_URL".to_string(), primary.url());
+        env.insert("SANDBOX_BACKUP_URL".to_string(), backup.url());
+        env.insert("SANDBOX_SERVICE_URL".to_string(), sandbox.service_url());
+        env.insert("SANDBOX_SERVICE_API_KEY".to_string(), SERVICE_KEY.to_string());
+        env.insert("SANDBOX_PLATFORM_URL".to_string(), sandbox.platform_url());
+        env.insert("SANDBOX_PLATFORM_API_KEY".to_string(), PLATFORM_KEY.to_string());
+        World { primary, backup, sandbox, dir: tempfile::tempdir().unwrap(), env }
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.path().join("journal.db")
+    }
+
+    /// The shipped sandbox playbook with text edits applied (e.g. shorter windows),
+    /// written next to the journal so its hash is what an incident pins.
+    pub fn playbook_file(&self, edits: &[(&str, &str)]) -> PathBuf {
+        let mut text = std::fs::read_to_string("playbooks/sandbox.yaml").unwrap();
+        for (from, to) in edits {
+            assert!(text.contains(from), "playbook edit target {from:?} not found");
+            text = text.replace(from, to);
+        }
+        let path = self.dir.path().join("playbook.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn load(&self, path: &Path) -> Playbook {
+        let env = self.env.clone();
+        let lookup = move |name: &str| env.get(name).cloned();
+        load_bytes(&std::fs::read(path).unwrap(), path, &lookup).expect("test playbook is valid")
+    }
+
+    pub async fn executor(&self, edits: &[(&str, &str)]) -> Executor {
+        let path = self.playbook_file(edits);
+        let pb = Arc::new(self.load(&path));
+        let journal = Journal::open(&self.journal_path()).await.unwrap();
+        let ports = orchestrator::wiring::real_ports(&pb);
+        let (_tx, rx) = watch::channel(false);
+        std::mem::forget(_tx);
+        Executor::new(journal, ports, pb, ExecOptions::default(), rx)
+    }
+
+    /// Submits a job through the service and waits (deadline) until it completes.
+    pub async fn job_completes(&self, within: Duration) -> bool {
+        let client = reqwest::Client::new();
+        let resp = client
+            .post(format!("{}/api/v1/triggers/check", self.sandbox.service_url()))
+            .header("X-API-Key", SERVICE_KEY)
+            .json(&serde_json::json!({"check": true}))
+            .send()
+            .await;
+        let Ok(resp) = resp else { return false };
+        if !resp.status().is_success() {
+            return false;
+        }
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let (id, queue) = (body["jobId"].as_str().unwrap().to_string(), body["queue"].as_str().unwrap().to_string());
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            let state: serde_json::Value = client
+                .get(format!("{}/api/v1/jobs/{queue}/{id}", self.sandbox.service_url()))
+                .header("X-API-Key", SERVICE_KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if state["state"] == "completed" {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Waits until the service reports Redis down (the failure is visible).
+    pub async fn service_sees_redis_down(&self) {
+        let client = reqwest::Client::new();
+        wait_until(Duration::from_secs(10), "service to report redis down", || {
+            let client = client.clone();
+            let url = format!("{}/api/v1/health", self.sandbox.service_url());
+            async move { client.get(url).send().await.map(|r| r.status().as_u16() == 503).unwrap_or(false) }
+        })
+        .await;
+    }
+
+    pub fn env_writes(&self) -> Vec<(String, String)> {
+        self.sandbox.platform().stats().env_writes.iter().map(|w| (w.key.clone(), w.value.clone())).collect()
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn outcome(end: RunEnd) -> String {
+    match end {
+        RunEnd::Finished(o) => o.as_str().to_string(),
+        other => format!("{other:?}"),
+    }
+}
