@@ -6,6 +6,7 @@
 //! on the outside world through narrow traits ([`ports`]).
 
 pub mod cli;
+pub mod daemon;
 pub mod dryrun;
 pub mod duration;
 pub mod executor;
@@ -18,5 +19,6 @@ pub mod ports;
 pub mod probe;
 pub mod playbook;
 pub mod secret;
+pub mod server;
 pub mod service;
 pub mod wiring;

@@ -51,6 +51,8 @@ pub enum Command {
     Report(AuditArgs),
     /// Run every probe once and print the checklists: a dry run with no side effects.
     Check(PlaybookArg),
+    /// Run the daemon: webhooks, watch loop, approvals API, metrics; resumes open incidents.
+    Serve(ServeArgs),
     /// Switch automatic failover off for everyone (alerts are still journaled).
     Pause(PauseArgs),
     /// Switch automatic failover back on.
@@ -125,6 +127,22 @@ pub struct AuditArgs {
     pub id: String,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long, short)]
+    pub playbook: PathBuf,
+    /// Listen address. Anything but loopback needs ORCH_WEBHOOK_TOKEN (or
+    /// ORCH_WEBHOOK_HMAC_SECRET) and ORCH_APPROVER_TOKENS.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Resume open incidents although the playbook changed since they pinned it.
+    #[arg(long)]
+    pub allow_changed_playbook: bool,
+    /// Do not run the watch loop (alerts only).
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 #[derive(Args, Debug)]
@@ -243,6 +261,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             print!("{}", report.render());
             Ok(if report.all_reachable() { exit::OK } else { exit::FAILURE })
         }
+        Command::Serve(a) => serve(&cli.db, a).await,
         Command::Pause(a) => {
             let journal = Journal::open(&cli.db).await?;
             journal.set_setting("paused", "1", &a.actor, chrono::Utc::now()).await?;
@@ -325,4 +344,40 @@ async fn person_command(db: &Path, kind: CommandKind, a: CommandArgs) -> Result<
             Ok(exit::OK)
         }
     }
+}
+
+async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
+    let pb = Arc::new(load_playbook(&a.playbook)?);
+    let auth = crate::server::auth::AuthConfig::from_env().map_err(usage)?;
+    auth.check_for(a.listen.ip().is_loopback()).map_err(usage)?;
+    let journal = Journal::open(db).await?;
+    let (_tx, shutdown) = crate::wiring::shutdown_on_signals();
+    let ports = crate::wiring::real_ports(&pb);
+    let opts = ExecOptions { wait_for_approval: true, allow_changed_playbook: a.allow_changed_playbook, reporter: None, ..ExecOptions::default() };
+    let exec = Arc::new(Executor::new(journal, ports, pb.clone(), opts, shutdown.clone()));
+    let daemon = crate::daemon::Daemon::new(exec, auth, shutdown.clone());
+    let resumed = daemon.resume_open().await?;
+    for id in &resumed {
+        eprintln!("resuming open incident {id}");
+    }
+    if !a.no_watch {
+        tokio::spawn(daemon.clone().watch_loop());
+    }
+    let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| Failure { code: exit::FAILURE, message: format!("cannot listen on {}: {e}", a.listen) })?;
+    let addr = listener.local_addr()?;
+    println!("{}", serde_json::json!({ "listening": addr.to_string(), "playbook": pb.name, "resumed": resumed }));
+    eprintln!("orchestrator serving playbook {} on http://{addr} (journal {})", pb.name, db.display());
+    let mut stop = shutdown.clone();
+    let signal = async move {
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    crate::server::serve(listener, daemon.clone(), signal).await?;
+    eprintln!("shutting down: waiting for incident runners to reach a resumable point");
+    daemon.drain(std::time::Duration::from_secs(30)).await;
+    daemon.exec.journal.close().await;
+    Ok(exit::OK)
 }

@@ -139,10 +139,21 @@ impl Executor {
                 "deploy",
                 json!({ "platform": platform.kind() }),
                 async {
+                    // A deploy created after our intent (allowing 2 s of clock skew with
+                    // the platform) that this incident has not already claimed is ours.
                     let row = self.journal.effect(key).await.ok().flatten()?;
-                    let since = crate::journal::parse_ts(&row.intent_at)? - chrono::Duration::seconds(5);
+                    let since = crate::journal::parse_ts(&row.intent_at)? - chrono::Duration::seconds(2);
+                    let claimed: Vec<String> = self
+                        .journal
+                        .effects(id)
+                        .await
+                        .ok()?
+                        .iter()
+                        .filter(|e| e.kind == "deploy" && e.key != key)
+                        .filter_map(|e| e.result_json()["deploy_id"].as_str().map(str::to_string))
+                        .collect();
                     let found = platform.deploys_since(since).await.ok()?;
-                    found.into_iter().next().map(|d| json!({ "deploy_id": d.id, "status": d.status, "reconciled": true }))
+                    found.into_iter().find(|d| !claimed.contains(&d.id)).map(|d| json!({ "deploy_id": d.id, "status": d.status, "reconciled": true }))
                 },
                 async {
                     match platform.deploy().await {

@@ -70,11 +70,20 @@ pub struct ExecOptions {
     pub reporter: Option<Reporter>,
     /// Resume even if the playbook's hash differs from the pinned one.
     pub allow_changed_playbook: bool,
+    /// Fault injection for drills and crash tests (`ORCH_FAULT_CRASH_AT`): the process
+    /// SIGKILLs itself at this point. See [`crash_point`].
+    pub crash_at: Option<String>,
 }
 
 impl Default for ExecOptions {
     fn default() -> Self {
-        ExecOptions { wait_for_approval: false, command_poll: Duration::from_millis(200), reporter: None, allow_changed_playbook: false }
+        ExecOptions {
+            wait_for_approval: false,
+            command_poll: Duration::from_millis(200),
+            reporter: None,
+            allow_changed_playbook: false,
+            crash_at: std::env::var("ORCH_FAULT_CRASH_AT").ok().filter(|v| !v.is_empty()),
+        }
     }
 }
 
@@ -90,6 +99,21 @@ pub struct Executor {
 impl Executor {
     pub fn new(journal: Journal, ports: Ports, playbook: Arc<Playbook>, opts: ExecOptions, shutdown: watch::Receiver<bool>) -> Self {
         Executor { journal, ports, playbook, opts, shutdown, notifications: Mutex::new(tokio::task::JoinSet::new()) }
+    }
+
+    /// Kills the process with SIGKILL when `point` is the configured crash point: the
+    /// most abrupt end there is (no destructors, no flush), to prove that every step
+    /// resumes from the journal. Points: `state:<name>` (just after entering a state is
+    /// journaled), `intent:<kind>` (intent journaled, effect not performed) and
+    /// `outcome:<kind>` (effect performed, outcome not journaled).
+    pub(crate) fn crash_point(&self, point: &str) {
+        if self.opts.crash_at.as_deref() == Some(point) {
+            tracing::warn!(point, "ORCH_FAULT_CRASH_AT reached: killing the process");
+            // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
@@ -140,6 +164,9 @@ impl Executor {
                 return Err(e);
             }
         };
+        if decision.rejected.is_none() && decision.from.name() != decision.to.name() {
+            self.crash_point(&format!("state:{}", decision.to.name()));
+        }
         self.report(Progress::Transition {
             from: decision.from.name().into(),
             to: decision.to.name().into(),

@@ -44,10 +44,12 @@ impl Executor {
             }
             tracing::info!(incident, key, "effect intent without outcome and not visible in the world; issuing it");
         }
+        self.crash_point(&format!("intent:{kind}"));
         let (ok, result) = match act.await {
             Ok(v) => (true, v),
             Err(v) => (false, v),
         };
+        self.crash_point(&format!("outcome:{kind}"));
         let outcome = if ok { "ok" } else { "failed" };
         self.journal_retry(|| self.journal.effect_outcome(key, outcome, &result, self.now())).await?;
         Ok(Done { ok, result })

@@ -1,0 +1,194 @@
+//! `orchestrator serve` without the HTTP: alert intake (dedupe, cooldown, pause), one
+//! runner task per open incident, resume of open incidents at start, and the watch
+//! loop that evaluates the runbook's alert conditions itself.
+
+use crate::executor::{Executor, RunEnd};
+use crate::journal::{JournalError, NewAlert};
+use crate::server::alerts::IncomingAlert;
+use crate::server::metrics::Metrics;
+use chrono::Utc;
+use serde::Serialize;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub struct Daemon {
+    pub exec: Arc<Executor>,
+    pub metrics: Arc<Metrics>,
+    pub auth: crate::server::auth::AuthConfig,
+    /// Serialises "is there an open incident? if not, open one": a storm of duplicate
+    /// alerts opens exactly one incident.
+    intake: tokio::sync::Mutex<()>,
+    running: Mutex<HashSet<String>>,
+    tasks: Mutex<tokio::task::JoinSet<()>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Disposition {
+    pub fingerprint: String,
+    pub disposition: String,
+    pub incident: Option<String>,
+}
+
+impl Daemon {
+    pub fn new(exec: Arc<Executor>, auth: crate::server::auth::AuthConfig, shutdown: watch::Receiver<bool>) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            exec,
+            metrics: Arc::new(Metrics::default()),
+            auth,
+            intake: tokio::sync::Mutex::new(()),
+            running: Mutex::new(HashSet::new()),
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
+            shutdown,
+        })
+    }
+
+    /// Journals each alert and decides what it means. Returns only after every alert
+    /// is journaled, so a 2xx answer means "recorded".
+    pub async fn intake(self: &Arc<Self>, source: &str, alerts: Vec<IncomingAlert>) -> Result<Vec<Disposition>, JournalError> {
+        let _guard = self.intake.lock().await;
+        let journal = &self.exec.journal;
+        let target = self.exec.target();
+        let mut out = Vec::with_capacity(alerts.len());
+        for a in alerts {
+            let record = NewAlert { source: source.to_string(), fingerprint: a.fingerprint.clone(), status: if a.firing { "firing" } else { "resolved" }.into(), target: target.clone(), summary: a.summary.clone() };
+            let now = Utc::now();
+            let open = journal.open_incident_for(&target).await?;
+            let (disposition, incident) = if !a.firing {
+                ("resolved", open.map(|i| i.id))
+            } else if let Some(i) = open {
+                ("attached", Some(i.id))
+            } else if journal.paused().await? {
+                ("paused", None)
+            } else if let Some(closed) = journal.last_closed_for(&target).await?.filter(|c| now - *c < chrono::Duration::from_std(self.exec.playbook.cooldown).unwrap_or_default()) {
+                tracing::info!(closed = %closed, "alert during the cooldown: journaled, no automatic failover");
+                ("cooldown", None)
+            } else {
+                let id = match self.exec.open(source, &a.summary).await {
+                    Ok(id) => id,
+                    Err(crate::executor::ExecError::Journal(e)) => return Err(e),
+                    Err(e) => return Err(JournalError::Corrupt(e.to_string())),
+                };
+                self.spawn(&id);
+                ("opened", Some(id))
+            };
+            journal.record_alert(&record, incident.as_deref(), disposition, now).await?;
+            out.push(Disposition { fingerprint: a.fingerprint, disposition: disposition.into(), incident });
+        }
+        Ok(out)
+    }
+
+    /// Runs an incident in the background unless it already runs.
+    pub fn spawn(self: &Arc<Self>, id: &str) {
+        if !self.running.lock().expect("running set").insert(id.to_string()) {
+            return;
+        }
+        let me = self.clone();
+        let id = id.to_string();
+        self.tasks.lock().expect("task set").spawn(async move {
+            let result = me.exec.run(&id).await;
+            match &result {
+                Ok(RunEnd::Finished(o)) => tracing::info!(incident = %id, outcome = %o, "incident ended"),
+                Ok(RunEnd::Interrupted) => tracing::info!(incident = %id, "incident interrupted by shutdown; resumable"),
+                Ok(RunEnd::AwaitingApproval(step)) => tracing::info!(incident = %id, %step, "incident waits for approval"),
+                Err(e) => tracing::error!(incident = %id, error = %e, "incident runner stopped; resume it when the cause is fixed"),
+            }
+            me.running.lock().expect("running set").remove(&id);
+        });
+    }
+
+    /// Resumes every open incident (what `serve` does at start).
+    pub async fn resume_open(self: &Arc<Self>) -> Result<Vec<String>, JournalError> {
+        let open = self.exec.journal.open_incidents().await?;
+        let mut resumed = Vec::new();
+        for inc in open {
+            if inc.target != self.exec.target() {
+                continue;
+            }
+            if let Err(e) = self.exec.check_pinned(&inc.id).await {
+                tracing::error!(incident = %inc.id, error = %e, "not resuming");
+                continue;
+            }
+            self.spawn(&inc.id);
+            resumed.push(inc.id);
+        }
+        Ok(resumed)
+    }
+
+    /// Waits for runners to reach a resumable point after shutdown was requested.
+    pub async fn drain(&self, limit: Duration) {
+        let mut set = std::mem::take(&mut *self.tasks.lock().expect("task set"));
+        let _ = tokio::time::timeout(limit, async { while set.join_next().await.is_some() {} }).await;
+        self.exec.flush_notifications(Duration::from_secs(5)).await;
+    }
+
+    /// The runbook's alert conditions, measured by the orchestrator itself: PING
+    /// failing for a window, latency above a threshold for a window, queue depth above
+    /// a bound, failed jobs above a bound within a window.
+    pub async fn watch_loop(self: Arc<Self>) {
+        let pb = self.exec.playbook.clone();
+        let w = pb.watch.clone();
+        if !w.enabled {
+            return;
+        }
+        let mut shutdown = self.shutdown.clone();
+        let mut failing_since: Option<tokio::time::Instant> = None;
+        let mut slow_since: Option<tokio::time::Instant> = None;
+        let mut failed_history: VecDeque<(tokio::time::Instant, u64)> = VecDeque::new();
+        loop {
+            let now = tokio::time::Instant::now();
+            let mut breaches = Vec::new();
+            match self.exec.ports.redis.check(&pb.redis.primary, pb.thresholds.ping_timeout).await {
+                Ok(lat) => {
+                    self.metrics.probe(Some(lat));
+                    failing_since = None;
+                    if lat > w.latency_threshold {
+                        let since = *slow_since.get_or_insert(now);
+                        if now - since >= w.latency_for {
+                            breaches.push(("watch:latency", format!("Redis latency {:.0}ms above {:?} for {:?}", lat.as_secs_f64() * 1000.0, w.latency_threshold, now - since)));
+                        }
+                    } else {
+                        slow_since = None;
+                    }
+                }
+                Err(f) => {
+                    self.metrics.probe(None);
+                    let since = *failing_since.get_or_insert(now);
+                    if now - since >= w.ping_fail_for {
+                        breaches.push(("watch:ping", format!("Redis ping failing for {:?}: {}", now - since, f)));
+                    }
+                }
+            }
+            if let Ok(m) = self.exec.ports.service.queue_metrics().await {
+                if m.waiting_jobs > w.queue_depth {
+                    breaches.push(("watch:queue_depth", format!("queue depth {} above {}", m.waiting_jobs, w.queue_depth)));
+                }
+                failed_history.push_back((now, m.failed_jobs));
+                while failed_history.front().map(|(t, _)| now - *t > w.failed_window).unwrap_or(false) {
+                    failed_history.pop_front();
+                }
+                if let Some((_, oldest)) = failed_history.front() {
+                    let new_failures = m.failed_jobs.saturating_sub(*oldest);
+                    if new_failures > w.failed_jobs {
+                        breaches.push(("watch:failed_jobs", format!("{new_failures} failed jobs within {:?}", w.failed_window)));
+                    }
+                }
+            }
+            if let Some((fingerprint, summary)) = breaches.into_iter().next() {
+                let alert = IncomingAlert { firing: true, fingerprint: fingerprint.into(), summary };
+                if let Err(e) = self.intake("watch", vec![alert]).await {
+                    tracing::error!(error = %e, "watch loop could not journal its alert; retrying next round");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(w.interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *self.shutdown.borrow() {
+                return;
+            }
+        }
+    }
+}

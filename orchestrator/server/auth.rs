@@ -1,0 +1,141 @@
+//! Who may call the daemon: webhook senders (bearer token or HMAC signature) and
+//! approvers (one token per person, so the token says who approved). Every comparison
+//! is constant-time.
+
+use crate::secret::Secret;
+use axum::http::HeaderMap;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+#[derive(Clone, Default)]
+pub struct AuthConfig {
+    pub webhook_token: Option<Secret>,
+    /// Grafana's HMAC-SHA256 signature secret (header `X-Grafana-Alerting-Signature`).
+    pub hmac_secret: Option<Secret>,
+    /// (person, token) pairs.
+    pub approvers: Vec<(String, Secret)>,
+}
+
+fn ct_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+impl AuthConfig {
+    /// Reads tokens from the environment: `ORCH_WEBHOOK_TOKEN`, `ORCH_WEBHOOK_HMAC_SECRET`
+    /// and `ORCH_APPROVER_TOKENS` (`name=token,name=token`).
+    pub fn from_env() -> Result<AuthConfig, String> {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty()).map(Secret::new);
+        let mut approvers = Vec::new();
+        if let Ok(list) = std::env::var("ORCH_APPROVER_TOKENS") {
+            for pair in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let (name, token) = pair.split_once('=').ok_or("ORCH_APPROVER_TOKENS must be name=token pairs separated by commas")?;
+                if name.trim().is_empty() || token.trim().len() < 16 {
+                    return Err(format!("approver token for {:?} must be at least 16 characters", name.trim()));
+                }
+                approvers.push((name.trim().to_string(), Secret::new(token.trim())));
+            }
+        }
+        Ok(AuthConfig { webhook_token: get("ORCH_WEBHOOK_TOKEN"), hmac_secret: get("ORCH_WEBHOOK_HMAC_SECRET"), approvers })
+    }
+
+    /// Refuses configurations that would leave a non-loopback listener open, or let a
+    /// webhook sender approve its own failover.
+    pub fn check_for(&self, loopback: bool) -> Result<(), String> {
+        if self.webhook_token.is_none() && self.hmac_secret.is_none() && !loopback {
+            return Err("serving on a non-loopback address needs ORCH_WEBHOOK_TOKEN or ORCH_WEBHOOK_HMAC_SECRET".into());
+        }
+        if self.approvers.is_empty() && !loopback {
+            return Err("serving on a non-loopback address needs ORCH_APPROVER_TOKENS".into());
+        }
+        if let Some(w) = &self.webhook_token {
+            if self.approvers.iter().any(|(_, t)| t.expose() == w.expose()) {
+                return Err("the webhook token and an approver token must be different secrets".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// A webhook is accepted with the bearer token or a valid HMAC signature. With
+    /// neither configured (loopback only) every webhook is accepted.
+    pub fn webhook_ok(&self, headers: &HeaderMap, body: &[u8]) -> bool {
+        if self.webhook_token.is_none() && self.hmac_secret.is_none() {
+            return true;
+        }
+        if let (Some(expected), Some(got)) = (&self.webhook_token, bearer(headers)) {
+            if ct_eq(expected.expose(), got) {
+                return true;
+            }
+        }
+        if let (Some(secret), Some(sig)) = (&self.hmac_secret, headers.get("x-grafana-alerting-signature").and_then(|v| v.to_str().ok())) {
+            let ts = headers.get("x-grafana-alerting-signature-timestamp").and_then(|v| v.to_str().ok());
+            let expected = sign(secret.expose(), ts, body);
+            return ct_eq(&expected, sig.trim().trim_start_matches("sha256="));
+        }
+        false
+    }
+
+    /// The person a bearer token belongs to.
+    pub fn approver(&self, headers: &HeaderMap) -> Option<String> {
+        let got = bearer(headers)?;
+        // Compare against every token so timing does not reveal which one matched.
+        let mut who = None;
+        for (name, token) in &self.approvers {
+            if ct_eq(token.expose(), got) {
+                who = Some(name.clone());
+            }
+        }
+        who
+    }
+
+    pub fn secrets(&self) -> Vec<String> {
+        let mut s: Vec<String> = self.approvers.iter().map(|(_, t)| t.expose().to_string()).collect();
+        s.extend(self.webhook_token.iter().map(|t| t.expose().to_string()));
+        s.extend(self.hmac_secret.iter().map(|t| t.expose().to_string()));
+        s
+    }
+}
+
+/// Grafana's signature: hex HMAC-SHA256 of the body, or of `timestamp:body` when the
+/// timestamp header is configured.
+pub fn sign(secret: &str, timestamp: Option<&str>, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    if let Some(ts) = timestamp {
+        mac.update(ts.as_bytes());
+        mac.update(b":");
+    }
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_and_bearer() {
+        let cfg = AuthConfig { webhook_token: Some(Secret::new("hook-token")), hmac_secret: Some(Secret::new("k")), approvers: vec![] };
+        let mut h = HeaderMap::new();
+        assert!(!cfg.webhook_ok(&h, b"{}"));
+        h.insert("authorization", "Bearer hook-token".parse().unwrap());
+        assert!(cfg.webhook_ok(&h, b"{}"));
+        let mut h = HeaderMap::new();
+        h.insert("x-grafana-alerting-signature", sign("k", None, b"{}").parse().unwrap());
+        assert!(cfg.webhook_ok(&h, b"{}"));
+        assert!(!cfg.webhook_ok(&h, b"{ }"), "signature covers the body");
+        h.insert("x-grafana-alerting-signature-timestamp", "1700000000".parse().unwrap());
+        assert!(!cfg.webhook_ok(&h, b"{}"), "timestamp is signed too");
+    }
+
+    #[test]
+    fn tokens_must_differ_and_are_required_off_loopback() {
+        let same = AuthConfig { webhook_token: Some(Secret::new("t".repeat(20))), hmac_secret: None, approvers: vec![("a".into(), Secret::new("t".repeat(20)))] };
+        assert!(same.check_for(true).is_err());
+        assert!(AuthConfig::default().check_for(false).is_err());
+        assert!(AuthConfig::default().check_for(true).is_ok());
+    }
+}

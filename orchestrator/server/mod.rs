@@ -1,0 +1,195 @@
+//! The HTTP side of `serve` (axum): webhooks, incidents, approvals, health, metrics.
+//! [`router`] is a plain function so tests can call it; [`serve`] takes its listener
+//! and shutdown future from the caller.
+
+pub mod alerts;
+pub mod auth;
+pub mod metrics;
+
+use crate::daemon::Daemon;
+use crate::journal::{CommandKind, JournalError};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Webhook bodies above this are refused with 413.
+pub const MAX_BODY: usize = 256 * 1024;
+
+type AppState = Arc<Daemon>;
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/webhooks/grafana", post(grafana))
+        .route("/webhooks/alertmanager", post(alertmanager))
+        .route("/webhooks/generic", post(generic))
+        .route("/incidents", get(list_incidents))
+        .route("/incidents/{id}", get(get_incident))
+        .route("/incidents/{id}/approve", post(approve))
+        .route("/incidents/{id}/reject", post(reject))
+        .route("/incidents/{id}/abort", post(abort))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(daemon)
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, daemon: Arc<Daemon>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router(daemon)).with_graceful_shutdown(shutdown).await
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn journal_error(e: JournalError) -> Response {
+    match e {
+        JournalError::UnknownIncident(id) => error(StatusCode::NOT_FOUND, format!("no incident with id {id:?}")),
+        // Not recorded: the sender must retry.
+        other => {
+            tracing::error!(error = %other, "journal write failed; answering 503");
+            error(StatusCode::SERVICE_UNAVAILABLE, format!("not journaled, retry: {other}"))
+        }
+    }
+}
+
+async fn webhook(d: AppState, source: &str, headers: HeaderMap, body: Bytes, parse: fn(&[u8]) -> Result<Vec<alerts::IncomingAlert>, alerts::AlertError>) -> Response {
+    if !d.auth.webhook_ok(&headers, &body) {
+        d.metrics.webhook(source, "unauthorized");
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token or signature");
+    }
+    let parsed = match parse(&body) {
+        Ok(a) => a,
+        Err(alerts::AlertError::TooMany(n)) => {
+            d.metrics.webhook(source, "too_many");
+            return error(StatusCode::PAYLOAD_TOO_LARGE, format!("{n} alerts in one body; at most {}", alerts::MAX_ALERTS));
+        }
+        Err(e) => {
+            d.metrics.webhook(source, "bad_request");
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    match d.intake(source, parsed).await {
+        Ok(dispositions) => {
+            d.metrics.webhook(source, "accepted");
+            (StatusCode::ACCEPTED, Json(json!({ "alerts": dispositions }))).into_response()
+        }
+        Err(e) => {
+            d.metrics.webhook(source, "journal_error");
+            journal_error(e)
+        }
+    }
+}
+
+async fn grafana(State(d): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    webhook(d, "grafana", headers, body, alerts::parse_group).await
+}
+
+async fn alertmanager(State(d): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    webhook(d, "alertmanager", headers, body, alerts::parse_group).await
+}
+
+async fn generic(State(d): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    webhook(d, "generic", headers, body, alerts::parse_generic).await
+}
+
+fn approver_or_401(d: &Daemon, headers: &HeaderMap) -> Result<String, Response> {
+    d.auth.approver(headers).ok_or_else(|| error(StatusCode::UNAUTHORIZED, "an approver token is required"))
+}
+
+async fn list_incidents(State(d): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = approver_or_401(&d, &headers) {
+        return r;
+    }
+    match d.exec.journal.incidents(200).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => journal_error(e),
+    }
+}
+
+async fn get_incident(State(d): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = approver_or_401(&d, &headers) {
+        return r;
+    }
+    match crate::cli::audit::load(&d.exec.journal, &id).await {
+        Ok(a) => Json(a).into_response(),
+        Err(e) => journal_error(e),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct CommandBody {
+    #[serde(default)]
+    comment: String,
+}
+
+async fn command(d: AppState, id: String, kind: CommandKind, headers: HeaderMap, body: Bytes) -> Response {
+    let who = match approver_or_401(&d, &headers) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let body: CommandBody = if body.is_empty() {
+        CommandBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"comment\": \"...\"}}: {e}")),
+        }
+    };
+    let journal = &d.exec.journal;
+    match journal.incident(&id).await {
+        Ok(i) if i.outcome.is_some() => return error(StatusCode::CONFLICT, format!("incident {id} has already ended ({})", i.outcome.unwrap_or_default())),
+        Ok(_) => {}
+        Err(e) => return journal_error(e),
+    }
+    let cmd = match journal.add_command(&id, kind, &who, &body.comment, "http", chrono::Utc::now()).await {
+        Ok(c) => c,
+        Err(e) => return journal_error(e),
+    };
+    d.spawn(&id);
+    // The runner applies it within its command poll; wait a little for the verdict.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(row)) = journal.command(cmd).await {
+            if let Some(accepted) = row.accepted {
+                let status = if accepted { StatusCode::OK } else { StatusCode::FORBIDDEN };
+                return (status, Json(json!({ "command": cmd, "accepted": accepted, "result": row.result, "by": who }))).into_response();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (StatusCode::ACCEPTED, Json(json!({ "command": cmd, "accepted": null, "result": "journaled; not applied yet", "by": who }))).into_response()
+}
+
+async fn approve(State(d): State<AppState>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    command(d, id, CommandKind::Approve, headers, body).await
+}
+
+async fn reject(State(d): State<AppState>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    command(d, id, CommandKind::Reject, headers, body).await
+}
+
+async fn abort(State(d): State<AppState>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    command(d, id, CommandKind::Abort, headers, body).await
+}
+
+async fn healthz(State(d): State<AppState>) -> Response {
+    let journal = &d.exec.journal;
+    match (journal.paused().await, journal.open_incidents().await) {
+        (Ok(paused), Ok(open)) => Json(json!({ "status": "ok", "paused": paused, "open_incidents": open.len() })).into_response(),
+        (Err(e), _) | (_, Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, format!("journal unavailable: {e}")),
+    }
+}
+
+async fn metrics_text(State(d): State<AppState>) -> Response {
+    let paused = d.exec.journal.paused().await.unwrap_or(false);
+    match d.metrics.render(&d.exec.journal, paused).await {
+        Ok(text) => ([("content-type", "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => journal_error(e),
+    }
+}

@@ -1,0 +1,134 @@
+//! Crash-resume exactly once: the real binary is SIGKILLed (by its own fault injection,
+//! `ORCH_FAULT_CRASH_AT`) in every state and between every side effect's intent, act
+//! and outcome; `orchestrator resume` then finishes the incident, and the platform
+//! stand-in counts exactly one env-var write per target value and one deploy per
+//! deploy intent.
+
+mod support;
+
+use orchestrator::journal::Journal;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::Duration;
+use support::world::World;
+
+const FAST: &[(&str, &str)] = &[("verify_window: 15s", "verify_window: 4s"), ("verify_interval: 500ms", "verify_interval: 200ms")];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scenario {
+    Failover,
+    /// Flush behind an approval gate; `oncall` approves between crash and resume.
+    Gated,
+    /// The first deploy fails; the primary comes back before resume.
+    Rollback,
+}
+
+async fn orchestrator(w: &World, args: &[&str], crash_at: Option<&str>) -> std::process::ExitStatus {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+    cmd.arg("--db").arg(w.journal_path()).args(args).envs(&w.env).env_remove("ORCH_FAULT_CRASH_AT").stdout(Stdio::null()).stderr(Stdio::piped());
+    if let Some(point) = crash_at {
+        cmd.env("ORCH_FAULT_CRASH_AT", point);
+    }
+    let child = cmd.spawn().expect("orchestrator binary");
+    let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output()).await.expect("orchestrator finished in time").unwrap();
+    if !out.status.success() && out.status.signal().is_none() {
+        eprintln!("orchestrator {args:?} stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    out.status
+}
+
+async fn crash_then_resume(point: &str, scenario: Scenario) {
+    let w = World::start().await;
+    if scenario == Scenario::Rollback {
+        w.sandbox
+            .platform()
+            .set_faults(sandbox::FaultsPatch { fail_next_deploys: Some(1), fail_status: Some("build_failed".into()), ..Default::default() })
+            .unwrap();
+    }
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let mut edits = FAST.to_vec();
+    if scenario == Scenario::Gated {
+        edits.push(("  steps: []", "  steps: [flush]"));
+    }
+    let playbook = w.playbook_file(&edits);
+    let pb = playbook.to_str().unwrap();
+
+    let status = orchestrator(&w, &["run", "--playbook", pb, "--reason", point], Some(point)).await;
+    assert_eq!(status.signal(), Some(libc_sigkill()), "the run was killed at {point} (status {status:?})");
+
+    let journal = Journal::open_existing(&w.journal_path()).await.unwrap();
+    let id = journal.incidents(1).await.unwrap()[0].id.clone();
+    assert!(journal.incident(&id).await.unwrap().is_open(), "still open after the crash at {point}");
+    if scenario == Scenario::Gated {
+        let ok = orchestrator(&w, &["approve", &id, "--as", "oncall", "--comment", "go"], None).await;
+        assert!(ok.success(), "approve after the crash");
+    }
+    if scenario == Scenario::Rollback {
+        w.primary.restart().unwrap();
+    }
+    let status = orchestrator(&w, &["resume", &id, "--playbook", pb], None).await;
+    let expected = if scenario == Scenario::Rollback { 4 } else { 0 };
+    assert_eq!(status.code(), Some(expected), "resume after a crash at {point} ends {}", if expected == 0 { "Recovered" } else { "RolledBack" });
+
+    // Exactly once: one write per target value, one deploy per deploy intent.
+    let stats = w.sandbox.platform().stats();
+    for (write, n) in &stats.env_write_counts {
+        assert_eq!(*n, 1, "{write} written {n} times after a crash at {point}");
+    }
+    let deploy_intents = journal.effects(&id).await.unwrap().iter().filter(|e| e.kind == "deploy").count();
+    assert_eq!(stats.deploy_count, deploy_intents, "deploys on the platform vs deploy intents after a crash at {point}");
+    assert!(journal.effects(&id).await.unwrap().iter().all(|e| e.outcome.is_some()), "no effect left in flight");
+    let expected_writes = if scenario == Scenario::Rollback { 2 } else { 1 };
+    assert_eq!(stats.env_write_counts.len(), expected_writes);
+    check_no_dup_transitions(&journal, &id).await;
+}
+
+/// The journal reads as one incident: each state is entered once per path.
+async fn check_no_dup_transitions(journal: &Journal, id: &str) {
+    let moves: Vec<(String, String)> = journal
+        .transitions(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.rejected.is_none() && t.from_state != t.to_state)
+        .map(|t| (t.from_state, t.to_state))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for m in &moves {
+        assert!(seen.insert(m.clone()), "transition {m:?} journaled twice: {moves:?}");
+    }
+}
+
+fn libc_sigkill() -> i32 {
+    9
+}
+
+macro_rules! crash_tests {
+    ($($name:ident: $point:literal, $scenario:expr;)+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                crash_then_resume($point, $scenario).await;
+            }
+        )+
+    };
+}
+
+crash_tests! {
+    killed_in_confirm: "state:confirm", Scenario::Failover;
+    killed_in_assess: "state:assess", Scenario::Failover;
+    killed_in_switch: "state:switch", Scenario::Failover;
+    killed_after_switch_intent: "intent:set_env", Scenario::Failover;
+    killed_after_switch_write: "outcome:set_env", Scenario::Failover;
+    killed_in_awaiting_approval: "state:awaiting_approval", Scenario::Gated;
+    killed_in_flush: "state:flush", Scenario::Failover;
+    killed_after_flush_intent: "intent:flush", Scenario::Failover;
+    killed_after_flush: "outcome:flush", Scenario::Failover;
+    killed_in_deploy: "state:deploy", Scenario::Failover;
+    killed_after_deploy_intent: "intent:deploy", Scenario::Failover;
+    killed_after_deploy_request: "outcome:deploy", Scenario::Failover;
+    killed_in_verify: "state:verify", Scenario::Failover;
+    killed_in_rollback: "state:rollback", Scenario::Rollback;
+}
+
