@@ -167,3 +167,68 @@ pub fn outcome(end: RunEnd) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// A running daemon (`serve` in-process) on 127.0.0.1:0.
+pub struct Served {
+    pub url: String,
+    pub daemon: Arc<orchestrator::daemon::Daemon>,
+    pub stop: watch::Sender<bool>,
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+pub const WEBHOOK_TOKEN: &str = "hook-token-5e1f77aa90";
+pub const ONCALL_TOKEN: &str = "oncall-token-0c3d9e51a7";
+pub const LEAD_TOKEN: &str = "lead-token-7a2b6c0d4e";
+pub const MALLORY_TOKEN: &str = "mallory-token-1f8e2d3c4b";
+
+impl World {
+    /// Starts the daemon with tokens for `oncall` and `lead` (on the sandbox playbook's
+    /// approver list) and `mallory` (not on it).
+    pub async fn serve(&self, edits: &[(&str, &str)], watch_loop: bool) -> Served {
+        use orchestrator::secret::Secret;
+        use orchestrator::server::auth::AuthConfig;
+        let path = self.playbook_file(edits);
+        let pb = Arc::new(self.load(&path));
+        let journal = Journal::open(&self.journal_path()).await.unwrap();
+        let ports = orchestrator::wiring::real_ports(&pb);
+        let (stop, rx) = watch::channel(false);
+        let opts = ExecOptions { wait_for_approval: true, command_poll: Duration::from_millis(50), ..ExecOptions::default() };
+        let exec = Arc::new(Executor::new(journal, ports, pb, opts, rx.clone()));
+        let auth = AuthConfig {
+            webhook_token: Some(Secret::new(WEBHOOK_TOKEN)),
+            hmac_secret: Some(Secret::new("hmac-secret-for-tests")),
+            approvers: vec![("oncall".into(), Secret::new(ONCALL_TOKEN)), ("lead".into(), Secret::new(LEAD_TOKEN)), ("mallory".into(), Secret::new(MALLORY_TOKEN))],
+        };
+        let daemon = orchestrator::daemon::Daemon::new(exec, auth, rx.clone());
+        daemon.resume_open().await.unwrap();
+        if watch_loop {
+            tokio::spawn(daemon.clone().watch_loop());
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut stop_rx = rx;
+        let d = daemon.clone();
+        let server = tokio::spawn(async move {
+            let signal = async move {
+                while !*stop_rx.borrow() {
+                    if stop_rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            orchestrator::server::serve(listener, d, signal).await.unwrap();
+        });
+        Served { url, daemon, stop, server }
+    }
+}
+
+pub fn firing_alertmanager(fingerprint: &str) -> serde_json::Value {
+    serde_json::json!({
+        "version": "4", "groupKey": "{}:{alertname=\"RedisConnectionFailures\"}", "status": "firing", "receiver": "orchestrator",
+        "groupLabels": {"alertname": "RedisConnectionFailures"}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "truncatedAlerts": 0,
+        "alerts": [{"status": "firing", "labels": {"alertname": "RedisConnectionFailures", "severity": "critical"},
+            "annotations": {"summary": "Redis ping fails for > 30 seconds"}, "startsAt": "2026-11-26T10:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom", "fingerprint": fingerprint}]
+    })
+}
