@@ -28,11 +28,21 @@ pub struct World {
 pub struct WorldOptions {
     pub workers_enabled: bool,
     pub primary_args: Vec<&'static str>,
+    /// `requirepass` of the primary and backup; the URLs then carry them.
+    pub primary_password: Option<&'static str>,
+    pub backup_password: Option<&'static str>,
 }
 
 impl Default for WorldOptions {
     fn default() -> Self {
-        WorldOptions { workers_enabled: true, primary_args: vec![] }
+        WorldOptions { workers_enabled: true, primary_args: vec![], primary_password: None, backup_password: None }
+    }
+}
+
+fn with_password(url: String, password: Option<&str>) -> String {
+    match password {
+        Some(pw) => url.replacen("redis://", &format!("redis://:{pw}@"), 1),
+        None => url,
     }
 }
 
@@ -43,9 +53,19 @@ impl World {
 
     pub async fn start_with(opts: WorldOptions) -> World {
         orchestrator::wiring::install_crypto();
-        let primary = if opts.primary_args.is_empty() { RedisServer::start() } else { RedisServer::start_with(&opts.primary_args) }.expect("primary redis");
-        let backup = RedisServer::start().expect("backup redis");
-        let mut cfg = SandboxConfig::new(primary.url());
+        let mut primary_args = opts.primary_args.clone();
+        if let Some(pw) = opts.primary_password {
+            primary_args.extend(["--requirepass", pw]);
+        }
+        let primary = if primary_args.is_empty() { RedisServer::start() } else { RedisServer::start_with(&primary_args) }.expect("primary redis");
+        let backup = match opts.backup_password {
+            Some(pw) => RedisServer::start_with(&["--requirepass", pw]),
+            None => RedisServer::start(),
+        }
+        .expect("backup redis");
+        let primary_url = with_password(primary.url(), opts.primary_password);
+        let backup_url = with_password(backup.url(), opts.backup_password);
+        let mut cfg = SandboxConfig::new(primary_url.clone());
         cfg.service_api_key = SERVICE_KEY.into();
         cfg.platform_api_key = PLATFORM_KEY.into();
         cfg.workers_enabled = opts.workers_enabled;
@@ -53,8 +73,8 @@ impl World {
         cfg.job_ms = 5;
         let sandbox = sandbox::start(cfg).await.expect("sandbox");
         let mut env = HashMap::new();
-        env.insert("SANDBOX_PRIMARY_URL".to_string(), primary.url());
-        env.insert("SANDBOX_BACKUP_URL".to_string(), backup.url());
+        env.insert("SANDBOX_PRIMARY_URL".to_string(), primary_url);
+        env.insert("SANDBOX_BACKUP_URL".to_string(), backup_url);
         env.insert("SANDBOX_SERVICE_URL".to_string(), sandbox.service_url());
         env.insert("SANDBOX_SERVICE_API_KEY".to_string(), SERVICE_KEY.to_string());
         env.insert("SANDBOX_PLATFORM_URL".to_string(), sandbox.platform_url());
