@@ -350,7 +350,8 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
     let pb = Arc::new(load_playbook(&a.playbook)?);
     let auth = crate::server::auth::AuthConfig::from_env().map_err(usage)?;
     auth.check_for(a.listen.ip().is_loopback()).map_err(usage)?;
-    let journal = Journal::open(db).await?;
+    // A shorter busy timeout than the CLI's: a webhook sender waits on us.
+    let journal = Journal::open_with(db, true, std::time::Duration::from_secs(2)).await?;
     let (_tx, shutdown) = crate::wiring::shutdown_on_signals();
     let ports = crate::wiring::real_ports(&pb);
     let opts = ExecOptions { wait_for_approval: true, allow_changed_playbook: a.allow_changed_playbook, reporter: None, ..ExecOptions::default() };

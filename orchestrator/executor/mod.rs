@@ -217,7 +217,9 @@ impl Executor {
         let _ = tokio::time::timeout(limit, async { while set.join_next().await.is_some() {} }).await;
     }
 
-    /// Retries a journal operation while the database is locked by another writer.
+    /// Retries a journal operation while the database is locked by another writer:
+    /// three tries, each already waiting the journal's busy timeout, so a webhook
+    /// still gets its 503 while the sender is waiting.
     pub(crate) async fn journal_retry<T, F, Fut>(&self, mut f: F) -> Result<T, ExecError>
     where
         F: FnMut() -> Fut,
@@ -226,7 +228,7 @@ impl Executor {
         let mut delay = Duration::from_millis(100);
         for attempt in 1.. {
             match f().await {
-                Err(e) if e.is_retryable() && attempt < 6 => {
+                Err(e) if e.is_retryable() && attempt < 3 => {
                     tracing::warn!(attempt, "journal busy; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;

@@ -209,7 +209,7 @@ impl World {
         use orchestrator::server::auth::AuthConfig;
         let path = self.playbook_file(edits);
         let pb = Arc::new(self.load(&path));
-        let journal = Journal::open(&self.journal_path()).await.unwrap();
+        let journal = Journal::open_with(&self.journal_path(), true, Duration::from_millis(300)).await.unwrap();
         let ports = orchestrator::wiring::real_ports(&pb);
         let (stop, rx) = watch::channel(false);
         let opts = ExecOptions { wait_for_approval: true, command_poll: Duration::from_millis(50), ..ExecOptions::default() };
