@@ -2,6 +2,7 @@
 //! runner task per open incident, resume of open incidents at start, and the watch
 //! loop that evaluates the runbook's alert conditions itself.
 
+use crate::duration::format_duration as fd;
 use crate::executor::{Executor, RunEnd};
 use crate::journal::{JournalError, NewAlert};
 use crate::server::alerts::IncomingAlert;
@@ -147,7 +148,7 @@ impl Daemon {
                     if lat > w.latency_threshold {
                         let since = *slow_since.get_or_insert(now);
                         if now - since >= w.latency_for {
-                            breaches.push(("watch:latency", format!("Redis latency {:.0}ms above {:?} for {:?}", lat.as_secs_f64() * 1000.0, w.latency_threshold, now - since)));
+                            breaches.push(("watch:latency", format!("Redis latency {:.0}ms above {} for {}", lat.as_secs_f64() * 1000.0, fd(w.latency_threshold), fd(now - since))));
                         }
                     } else {
                         slow_since = None;
@@ -157,7 +158,7 @@ impl Daemon {
                     self.metrics.probe(None);
                     let since = *failing_since.get_or_insert(now);
                     if now - since >= w.ping_fail_for {
-                        breaches.push(("watch:ping", format!("Redis ping failing for {:?}: {}", now - since, f)));
+                        breaches.push(("watch:ping", format!("Redis ping failing for {}: {}", fd(now - since), f)));
                     }
                 }
             }
@@ -172,11 +173,14 @@ impl Daemon {
                 if let Some((_, oldest)) = failed_history.front() {
                     let new_failures = m.failed_jobs.saturating_sub(*oldest);
                     if new_failures > w.failed_jobs {
-                        breaches.push(("watch:failed_jobs", format!("{new_failures} failed jobs within {:?}", w.failed_window)));
+                        breaches.push(("watch:failed_jobs", format!("{new_failures} failed jobs within {}", fd(w.failed_window))));
                     }
                 }
             }
-            if let Some((fingerprint, summary)) = breaches.into_iter().next() {
+            // While an incident is open for the target, the loop's job is done: it does
+            // not journal a fresh breach every round for the whole incident.
+            let open = self.exec.journal.open_incident_for(&self.exec.target()).await.ok().flatten();
+            if let Some((fingerprint, summary)) = breaches.into_iter().next().filter(|_| open.is_none()) {
                 let alert = IncomingAlert { firing: true, fingerprint: fingerprint.into(), summary };
                 if let Err(e) = self.intake("watch", vec![alert]).await {
                     tracing::error!(error = %e, "watch loop could not journal its alert; retrying next round");

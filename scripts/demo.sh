@@ -10,10 +10,18 @@ BIN=${BIN:-target/debug}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/orchestrator-demo.XXXXXX")
 PIDS=()
 cleanup() {
+  # SIGTERM first (serve shuts down cleanly), SIGKILL whatever is left after 5 s.
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    alive=0
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
   for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
-}
+} 2>/dev/null
 trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -68,24 +76,38 @@ echo "health: $(curl -sS "$SANDBOX_SERVICE_URL/api/v1/health")"
 say "the playbook"
 "$BIN/orchestrator" playbook check playbooks/sandbox.yaml
 
+say "orchestrator serve: webhooks, approvals API and the watch loop (runbook alert conditions)"
+DB="$WORK/journal.db"
+export ORCH_WEBHOOK_TOKEN="demo-webhook-token-$RANDOM$RANDOM"
+export ORCH_APPROVER_TOKENS="oncall=demo-approver-token-$RANDOM$RANDOM"
+"$BIN/orchestrator" --db "$DB" --log info serve --playbook playbooks/sandbox.yaml --listen 127.0.0.1:0 \
+  >"$WORK/serve.out" 2>"$WORK/serve.log" &
+PIDS+=($!)
+wait_for 20 "serve to listen" grep -q listening "$WORK/serve.out"
+ORCH_URL="http://$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["listening"])' "$WORK/serve.out")"
+echo "orchestrator $ORCH_URL  ($(curl -sS "$ORCH_URL/healthz"))"
+
 say "SIGKILL the primary Redis (pid $PRIMARY_PID)"
 kill -KILL "$PRIMARY_PID"; wait "$PRIMARY_PID" 2>/dev/null || true
-wait_for 10 "the service to notice" sh -c "curl -s '$SANDBOX_SERVICE_URL/api/v1/health' | grep -q down"
-echo "health: $(curl -sS "$SANDBOX_SERVICE_URL/api/v1/health")"
+KILLED_AT=$(date +%s.%N)
 
-say "the orchestrator runs the incident"
-DB="$WORK/journal.db"
+say "the watch loop detects it; the incident runs"
+incident_id() { "$BIN/orchestrator" --db "$DB" incidents --json 2>/dev/null | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r[0]["id"] if r else "")'; }
+wait_for 30 "the watch loop to open an incident" sh -c "[ -n \"\$(\"$BIN/orchestrator\" --db \"$DB\" incidents --json 2>/dev/null | grep -o '\"id\"')\" ]"
+ID=$(incident_id)
+echo "incident $ID opened $(python3 -c "import time,sys; print(f'{time.time()-float(sys.argv[1]):.1f}s')" "$KILLED_AT") after the kill"
 set +e
-"$BIN/orchestrator" --db "$DB" run --playbook playbooks/sandbox.yaml --reason "demo: primary Redis SIGKILLed"
+"$BIN/orchestrator" --db "$DB" audit "$ID" --follow >"$WORK/audit.txt"
 CODE=$?
 set -e
+echo "kill → incident closed in $(python3 -c "import time,sys; print(f'{time.time()-float(sys.argv[1]):.1f}s')" "$KILLED_AT")"
 
-ID=$("$BIN/orchestrator" --db "$DB" incidents --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
 say "audit timeline of $ID"
-"$BIN/orchestrator" --db "$DB" audit "$ID"
+cat "$WORK/audit.txt"
 
 say "after the failover"
 echo "health: $(curl -sS "$SANDBOX_SERVICE_URL/api/v1/health")"
+echo "metrics: $(curl -sS "$ORCH_URL/metrics" | grep -E '^orchestrator_incidents_total' | tr '\n' ' ')"
 echo "backup keeps keep:settings = $(redis-cli -p "$BACKUP_PORT" get keep:settings); stale bull:default:wait entries gone: $(redis-cli -p "$BACKUP_PORT" lpos bull:default:wait stale-1 | sed 's/^$/yes/')"
-if [ "$CODE" -ne 0 ]; then echo "demo: the incident did not end Recovered (exit $CODE)" >&2; exit "$CODE"; fi
+if [ "$CODE" -ne 0 ]; then echo "demo: the incident did not end Recovered (exit $CODE)" >&2; tail -20 "$WORK/serve.log" >&2; exit "$CODE"; fi
 echo "demo: Recovered."

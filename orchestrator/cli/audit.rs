@@ -51,6 +51,33 @@ pub async fn load(journal: &Journal, id: &str) -> Result<Audit, JournalError> {
     })
 }
 
+/// Prints each transition as it is journaled (one line, with its note) until the
+/// incident ends.
+pub async fn follow(journal: &Journal, id: &str, poll: std::time::Duration) -> Result<(), JournalError> {
+    let opened = parse_ts(&journal.incident(id).await?.opened_at).unwrap_or_else(Utc::now);
+    let mut seen = 0i64;
+    eprintln!("following {id} (Ctrl-C stops following; the incident goes on)");
+    loop {
+        for t in journal.transitions(id).await? {
+            if t.seq <= seen {
+                continue;
+            }
+            seen = t.seq;
+            let at = parse_ts(&t.at).unwrap_or(opened);
+            let what = match (&t.rejected, t.from_state == t.to_state) {
+                (Some(r), _) => format!("{} rejected in {}: {r}", t.event, t.from_state),
+                (None, true) => format!("{}: {}", t.from_state, t.event),
+                (None, false) => format!("{} → {}  ({})", t.from_state, t.to_state, t.event),
+            };
+            eprintln!("[{:>7}] {what}{}", secs((at - opened).num_milliseconds()), t.note.map(|n| format!("\n           {n}")).unwrap_or_default());
+        }
+        if journal.incident(id).await?.outcome.is_some() {
+            return Ok(());
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
 fn secs(ms: i64) -> String {
     if ms < 1000 {
         format!("{ms}ms")

@@ -127,6 +127,10 @@ pub struct AuditArgs {
     pub id: String,
     #[arg(long)]
     pub json: bool,
+    /// Print transitions as they are journaled until the incident ends, then the
+    /// whole timeline (for watching an incident that `serve` runs).
+    #[arg(long, conflicts_with = "json")]
+    pub follow: bool,
 }
 
 #[derive(Args, Debug)]
@@ -236,13 +240,19 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Audit(a) => {
             let journal = existing_journal(&cli.db).await?;
+            if a.follow {
+                audit::follow(&journal, &a.id, std::time::Duration::from_millis(200)).await?;
+            }
             let audit = audit::load(&journal, &a.id).await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&audit)?);
             } else {
                 print!("{}", audit::render(&audit));
             }
-            Ok(exit::OK)
+            Ok(match (a.follow, audit.incident.outcome.as_deref().and_then(crate::model::Outcome::parse)) {
+                (true, Some(o)) => exit::for_outcome(o),
+                _ => exit::OK,
+            })
         }
         Command::Report(a) => {
             let journal = existing_journal(&cli.db).await?;
