@@ -22,6 +22,8 @@ pub struct Daemon {
     /// alerts opens exactly one incident.
     intake: tokio::sync::Mutex<()>,
     running: Mutex<HashSet<String>>,
+    /// Incidents refused for resume (changed playbook): reported once, not every round.
+    refused: Mutex<HashSet<String>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -41,6 +43,7 @@ impl Daemon {
             auth,
             intake: tokio::sync::Mutex::new(()),
             running: Mutex::new(HashSet::new()),
+            refused: Mutex::new(HashSet::new()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
             shutdown,
         })
@@ -108,14 +111,38 @@ impl Daemon {
             if inc.target != self.exec.target() {
                 continue;
             }
+            if self.running.lock().expect("running set").contains(&inc.id) || self.refused.lock().expect("refused set").contains(&inc.id) {
+                continue;
+            }
             if let Err(e) = self.exec.check_pinned(&inc.id).await {
                 tracing::error!(incident = %inc.id, error = %e, "not resuming");
+                self.refused.lock().expect("refused set").insert(inc.id);
                 continue;
             }
             self.spawn(&inc.id);
             resumed.push(inc.id);
         }
         Ok(resumed)
+    }
+
+    /// Picks up open incidents nobody drives: opened by `orchestrator trigger`, or
+    /// whose runner stopped on an error. Every few seconds, until shutdown.
+    pub async fn adopt_loop(self: Arc<Self>, every: Duration) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *self.shutdown.borrow() {
+                return;
+            }
+            match self.resume_open().await {
+                Ok(ids) if !ids.is_empty() => tracing::info!(?ids, "adopted open incidents"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not list open incidents; retrying"),
+            }
+        }
     }
 
     /// Waits for runners to reach a resumable point after shutdown was requested.

@@ -36,7 +36,8 @@ impl HttpService {
         if e.is_timeout() {
             ServiceError::Timeout(self.cfg.request_timeout)
         } else {
-            ServiceError::Unreachable(scrub(&e.to_string(), &[self.api_key.expose()]))
+            // The whole chain: "error sending request" alone does not say why.
+            ServiceError::Unreachable(scrub(&crate::platform::retry::error_chain(e), &[self.api_key.expose()]))
         }
     }
 

@@ -374,6 +374,7 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
     if !a.no_watch {
         tokio::spawn(daemon.clone().watch_loop());
     }
+    tokio::spawn(daemon.clone().adopt_loop(std::time::Duration::from_secs(2)));
     let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| Failure { code: exit::FAILURE, message: format!("cannot listen on {}: {e}", a.listen) })?;
     let addr = listener.local_addr()?;
     println!("{}", serde_json::json!({ "listening": addr.to_string(), "playbook": pb.name, "resumed": resumed }));
