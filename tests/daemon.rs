@@ -229,3 +229,23 @@ async fn the_watch_loop_detects_a_killed_primary_and_recovers() {
     assert!(m.contains("orchestrator_step_seconds_count{step=\"verify\"} 1"), "{m}");
     assert!(m.contains("orchestrator_probe_failures_total"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_adopts_an_incident_opened_by_trigger() {
+    let w = World::start().await;
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let _s = w.serve(FAST, false).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .arg("--db")
+        .arg(w.journal_path())
+        .args(["trigger", "--playbook", w.playbook_file(FAST).to_str().unwrap(), "--reason", "on-call saw it first"])
+        .envs(&w.env)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(id.starts_with("inc-"), "{id}");
+    assert_eq!(wait_outcome(&w, &id, Duration::from_secs(60)).await, "recovered");
+}

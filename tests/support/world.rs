@@ -224,6 +224,7 @@ impl World {
         if watch_loop {
             tokio::spawn(daemon.clone().watch_loop());
         }
+        tokio::spawn(daemon.clone().adopt_loop(Duration::from_millis(200)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let mut stop_rx = rx;
