@@ -43,7 +43,7 @@ pub fn format_duration(d: Duration) -> String {
         "0s".into()
     } else if ms < 1000 {
         format!("{ms}ms")
-    } else if ms % 1000 != 0 && ms < 60_000 {
+    } else if !ms.is_multiple_of(1000) && ms < 60_000 {
         format!("{:.1}s", ms as f64 / 1000.0)
     } else {
         let secs = d.as_secs();

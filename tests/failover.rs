@@ -6,7 +6,7 @@ mod support;
 use orchestrator::executor::RunEnd;
 use orchestrator::model::Outcome;
 use std::time::Duration;
-use support::world::{outcome, wait_until, World, WorldOptions};
+use support::world::{outcome, wait_until, World};
 
 /// Shorter windows than the shipped sandbox playbook, to keep the suite fast.
 const FAST: &[(&str, &str)] = &[("verify_window: 15s", "verify_window: 4s"), ("verify_interval: 500ms", "verify_interval: 200ms")];

@@ -110,7 +110,7 @@ pub fn render(a: &Audit) -> String {
         }
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "{:<13} {:>8} {:>8}  {:<34} {:<18} {}", "TIME (UTC)", "+T", "IN STEP", "TRANSITION", "EVENT", "ACTOR");
+    let _ = writeln!(out, "{:<13} {:>8} {:>8}  {:<34} {:<18} ACTOR", "TIME (UTC)", "+T", "IN STEP", "TRANSITION", "EVENT");
     for t in &a.transitions {
         let r = &t.row;
         let arrow = if r.rejected.is_some() {

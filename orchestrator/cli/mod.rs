@@ -231,7 +231,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             } else if rows.is_empty() {
                 println!("no incidents in {}", cli.db.display());
             } else {
-                println!("{:<27} {:<14} {:<18} {:<25} {}", "ID", "PLAYBOOK", "STATE", "OPENED", "OUTCOME");
+                println!("{:<27} {:<14} {:<18} {:<25} OUTCOME", "ID", "PLAYBOOK", "STATE", "OPENED");
                 for r in rows {
                     println!("{:<27} {:<14} {:<18} {:<25} {}", r.id, r.playbook_name, r.state, r.opened_at, r.outcome.as_deref().unwrap_or("(open)"));
                 }

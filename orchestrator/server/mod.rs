@@ -98,13 +98,13 @@ async fn generic(State(d): State<AppState>, headers: HeaderMap, body: Bytes) -> 
     webhook(d, "generic", headers, body, alerts::parse_generic).await
 }
 
-fn approver_or_401(d: &Daemon, headers: &HeaderMap) -> Result<String, Response> {
-    d.auth.approver(headers).ok_or_else(|| error(StatusCode::UNAUTHORIZED, "an approver token is required"))
+fn approver_or_401(d: &Daemon, headers: &HeaderMap) -> Result<String, Box<Response>> {
+    d.auth.approver(headers).ok_or_else(|| Box::new(error(StatusCode::UNAUTHORIZED, "an approver token is required")))
 }
 
 async fn list_incidents(State(d): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = approver_or_401(&d, &headers) {
-        return r;
+        return *r;
     }
     match d.exec.journal.incidents(200).await {
         Ok(rows) => Json(rows).into_response(),
@@ -114,7 +114,7 @@ async fn list_incidents(State(d): State<AppState>, headers: HeaderMap) -> Respon
 
 async fn get_incident(State(d): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     if let Err(r) = approver_or_401(&d, &headers) {
-        return r;
+        return *r;
     }
     match crate::cli::audit::load(&d.exec.journal, &id).await {
         Ok(a) => Json(a).into_response(),
@@ -131,7 +131,7 @@ struct CommandBody {
 async fn command(d: AppState, id: String, kind: CommandKind, headers: HeaderMap, body: Bytes) -> Response {
     let who = match approver_or_401(&d, &headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let body: CommandBody = if body.is_empty() {
         CommandBody::default()
