@@ -57,7 +57,13 @@ impl Daemon {
         let target = self.exec.target();
         let mut out = Vec::with_capacity(alerts.len());
         for a in alerts {
-            let record = NewAlert { source: source.to_string(), fingerprint: a.fingerprint.clone(), status: if a.firing { "firing" } else { "resolved" }.into(), target: target.clone(), summary: a.summary.clone() };
+            let record = NewAlert {
+                source: source.to_string(),
+                fingerprint: a.fingerprint.clone(),
+                status: if a.firing { "firing" } else { "resolved" }.into(),
+                target: target.clone(),
+                summary: a.summary.clone(),
+            };
             let now = Utc::now();
             let open = journal.open_incident_for(&target).await?;
             let (disposition, incident) = if !a.firing {
@@ -66,7 +72,11 @@ impl Daemon {
                 ("attached", Some(i.id))
             } else if journal.paused().await? {
                 ("paused", None)
-            } else if let Some(closed) = journal.last_closed_for(&target).await?.filter(|c| now - *c < chrono::Duration::from_std(self.exec.playbook.cooldown).unwrap_or_default()) {
+            } else if let Some(closed) = journal
+                .last_closed_for(&target)
+                .await?
+                .filter(|c| now - *c < chrono::Duration::from_std(self.exec.playbook.cooldown).unwrap_or_default())
+            {
                 tracing::info!(closed = %closed, "alert during the cooldown: journaled, no automatic failover");
                 ("cooldown", None)
             } else {
@@ -175,7 +185,15 @@ impl Daemon {
                     if lat > w.latency_threshold {
                         let since = *slow_since.get_or_insert(now);
                         if now - since >= w.latency_for {
-                            breaches.push(("watch:latency", format!("Redis latency {:.0}ms above {} for {}", lat.as_secs_f64() * 1000.0, fd(w.latency_threshold), fd(now - since))));
+                            breaches.push((
+                                "watch:latency",
+                                format!(
+                                    "Redis latency {:.0}ms above {} for {}",
+                                    lat.as_secs_f64() * 1000.0,
+                                    fd(w.latency_threshold),
+                                    fd(now - since)
+                                ),
+                            ));
                         }
                     } else {
                         slow_since = None;

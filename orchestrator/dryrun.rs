@@ -22,12 +22,23 @@ pub async fn check(pb: &Playbook, ports: &Ports) -> CheckReport {
     let recovery = probes.recovery_checklist("dry-run", since, 1, false).await;
     let mut flush = Vec::new();
     if pb.flush.mode == crate::model::FlushMode::Selective {
-        let plan = FlushPlan { patterns: pb.flush.patterns.clone(), flushdb: false, batch: pb.flush.batch, max_latency: pb.flush.max_latency, dry_run: true };
+        let plan = FlushPlan {
+            patterns: pb.flush.patterns.clone(),
+            flushdb: false,
+            batch: pb.flush.batch,
+            max_latency: pb.flush.max_latency,
+            dry_run: true,
+        };
         flush.push(match ports.redis.flush(&pb.redis.backup, &plan, &|_| {}).await {
             Ok(r) => Check::new(
                 "flush_dry_run",
                 true,
-                format!("{} keys on {} would be removed ({})", r.deleted, pb.redis.backup, r.per_pattern.iter().map(|(p, n)| format!("{p} {n}")).collect::<Vec<_>>().join(", ")),
+                format!(
+                    "{} keys on {} would be removed ({})",
+                    r.deleted,
+                    pb.redis.backup,
+                    r.per_pattern.iter().map(|(p, n)| format!("{p} {n}")).collect::<Vec<_>>().join(", ")
+                ),
             ),
             Err(e) => Check::new("flush_dry_run", false, format!("{}: {}", e.class, e.message)),
         });

@@ -16,9 +16,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(format!("invalid duration {input:?}: expected a number at {rest:?}; write e.g. 500ms, 1s, 2m"));
         }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {input:?}: number too large"))?;
+        let n: u64 = rest[..digits].parse().map_err(|_| format!("invalid duration {input:?}: number too large"))?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];

@@ -70,10 +70,7 @@ fn u(v: &Value, key: &str) -> u64 {
 /// Reads the runbook's health JSON: `info.redis` when up, `error.redis` when down.
 pub fn parse_health(http_status: u16, v: &Value) -> Health {
     let status = v.get("status").and_then(Value::as_str).unwrap_or("unknown").to_string();
-    let redis = v
-        .pointer("/error/redis")
-        .or_else(|| v.pointer("/info/redis"))
-        .or_else(|| v.pointer("/details/redis"));
+    let redis = v.pointer("/error/redis").or_else(|| v.pointer("/info/redis")).or_else(|| v.pointer("/details/redis"));
     let (redis_status, redis_message) = match redis {
         Some(r) => (
             r.get("status").and_then(Value::as_str).unwrap_or("missing").to_string(),

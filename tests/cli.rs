@@ -35,7 +35,11 @@ fn playbook_check_exit_codes_and_positions() {
     let path = bad.display().to_string();
     assert!(err.contains(&format!("{path}:{}:", line_of("cooldwn"))) && err.contains("unknown field `cooldwn`"), "{err}");
     assert!(err.contains(&format!("{path}:{}:", line_of("1 sec"))) && err.contains("invalid duration"), "{err}");
-    assert!(err.contains(&format!("{path}:{}:", line_of("SANDBOX_PRIMARY_URL_UNSET_FOR_TEST"))) && err.contains("SANDBOX_PRIMARY_URL_UNSET_FOR_TEST` is not set"), "{err}");
+    assert!(
+        err.contains(&format!("{path}:{}:", line_of("SANDBOX_PRIMARY_URL_UNSET_FOR_TEST")))
+            && err.contains("SANDBOX_PRIMARY_URL_UNSET_FOR_TEST` is not set"),
+        "{err}"
+    );
     assert!(err.contains("3 problems"), "{err}");
 
     let missing = orchestrator(&["playbook", "check", "/nonexistent/playbook.yaml"]);
@@ -75,7 +79,22 @@ fn unknown_incidents_and_missing_or_unreadable_journals_give_one_clear_line() {
     let help = orchestrator(&["--help"]);
     assert_eq!(help.status.code(), Some(0));
     let text = String::from_utf8_lossy(&help.stdout);
-    for cmd in ["serve", "run", "trigger", "approve", "reject", "abort", "resume", "incidents", "audit", "report", "playbook", "check", "pause", "unpause"] {
+    for cmd in [
+        "serve",
+        "run",
+        "trigger",
+        "approve",
+        "reject",
+        "abort",
+        "resume",
+        "incidents",
+        "audit",
+        "report",
+        "playbook",
+        "check",
+        "pause",
+        "unpause",
+    ] {
         assert!(text.contains(cmd), "--help lists {cmd}");
     }
     assert!(text.contains("Exit codes"));
@@ -117,7 +136,10 @@ async fn gate_exit_code_refused_approver_changed_playbook_and_resume() {
     assert_eq!(out.status.code(), Some(0), "recovered: {}", stderr(&out));
 
     let cmds = j.commands(&id).await.unwrap();
-    assert_eq!(cmds.iter().map(|c| (c.actor.as_str(), c.accepted)).collect::<Vec<_>>(), vec![("mallory", Some(false)), ("oncall", Some(true))]);
+    assert_eq!(
+        cmds.iter().map(|c| (c.actor.as_str(), c.accepted)).collect::<Vec<_>>(),
+        vec![("mallory", Some(false)), ("oncall", Some(true))]
+    );
     let audit = run(&["audit", &id]);
     let text = String::from_utf8_lossy(&audit.stdout);
     assert!(text.contains("REFUSED") && text.contains("mallory") && text.contains("“trust me”"), "{text}");

@@ -25,12 +25,19 @@ enum Scenario {
 
 async fn orchestrator(w: &World, args: &[&str], crash_at: Option<&str>) -> std::process::ExitStatus {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"));
-    cmd.arg("--db").arg(w.journal_path()).args(args).envs(&w.env).env_remove("ORCH_FAULT_CRASH_AT").stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.arg("--db")
+        .arg(w.journal_path())
+        .args(args)
+        .envs(&w.env)
+        .env_remove("ORCH_FAULT_CRASH_AT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     if let Some(point) = crash_at {
         cmd.env("ORCH_FAULT_CRASH_AT", point);
     }
     let child = cmd.spawn().expect("orchestrator binary");
-    let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output()).await.expect("orchestrator finished in time").unwrap();
+    let out =
+        tokio::time::timeout(Duration::from_secs(90), child.wait_with_output()).await.expect("orchestrator finished in time").unwrap();
     if !out.status.success() && out.status.signal().is_none() {
         eprintln!("orchestrator {args:?} stderr:\n{}", String::from_utf8_lossy(&out.stderr));
     }
@@ -69,7 +76,12 @@ async fn crash_then_resume(point: &str, scenario: Scenario) {
     }
     let status = orchestrator(&w, &["resume", &id, "--playbook", pb], None).await;
     let expected = if scenario == Scenario::Rollback { 4 } else { 0 };
-    assert_eq!(status.code(), Some(expected), "resume after a crash at {point} ends {}", if expected == 0 { "Recovered" } else { "RolledBack" });
+    assert_eq!(
+        status.code(),
+        Some(expected),
+        "resume after a crash at {point} ends {}",
+        if expected == 0 { "Recovered" } else { "RolledBack" }
+    );
 
     // Exactly once: one write per target value, one deploy per deploy intent.
     let stats = w.sandbox.platform().stats();
@@ -131,4 +143,3 @@ crash_tests! {
     killed_in_verify: "state:verify", Scenario::Failover;
     killed_in_rollback: "state:rollback", Scenario::Rollback;
 }
-

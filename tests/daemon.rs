@@ -44,7 +44,9 @@ async fn a_storm_of_1000_duplicate_alerts_opens_one_incident() {
         let client = client.clone();
         let url = format!("{}/webhooks/alertmanager", s.url);
         let body = body.clone();
-        handles.push(tokio::spawn(async move { client.post(url).bearer_auth(WEBHOOK_TOKEN).json(&body).send().await.map(|r| r.status().as_u16()) }));
+        handles.push(tokio::spawn(async move {
+            client.post(url).bearer_auth(WEBHOOK_TOKEN).json(&body).send().await.map(|r| r.status().as_u16())
+        }));
     }
     let mut statuses = std::collections::BTreeMap::new();
     for h in handles {
@@ -121,7 +123,13 @@ async fn grafana_hmac_signature_is_accepted_and_resolved_alerts_are_journaled() 
     assert_eq!(r.status(), 202);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["alerts"][0]["disposition"], "resolved");
-    let r = client.post(format!("{}/webhooks/grafana", s.url)).header("X-Grafana-Alerting-Signature", "00".repeat(32)).body(body).send().await.unwrap();
+    let r = client
+        .post(format!("{}/webhooks/grafana", s.url))
+        .header("X-Grafana-Alerting-Signature", "00".repeat(32))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(incident_count(&w).await, 0, "a resolved alert opens nothing");
 }
@@ -132,7 +140,13 @@ async fn paused_failover_journals_alerts_without_opening_incidents() {
     let s = w.serve(FAST, false).await;
     s.daemon.exec.journal.set_setting("paused", "1", "test", chrono::Utc::now()).await.unwrap();
     let client = reqwest::Client::new();
-    let r = client.post(format!("{}/webhooks/generic", s.url)).bearer_auth(WEBHOOK_TOKEN).json(&serde_json::json!({"summary": "redis down"})).send().await.unwrap();
+    let r = client
+        .post(format!("{}/webhooks/generic", s.url))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .json(&serde_json::json!({"summary": "redis down"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["alerts"][0]["disposition"], "paused");
@@ -151,7 +165,13 @@ async fn approvals_over_http_refuse_strangers_and_count_allowed_people() {
     edits.push(("  steps: []", "  steps: [flush]"));
     let s = w.serve(&edits, false).await;
     let client = reqwest::Client::new();
-    let r = client.post(format!("{}/webhooks/alertmanager", s.url)).bearer_auth(WEBHOOK_TOKEN).json(&firing_alertmanager("fp")).send().await.unwrap();
+    let r = client
+        .post(format!("{}/webhooks/alertmanager", s.url))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .json(&firing_alertmanager("fp"))
+        .send()
+        .await
+        .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
     let id = v["alerts"][0]["incident"].as_str().unwrap().to_string();
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
@@ -164,7 +184,13 @@ async fn approvals_over_http_refuse_strangers_and_count_allowed_people() {
 
     let r = client.post(format!("{}/incidents/{id}/approve", s.url)).json(&serde_json::json!({"comment": "lgtm"})).send().await.unwrap();
     assert_eq!(r.status(), 401, "no approver token");
-    let r = client.post(format!("{}/incidents/{id}/approve", s.url)).bearer_auth(MALLORY_TOKEN).json(&serde_json::json!({"comment": "let me"})).send().await.unwrap();
+    let r = client
+        .post(format!("{}/incidents/{id}/approve", s.url))
+        .bearer_auth(MALLORY_TOKEN)
+        .json(&serde_json::json!({"comment": "let me"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "mallory is not on the playbook's approver list");
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v["result"].as_str().unwrap().contains("not on the approver list"), "{v}");
@@ -173,7 +199,13 @@ async fn approvals_over_http_refuse_strangers_and_count_allowed_people() {
     let r = client.post(format!("{}/incidents/inc-nope/approve", s.url)).bearer_auth(ONCALL_TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 404);
 
-    let r = client.post(format!("{}/incidents/{id}/approve", s.url)).bearer_auth(ONCALL_TOKEN).json(&serde_json::json!({"comment": "flush ok"})).send().await.unwrap();
+    let r = client
+        .post(format!("{}/incidents/{id}/approve", s.url))
+        .bearer_auth(ONCALL_TOKEN)
+        .json(&serde_json::json!({"comment": "flush ok"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(wait_outcome(&w, &id, Duration::from_secs(60)).await, "recovered");
 
@@ -184,7 +216,11 @@ async fn approvals_over_http_refuse_strangers_and_count_allowed_people() {
     assert_eq!((cmds[1].actor.as_str(), cmds[1].accepted, cmds[1].via.as_str()), ("oncall", Some(true), "http"));
     let r = client.get(format!("{}/incidents/{id}", s.url)).bearer_auth(LEAD_TOKEN).send().await.unwrap();
     let audit: serde_json::Value = r.json().await.unwrap();
-    assert!(audit["transitions"].as_array().unwrap().iter().any(|t| t["rejected"].as_str().map(|r| r.contains("mallory")).unwrap_or(false)));
+    assert!(audit["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["rejected"].as_str().map(|r| r.contains("mallory")).unwrap_or(false)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +233,13 @@ async fn an_approval_that_never_comes_escalates_when_the_ttl_expires() {
     edits.push(("  ttl: 10m", "  ttl: 2s"));
     let s = w.serve(&edits, false).await;
     let client = reqwest::Client::new();
-    let r = client.post(format!("{}/webhooks/generic", s.url)).bearer_auth(WEBHOOK_TOKEN).json(&serde_json::json!({"summary": "redis down"})).send().await.unwrap();
+    let r = client
+        .post(format!("{}/webhooks/generic", s.url))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .json(&serde_json::json!({"summary": "redis down"}))
+        .send()
+        .await
+        .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
     let id = v["alerts"][0]["incident"].as_str().unwrap().to_string();
     assert_eq!(wait_outcome(&w, &id, Duration::from_secs(30)).await, "escalated");

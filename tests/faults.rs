@@ -98,7 +98,10 @@ async fn platform_fails_at_deploy(n500: u32) -> (World, String, RunEnd) {
     let id = exec.open("test", "platform fails at deploy").await.unwrap();
     assert_eq!(exec.run(&id).await.unwrap(), RunEnd::AwaitingApproval(orchestrator::model::Step::Deploy));
     faults(&w, sandbox::FaultsPatch { respond_500: Some(n500), ..Default::default() });
-    exec.journal.add_command(&id, orchestrator::journal::CommandKind::Approve, "oncall", "deploy", "cli", chrono::Utc::now()).await.unwrap();
+    exec.journal
+        .add_command(&id, orchestrator::journal::CommandKind::Approve, "oncall", "deploy", "cli", chrono::Utc::now())
+        .await
+        .unwrap();
     let end = exec.run(&id).await.unwrap();
     (w, id, end)
 }
@@ -132,7 +135,10 @@ async fn slack_down_for_the_whole_incident_does_not_block_it() {
     w.primary.kill();
     w.service_sees_redis_down().await;
     let exec = w
-        .executor(&edits(&[("cooldown: 1m", "notifications:\n  slack:\n    webhook_url: \"${SLACK_WEBHOOK_URL}\"\n    attempts: 3\n    timeout: 1s\ncooldown: 1m")]))
+        .executor(&edits(&[(
+            "cooldown: 1m",
+            "notifications:\n  slack:\n    webhook_url: \"${SLACK_WEBHOOK_URL}\"\n    attempts: 3\n    timeout: 1s\ncooldown: 1m",
+        )]))
         .await;
     let id = exec.open("test", "slack down").await.unwrap();
     assert_eq!(exec.run(&id).await.unwrap(), RunEnd::Finished(Outcome::Recovered));
@@ -148,7 +154,8 @@ async fn a_locked_journal_answers_503_and_loses_nothing() {
     let w = World::start().await;
     let s = w.serve(FAST, false).await;
     let j = Journal::open_with(&w.journal_path(), false, Duration::from_millis(50)).await.unwrap();
-    let mut locker = std::process::Command::new("sqlite3").arg(w.journal_path()).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut locker =
+        std::process::Command::new("sqlite3").arg(w.journal_path()).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     use std::io::Write;
     let stdin = locker.stdin.as_mut().unwrap();
     // `.timeout` so sqlite3 waits for a lock instead of failing its BEGIN.
@@ -326,7 +333,13 @@ async fn sigterm_to_serve_leaves_a_gated_incident_resumable() {
     let mut first = start_serve();
     let url = listening(&mut first).await;
     let client = reqwest::Client::new();
-    let r = client.post(format!("{url}/webhooks/generic")).bearer_auth(WEBHOOK_TOKEN).json(&serde_json::json!({"summary": "redis down"})).send().await.unwrap();
+    let r = client
+        .post(format!("{url}/webhooks/generic"))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .json(&serde_json::json!({"summary": "redis down"}))
+        .send()
+        .await
+        .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
     let id = v["alerts"][0]["incident"].as_str().unwrap().to_string();
     wait_state(&w, &id, &["awaiting_approval"], Duration::from_secs(30)).await;
@@ -339,7 +352,13 @@ async fn sigterm_to_serve_leaves_a_gated_incident_resumable() {
 
     let mut second = start_serve();
     let url = listening(&mut second).await;
-    let r = client.post(format!("{url}/incidents/{id}/approve")).bearer_auth(ONCALL_TOKEN).json(&serde_json::json!({"comment": "after restart"})).send().await.unwrap();
+    let r = client
+        .post(format!("{url}/incidents/{id}/approve"))
+        .bearer_auth(ONCALL_TOKEN)
+        .json(&serde_json::json!({"comment": "after restart"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     wait_until(Duration::from_secs(60), "the resumed incident to end", || {
         let j = j.clone();
@@ -363,4 +382,31 @@ async fn serve_refuses_to_listen_beyond_loopback_without_tokens() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("non-loopback"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_during_a_slow_deploy_rolls_back_without_waiting_for_the_deploy() {
+    let w = World::start_with(WorldOptions { deploy_steps_ms: 1_500, ..Default::default() }).await;
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let exec = Arc::new(w.executor(&edits(&[("deploy_poll: 100ms", "deploy_poll: 1s")])).await);
+    let id = exec.open("test", "abort mid-deploy").await.unwrap();
+    let runner = spawn_run(&exec, &id);
+    wait_state(&w, &id, &["deploy"], Duration::from_secs(20)).await;
+    w.primary.restart().unwrap();
+    let asked = std::time::Instant::now();
+    exec.journal.add_command(&id, orchestrator::journal::CommandKind::Abort, "oncall", "wrong backup", "cli", chrono::Utc::now()).await.unwrap();
+    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
+    wait_until(Duration::from_secs(10), "the abort to be applied", || {
+        let j = j.clone();
+        let id = id.clone();
+        async move { j.incident(&id).await.unwrap().state == "rollback" }
+    })
+    .await;
+    assert!(asked.elapsed() < Duration::from_millis(1_500), "applied within a poll, not after the deploy ({:?})", asked.elapsed());
+    assert_eq!(runner.await.unwrap(), RunEnd::Finished(Outcome::RolledBack));
+    let cmds = j.commands(&id).await.unwrap();
+    assert_eq!(cmds[0].accepted, Some(true));
+    assert!(cmds[0].result.as_deref().unwrap().contains("deploy → rollback"), "{:?}", cmds[0].result);
+    assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.primary.url()));
 }

@@ -19,7 +19,15 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::Array),
             prop::collection::btree_map(
-                prop_oneof![Just("status".to_string()), Just("alerts".to_string()), Just("labels".to_string()), Just("annotations".to_string()), Just("fingerprint".to_string()), Just("summary".to_string()), ".{0,8}".prop_map(String::from)],
+                prop_oneof![
+                    Just("status".to_string()),
+                    Just("alerts".to_string()),
+                    Just("labels".to_string()),
+                    Just("annotations".to_string()),
+                    Just("fingerprint".to_string()),
+                    Just("summary".to_string()),
+                    ".{0,8}".prop_map(String::from)
+                ],
                 inner,
                 0..6
             )

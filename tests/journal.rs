@@ -68,7 +68,11 @@ async fn an_incident_resumes_from_the_journal_alone() {
             &j,
             &id,
             &mut m,
-            Event::Assessed { class: FailureClass::ConnectionRefused, detail: "".into(), preflight: vec![Check::new("backup_ping", true, "PONG")] },
+            Event::Assessed {
+                class: FailureClass::ConnectionRefused,
+                detail: "".into(),
+                preflight: vec![Check::new("backup_ping", true, "PONG")],
+            },
         )
         .await;
         feed(&j, &id, &mut m, Event::Switched { ok: true, detail: "".into() }).await;
@@ -140,11 +144,7 @@ async fn a_journal_locked_by_another_writer_reports_busy() {
     let path = dir.path().join("j.db");
     let j = Journal::open_with(&path, true, Duration::from_millis(200)).await.unwrap();
     // Another process holds the write lock.
-    let mut locker = std::process::Command::new("sqlite3")
-        .arg(&path)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("sqlite3 on PATH");
+    let mut locker = std::process::Command::new("sqlite3").arg(&path).stdin(std::process::Stdio::piped()).spawn().expect("sqlite3 on PATH");
     use std::io::Write;
     let stdin = locker.stdin.as_mut().unwrap();
     // `.timeout` so sqlite3 waits for a lock instead of failing its BEGIN.

@@ -76,7 +76,15 @@ fn shipped_playbooks_are_valid() {
     assert_eq!(pb.approvals.steps, vec![orchestrator::model::Step::Flush]);
     // Without its environment, visapi.yaml names every missing variable.
     let err = load_bytes(&visapi, Path::new("playbooks/visapi.yaml"), &none).unwrap_err().to_string();
-    for var in ["VISAPI_PRIMARY_REDIS_URL", "VISAPI_BACKUP_REDIS_URL", "VISAPI_BASE_URL", "VISAPI_API_KEY", "RENDER_API_KEY", "RENDER_SERVICE_ID", "SLACK_WEBHOOK_URL"] {
+    for var in [
+        "VISAPI_PRIMARY_REDIS_URL",
+        "VISAPI_BACKUP_REDIS_URL",
+        "VISAPI_BASE_URL",
+        "VISAPI_API_KEY",
+        "RENDER_API_KEY",
+        "RENDER_SERVICE_ID",
+        "SLACK_WEBHOOK_URL",
+    ] {
         assert!(err.contains(var), "{var} not named in:\n{err}");
     }
 }

@@ -128,7 +128,9 @@ async fn frozen_server_times_out_within_the_timeout() {
     let jobs_took = start.elapsed();
     s.cont();
 
-    for (what, res, took) in [("check", check.map(|_| ()), check_took), ("info", info.map(|_| ()), info_took), ("active_jobs", jobs.map(|_| ()), jobs_took)] {
+    for (what, res, took) in
+        [("check", check.map(|_| ()), check_took), ("info", info.map(|_| ()), info_took), ("active_jobs", jobs.map(|_| ()), jobs_took)]
+    {
         let f = res.expect_err(what);
         assert_eq!(f.class, FailureClass::Timeout, "{what}: {f}");
         // Connect succeeds (the kernel completes the handshake), the first command
@@ -216,8 +218,18 @@ async fn full_house_is_max_clients() {
 fn tls_server(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> RedisServer {
     let (cert, key, ca) = (cert.to_str().unwrap(), key.to_str().unwrap(), ca.to_str().unwrap());
     RedisServer::start_with(&[
-        "--port", "0", "--tls-port", "{port}", "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca,
-        "--tls-auth-clients", "no",
+        "--port",
+        "0",
+        "--tls-port",
+        "{port}",
+        "--tls-cert-file",
+        cert,
+        "--tls-key-file",
+        key,
+        "--tls-ca-cert-file",
+        ca,
+        "--tls-auth-clients",
+        "no",
     ])
     .expect("start redis-server with TLS")
 }
@@ -248,16 +260,41 @@ async fn job_state_reads_bullmq_keys() {
     let s = server();
     let mut con = admin(&s).await;
     let mut p = redis::pipe();
-    p.cmd("ZADD").arg("bull:q:completed").arg(1).arg("c1")
-        .cmd("ZADD").arg("bull:q:failed").arg(1).arg("f1")
-        .cmd("RPUSH").arg("bull:q:active").arg("a0").arg("a1")
-        .cmd("RPUSH").arg("bull:q:wait").arg("w1")
-        .cmd("RPUSH").arg("bull:q:paused").arg("p1")
-        .cmd("ZADD").arg("bull:q:prioritized").arg(5).arg("pr1")
-        .cmd("ZADD").arg("bull:q:delayed").arg(99).arg("d1")
-        .cmd("HSET").arg("bull:q:u1").arg("name").arg("orphan")
+    p.cmd("ZADD")
+        .arg("bull:q:completed")
+        .arg(1)
+        .arg("c1")
+        .cmd("ZADD")
+        .arg("bull:q:failed")
+        .arg(1)
+        .arg("f1")
+        .cmd("RPUSH")
+        .arg("bull:q:active")
+        .arg("a0")
+        .arg("a1")
+        .cmd("RPUSH")
+        .arg("bull:q:wait")
+        .arg("w1")
+        .cmd("RPUSH")
+        .arg("bull:q:paused")
+        .arg("p1")
+        .cmd("ZADD")
+        .arg("bull:q:prioritized")
+        .arg(5)
+        .arg("pr1")
+        .cmd("ZADD")
+        .arg("bull:q:delayed")
+        .arg(99)
+        .arg("d1")
+        .cmd("HSET")
+        .arg("bull:q:u1")
+        .arg("name")
+        .arg("orphan")
         // Another queue's keys must not leak into `q`'s answers.
-        .cmd("ZADD").arg("bull:other:completed").arg(1).arg("x1");
+        .cmd("ZADD")
+        .arg("bull:other:completed")
+        .arg(1)
+        .arg("x1");
     let _: () = p.query_async(&mut con).await.unwrap();
 
     let u = url(&s.url());
@@ -463,7 +500,8 @@ async fn flush_keeps_the_server_responsive_at_close_to_lua_speed() {
 
     seed(&mut con).await;
     let pinger = Pinger::start(s.port());
-    eventually("the pinger's first PING", Duration::from_secs(2), || async { (pinger.count.load(Ordering::Relaxed) > 0).then_some(()) }).await;
+    eventually("the pinger's first PING", Duration::from_secs(2), || async { (pinger.count.load(Ordering::Relaxed) > 0).then_some(()) })
+        .await;
     pinger.reset();
     let start = Instant::now();
     let _: () = redis::cmd("EVAL")
@@ -475,7 +513,10 @@ async fn flush_keeps_the_server_responsive_at_close_to_lua_speed() {
     let lua = start.elapsed();
     // The PING stuck behind the script is answered with it; wait until it is counted.
     let after = pinger.count.load(Ordering::Relaxed);
-    eventually("a PING after the script", Duration::from_secs(2), || async { (pinger.count.load(Ordering::Relaxed) > after).then_some(()) }).await;
+    eventually("a PING after the script", Duration::from_secs(2), || async {
+        (pinger.count.load(Ordering::Relaxed) > after).then_some(())
+    })
+    .await;
     let lua_worst = Duration::from_micros(pinger.worst_us.load(Ordering::Relaxed));
     assert_eq!(raw::<u64>(&mut con, &["DBSIZE"]).await, IDEM + KEEP);
 
@@ -535,11 +576,11 @@ async fn flush_pauses_while_the_target_is_slow() {
         tokio::time::sleep(Duration::from_millis(400)).await;
         release.store(false, Ordering::Relaxed);
     });
-    let plan = FlushPlan { patterns: vec!["bull:*".into()], flushdb: false, batch: 100, max_latency: Duration::from_millis(10), dry_run: false };
+    let plan =
+        FlushPlan { patterns: vec!["bull:*".into()], flushdb: false, batch: 100, max_latency: Duration::from_millis(10), dry_run: false };
     let report = probe.flush(&u, &plan, &|_| {}).await.unwrap();
     busy.store(false, Ordering::Relaxed);
     hog.await.unwrap();
     assert_eq!(report.deleted, 2000);
     assert!(report.pauses >= 1, "{report:?}");
 }
-

@@ -56,13 +56,18 @@ fn assert_clean(what: &str, haystack: &[u8], secrets: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_journal_logs_notifications_or_cli_output() {
-    let mut w = World::start_with(WorldOptions { primary_password: Some(PRIMARY_PW), backup_password: Some(BACKUP_PW), ..Default::default() }).await;
+    let mut w =
+        World::start_with(WorldOptions { primary_password: Some(PRIMARY_PW), backup_password: Some(BACKUP_PW), ..Default::default() })
+            .await;
     let (slack_url, slack_bodies) = slack_stand_in().await;
     w.env.insert("SLACK_WEBHOOK_URL".into(), slack_url);
     let secrets = [PRIMARY_PW, BACKUP_PW, SERVICE_KEY, PLATFORM_KEY, SLACK_PATH_SECRET];
     let playbook = w.playbook_file(&[
         ("verify_window: 15s", "verify_window: 4s"),
-        ("cooldown: 1m", "notifications:\n  slack:\n    webhook_url: \"${SLACK_WEBHOOK_URL}\"\n    attempts: 2\n    timeout: 2s\ncooldown: 1m"),
+        (
+            "cooldown: 1m",
+            "notifications:\n  slack:\n    webhook_url: \"${SLACK_WEBHOOK_URL}\"\n    attempts: 2\n    timeout: 2s\ncooldown: 1m",
+        ),
     ]);
     let pb = playbook.to_str().unwrap();
     let mut output = Vec::new();

@@ -69,7 +69,11 @@ pub async fn follow(journal: &Journal, id: &str, poll: std::time::Duration) -> R
                 (None, true) => format!("{}: {}", t.from_state, t.event),
                 (None, false) => format!("{} → {}  ({})", t.from_state, t.to_state, t.event),
             };
-            eprintln!("[{:>7}] {what}{}", secs((at - opened).num_milliseconds()), t.note.map(|n| format!("\n           {n}")).unwrap_or_default());
+            eprintln!(
+                "[{:>7}] {what}{}",
+                secs((at - opened).num_milliseconds()),
+                t.note.map(|n| format!("\n           {n}")).unwrap_or_default()
+            );
         }
         if journal.incident(id).await?.outcome.is_some() {
             return Ok(());
@@ -95,8 +99,21 @@ fn clock(ts: &str) -> String {
 pub fn render(a: &Audit) -> String {
     let i = &a.incident;
     let mut out = String::new();
-    let _ = writeln!(out, "Incident {}  playbook {} (sha256 {}…)  target {}", i.id, i.playbook_name, &i.playbook_hash[..12.min(i.playbook_hash.len())], i.target);
-    let _ = writeln!(out, "Opened   {} by {}{}", i.opened_at, i.trigger_source, if i.trigger_detail.is_empty() { String::new() } else { format!(": {}", i.trigger_detail) });
+    let _ = writeln!(
+        out,
+        "Incident {}  playbook {} (sha256 {}…)  target {}",
+        i.id,
+        i.playbook_name,
+        &i.playbook_hash[..12.min(i.playbook_hash.len())],
+        i.target
+    );
+    let _ = writeln!(
+        out,
+        "Opened   {} by {}{}",
+        i.opened_at,
+        i.trigger_source,
+        if i.trigger_detail.is_empty() { String::new() } else { format!(": {}", i.trigger_detail) }
+    );
     match (&i.outcome, &i.closed_at) {
         (Some(o), Some(c)) => {
             let took = match (parse_ts(&i.opened_at), parse_ts(c)) {
@@ -120,7 +137,16 @@ pub fn render(a: &Audit) -> String {
         } else {
             format!("{} → {}", r.from_state, r.to_state)
         };
-        let _ = writeln!(out, "{:<13} {:>8} {:>8}  {:<34} {:<18} {}", clock(&r.at), secs(t.elapsed_ms), secs(t.in_step_ms), arrow, r.event, r.actor);
+        let _ = writeln!(
+            out,
+            "{:<13} {:>8} {:>8}  {:<34} {:<18} {}",
+            clock(&r.at),
+            secs(t.elapsed_ms),
+            secs(t.in_step_ms),
+            arrow,
+            r.event,
+            r.actor
+        );
         for c in &t.checks {
             let _ = writeln!(out, "{:<33}{} {:<22} {}", "", if c.holds { "✓" } else { "✗" }, c.item, c.observed);
         }
@@ -165,7 +191,8 @@ pub fn render(a: &Audit) -> String {
     if !a.alerts.is_empty() {
         let _ = writeln!(out, "\nAlerts");
         for al in &a.alerts {
-            let _ = writeln!(out, "  {:<13} {:<12} {:<8} {:<9} {}", clock(&al.received_at), al.source, al.status, al.disposition, al.summary);
+            let _ =
+                writeln!(out, "  {:<13} {:<12} {:<8} {:<9} {}", clock(&al.received_at), al.source, al.status, al.disposition, al.summary);
         }
     }
     out

@@ -233,7 +233,14 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             } else {
                 println!("{:<27} {:<14} {:<18} {:<25} OUTCOME", "ID", "PLAYBOOK", "STATE", "OPENED");
                 for r in rows {
-                    println!("{:<27} {:<14} {:<18} {:<25} {}", r.id, r.playbook_name, r.state, r.opened_at, r.outcome.as_deref().unwrap_or("(open)"));
+                    println!(
+                        "{:<27} {:<14} {:<18} {:<25} {}",
+                        r.id,
+                        r.playbook_name,
+                        r.state,
+                        r.opened_at,
+                        r.outcome.as_deref().unwrap_or("(open)")
+                    );
                 }
             }
             Ok(exit::OK)
@@ -290,7 +297,12 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
 fn executor(journal: Journal, pb: Playbook, wait_for_approval: bool, allow_changed: bool) -> Executor {
     let pb = Arc::new(pb);
     let ports = crate::wiring::real_ports(&pb);
-    let opts = ExecOptions { wait_for_approval, allow_changed_playbook: allow_changed, reporter: Some(progress::terminal()), ..ExecOptions::default() };
+    let opts = ExecOptions {
+        wait_for_approval,
+        allow_changed_playbook: allow_changed,
+        reporter: Some(progress::terminal()),
+        ..ExecOptions::default()
+    };
     let (_tx, rx) = crate::wiring::shutdown_on_signals();
     Executor::new(journal, ports, pb, opts, rx)
 }
@@ -364,7 +376,8 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
     let journal = Journal::open_with(db, true, std::time::Duration::from_secs(2)).await?;
     let (_tx, shutdown) = crate::wiring::shutdown_on_signals();
     let ports = crate::wiring::real_ports(&pb);
-    let opts = ExecOptions { wait_for_approval: true, allow_changed_playbook: a.allow_changed_playbook, reporter: None, ..ExecOptions::default() };
+    let opts =
+        ExecOptions { wait_for_approval: true, allow_changed_playbook: a.allow_changed_playbook, reporter: None, ..ExecOptions::default() };
     let exec = Arc::new(Executor::new(journal, ports, pb.clone(), opts, shutdown.clone()));
     let daemon = crate::daemon::Daemon::new(exec, auth, shutdown.clone());
     let resumed = daemon.resume_open().await?;
@@ -375,7 +388,9 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
         tokio::spawn(daemon.clone().watch_loop());
     }
     tokio::spawn(daemon.clone().adopt_loop(std::time::Duration::from_secs(2)));
-    let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| Failure { code: exit::FAILURE, message: format!("cannot listen on {}: {e}", a.listen) })?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| Failure { code: exit::FAILURE, message: format!("cannot listen on {}: {e}", a.listen) })?;
     let addr = listener.local_addr()?;
     println!("{}", serde_json::json!({ "listening": addr.to_string(), "playbook": pb.name, "resumed": resumed }));
     eprintln!("orchestrator serving playbook {} on http://{addr} (journal {})", pb.name, db.display());

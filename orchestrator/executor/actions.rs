@@ -41,12 +41,17 @@ impl Executor {
         let backup = &self.playbook.redis.backup;
         let done = self.write_url_once(id, &format!("{id}:set_env:backup"), backup).await?;
         if !done.ok {
-            return Ok(Event::Switched { ok: false, detail: format!("platform write failed: {}", done.result["error"].as_str().unwrap_or("unknown")) });
+            return Ok(Event::Switched {
+                ok: false,
+                detail: format!("platform write failed: {}", done.result["error"].as_str().unwrap_or("unknown")),
+            });
         }
         // Read back and compare: the guard of Switch → Flush.
         Ok(match self.ports.platform.read_url().await {
             Ok(Some(v)) if v == backup.expose() => Event::Switched { ok: true, detail: format!("platform holds {backup} (read back)") },
-            Ok(Some(v)) => Event::Switched { ok: false, detail: format!("read-back shows {}, not the backup", crate::secret::mask_url(&v)) },
+            Ok(Some(v)) => {
+                Event::Switched { ok: false, detail: format!("read-back shows {}, not the backup", crate::secret::mask_url(&v)) }
+            }
             Ok(None) => Event::Switched { ok: false, detail: "read-back shows no value".into() },
             Err(e) => Event::Switched { ok: false, detail: format!("read-back failed: {e}") },
         })
@@ -124,7 +129,13 @@ impl Executor {
         Ok(Some(Event::Flushed {
             mode,
             deleted,
-            detail: format!("{deleted} keys removed from {} ({}) in {} ms, {} latency pauses", pb.redis.backup, per.join(", "), done.result["elapsed_ms"], done.result["pauses"]),
+            detail: format!(
+                "{deleted} keys removed from {} ({}) in {} ms, {} latency pauses",
+                pb.redis.backup,
+                per.join(", "),
+                done.result["elapsed_ms"],
+                done.result["pauses"]
+            ),
         }))
     }
 
@@ -153,7 +164,10 @@ impl Executor {
                         .filter_map(|e| e.result_json()["deploy_id"].as_str().map(str::to_string))
                         .collect();
                     let found = platform.deploys_since(since).await.ok()?;
-                    found.into_iter().find(|d| !claimed.contains(&d.id)).map(|d| json!({ "deploy_id": d.id, "status": d.status, "reconciled": true }))
+                    found
+                        .into_iter()
+                        .find(|d| !claimed.contains(&d.id))
+                        .map(|d| json!({ "deploy_id": d.id, "status": d.status, "reconciled": true }))
                 },
                 async {
                     match platform.deploy().await {
@@ -164,7 +178,11 @@ impl Executor {
             )
             .await?;
         if !done.ok {
-            return Ok((DeployStatus::Failed, None, format!("deploy could not be started: {}", done.result["error"].as_str().unwrap_or("unknown"))));
+            return Ok((
+                DeployStatus::Failed,
+                None,
+                format!("deploy could not be started: {}", done.result["error"].as_str().unwrap_or("unknown")),
+            ));
         }
         let deploy_id = done.result["deploy_id"].as_str().unwrap_or_default().to_string();
         // The timeout runs from the intent, so it survives a restart.
@@ -174,19 +192,29 @@ impl Executor {
         loop {
             let elapsed = (self.now() - started).to_std().unwrap_or_default();
             match platform.deploy_status(&deploy_id).await {
-                Ok(DeployInfo { phase: DeployPhase::Live, status, .. }) => return Ok((DeployStatus::Live, Some(deploy_id), format!("deploy {status}"))),
-                Ok(DeployInfo { phase: DeployPhase::Failed, status, .. }) => return Ok((DeployStatus::Failed, Some(deploy_id), format!("deploy ended {status}"))),
-                Ok(DeployInfo { phase: DeployPhase::Canceled, status, .. }) => return Ok((DeployStatus::Canceled, Some(deploy_id), format!("deploy ended {status}"))),
+                Ok(DeployInfo { phase: DeployPhase::Live, status, .. }) => {
+                    return Ok((DeployStatus::Live, Some(deploy_id), format!("deploy {status}")))
+                }
+                Ok(DeployInfo { phase: DeployPhase::Failed, status, .. }) => {
+                    return Ok((DeployStatus::Failed, Some(deploy_id), format!("deploy ended {status}")))
+                }
+                Ok(DeployInfo { phase: DeployPhase::Canceled, status, .. }) => {
+                    return Ok((DeployStatus::Canceled, Some(deploy_id), format!("deploy ended {status}")))
+                }
                 Ok(d) => last_status = d.status,
                 Err(e) => last_status = format!("status unknown ({e})"),
             }
             if elapsed >= timeout {
-                return Ok((DeployStatus::TimedOut, Some(deploy_id), format!("deploy still {last_status} after {}", crate::duration::format_duration(timeout))));
+                return Ok((
+                    DeployStatus::TimedOut,
+                    Some(deploy_id),
+                    format!("deploy still {last_status} after {}", crate::duration::format_duration(timeout)),
+                ));
             }
             self.report(Progress::Waiting { what: format!("deploy {deploy_id}: {last_status}"), elapsed, limit: timeout });
-            if self.wait(id, self.playbook.thresholds.deploy_poll).await? && self.shutting_down() {
-                // Leave the deploy running; resume polls the same deploy id.
-                return Err(ExecError::Interrupted);
+            if self.wait(id, self.playbook.thresholds.deploy_poll).await? {
+                // Leave the deploy running; coming back polls the same deploy id.
+                return Err(if self.shutting_down() { ExecError::Interrupted } else { ExecError::CommandPending });
             }
         }
     }
@@ -203,7 +231,10 @@ impl Executor {
         let primary = &pb.redis.primary;
         let wrote = self.write_url_once(id, &format!("{id}:set_env:rollback"), primary).await?;
         if !wrote.ok {
-            return Ok(Event::RollbackFinished { ok: false, detail: format!("could not restore {primary}: {}", wrote.result["error"].as_str().unwrap_or("unknown")) });
+            return Ok(Event::RollbackFinished {
+                ok: false,
+                detail: format!("could not restore {primary}: {}", wrote.result["error"].as_str().unwrap_or("unknown")),
+            });
         }
         match self.ports.platform.read_url().await {
             Ok(Some(v)) if v == primary.expose() => {}
@@ -218,7 +249,10 @@ impl Executor {
         }
         let (status, deploy_id, detail) = self.deploy_once(id, &format!("{id}:deploy:rollback")).await?;
         if status != DeployStatus::Live {
-            return Ok(Event::RollbackFinished { ok: false, detail: format!("rollback deploy {}: {detail}", deploy_id.unwrap_or_default()) });
+            return Ok(Event::RollbackFinished {
+                ok: false,
+                detail: format!("rollback deploy {}: {detail}", deploy_id.unwrap_or_default()),
+            });
         }
         // Verify the original connection: health up and the primary answering.
         let started = tokio::time::Instant::now();
@@ -226,7 +260,10 @@ impl Executor {
             let (health, ping) = tokio::join!(self.ports.service.health(), self.ports.redis.check(primary, t.ping_timeout));
             let health_up = matches!(&health, Ok(h) if h.redis_status == "up");
             if health_up && ping.is_ok() {
-                return Ok(Event::RollbackFinished { ok: true, detail: format!("{primary} restored, deploy live, health up, primary answers") });
+                return Ok(Event::RollbackFinished {
+                    ok: true,
+                    detail: format!("{primary} restored, deploy live, health up, primary answers"),
+                });
             }
             if started.elapsed() >= t.verify_window {
                 let why = match (&health, &ping) {
@@ -234,11 +271,17 @@ impl Executor {
                     (Ok(h), _) => format!("health shows redis {}", h.redis_status),
                     (Err(e), _) => format!("health endpoint: {e}"),
                 };
-                return Ok(Event::RollbackFinished { ok: false, detail: format!("restored and deployed, but not healthy within {}: {why}", crate::duration::format_duration(t.verify_window)) });
+                return Ok(Event::RollbackFinished {
+                    ok: false,
+                    detail: format!(
+                        "restored and deployed, but not healthy within {}: {why}",
+                        crate::duration::format_duration(t.verify_window)
+                    ),
+                });
             }
             self.report(Progress::Waiting { what: "rollback verification".into(), elapsed: started.elapsed(), limit: t.verify_window });
-            if self.wait(id, t.verify_interval).await? && self.shutting_down() {
-                return Err(ExecError::Interrupted);
+            if self.wait(id, t.verify_interval).await? {
+                return Err(if self.shutting_down() { ExecError::Interrupted } else { ExecError::CommandPending });
             }
         }
     }

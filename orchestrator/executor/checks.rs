@@ -20,7 +20,11 @@ impl Executor {
         let t = &self.playbook.thresholds;
         if attempt > 1 {
             let gap = t.confirm_window / t.confirm_attempts.saturating_sub(1).max(1);
-            self.report(Progress::Waiting { what: format!("confirm attempt {attempt} of {}", t.confirm_attempts), elapsed: Duration::ZERO, limit: gap });
+            self.report(Progress::Waiting {
+                what: format!("confirm attempt {attempt} of {}", t.confirm_attempts),
+                elapsed: Duration::ZERO,
+                limit: gap,
+            });
             if self.wait(id, gap).await? {
                 return Ok(None); // a command or shutdown arrived: handle it first
             }
@@ -58,12 +62,20 @@ impl Probes<'_> {
             Ok(h) => Check::new(
                 ConfirmItem::HealthDown.as_str(),
                 h.redis_status == "down" || (h.status != "ok" && h.redis_status != "up"),
-                format!("HTTP {}, status {}, redis {}{}", h.http_status, h.status, h.redis_status, if h.redis_message.is_empty() { String::new() } else { format!(": {}", h.redis_message) }),
+                format!(
+                    "HTTP {}, status {}, redis {}{}",
+                    h.http_status,
+                    h.status,
+                    h.redis_status,
+                    if h.redis_message.is_empty() { String::new() } else { format!(": {}", h.redis_message) }
+                ),
             ),
             Err(e) => Check::new(ConfirmItem::HealthDown.as_str(), false, format!("health endpoint did not answer: {e}")),
         });
         checks.push(match ping {
-            Ok(lat) if lat > t.ping_timeout => Check::new(ConfirmItem::PingFailed.as_str(), true, format!("PONG after {} (timeout {})", ms(lat), fd(t.ping_timeout))),
+            Ok(lat) if lat > t.ping_timeout => {
+                Check::new(ConfirmItem::PingFailed.as_str(), true, format!("PONG after {} (timeout {})", ms(lat), fd(t.ping_timeout)))
+            }
             Ok(lat) => Check::new(ConfirmItem::PingFailed.as_str(), false, format!("PONG in {} from {}", ms(lat), pb.redis.primary)),
             Err(f) => Check::new(ConfirmItem::PingFailed.as_str(), true, format!("{} from {}: {}", f.class, pb.redis.primary, f.message)),
         });
@@ -71,7 +83,11 @@ impl Probes<'_> {
             Ok(entries) => {
                 let hits: Vec<_> = entries.iter().filter(|e| is_redis_error(&e.message, &pb.service.error_patterns)).collect();
                 let latest = hits.first().map(|e| format!("; latest: {}", e.message)).unwrap_or_default();
-                Check::new(ConfirmItem::ErrorLogs.as_str(), !hits.is_empty(), format!("{} Redis error(s) in the last {}{latest}", hits.len(), fd(log_window.to_std().unwrap_or_default())))
+                Check::new(
+                    ConfirmItem::ErrorLogs.as_str(),
+                    !hits.is_empty(),
+                    format!("{} Redis error(s) in the last {}{latest}", hits.len(), fd(log_window.to_std().unwrap_or_default())),
+                )
             }
             Err(e) => Check::new(ConfirmItem::ErrorLogs.as_str(), false, format!("logs endpoint did not answer: {e}")),
         });
@@ -109,7 +125,9 @@ impl Probes<'_> {
             format!("primary {} / backup {}", pb.redis.primary.endpoint(), pb.redis.backup.endpoint()),
         )];
         preflight.push(match backup_check {
-            Ok(lat) if lat <= t.ping_timeout => Check::new("backup_ping", true, format!("PONG and write in {} from {}", ms(lat), pb.redis.backup)),
+            Ok(lat) if lat <= t.ping_timeout => {
+                Check::new("backup_ping", true, format!("PONG and write in {} from {}", ms(lat), pb.redis.backup))
+            }
             Ok(lat) => Check::new("backup_ping", false, format!("PONG after {} (timeout {})", ms(lat), fd(t.ping_timeout))),
             Err(f) => Check::new("backup_ping", false, format!("{} from {}: {}", f.class, pb.redis.backup, f.message)),
         });
@@ -122,8 +140,12 @@ impl Probes<'_> {
             Err(f) => Check::new("backup_latency", false, format!("{}: {}", f.class, f.message)),
         });
         preflight.push(match platform_url {
-            Ok(Some(v)) if v == pb.redis.primary.expose() => Check::new("platform_url_known", true, format!("platform holds the primary URL {}", pb.redis.primary)),
-            Ok(Some(v)) if v == pb.redis.backup.expose() => Check::new("platform_url_known", true, format!("platform already holds the backup URL {}", pb.redis.backup)),
+            Ok(Some(v)) if v == pb.redis.primary.expose() => {
+                Check::new("platform_url_known", true, format!("platform holds the primary URL {}", pb.redis.primary))
+            }
+            Ok(Some(v)) if v == pb.redis.backup.expose() => {
+                Check::new("platform_url_known", true, format!("platform already holds the backup URL {}", pb.redis.backup))
+            }
             Ok(Some(v)) => Check::new(
                 "platform_url_known",
                 false,
@@ -141,18 +163,23 @@ impl Probes<'_> {
         let pb = self.pb;
         let t = &pb.thresholds;
         let svc = &self.ports.service;
-        let (health, before, latency) = tokio::join!(
-            svc.health(),
-            svc.queue_metrics(),
-            self.ports.redis.latency(&pb.redis.backup, t.latency_samples, t.ping_timeout)
-        );
+        let (health, before, latency) =
+            tokio::join!(svc.health(), svc.queue_metrics(), self.ports.redis.latency(&pb.redis.backup, t.latency_samples, t.ping_timeout));
         let mut checks = Vec::new();
         checks.push(match &health {
-            Ok(h) => Check::new(VerifyItem::HealthUp.as_str(), h.redis_status == "up", format!("HTTP {}, status {}, redis {}", h.http_status, h.status, h.redis_status)),
+            Ok(h) => Check::new(
+                VerifyItem::HealthUp.as_str(),
+                h.redis_status == "up",
+                format!("HTTP {}, status {}, redis {}", h.http_status, h.status, h.redis_status),
+            ),
             Err(e) => Check::new(VerifyItem::HealthUp.as_str(), false, format!("health endpoint did not answer: {e}")),
         });
         checks.push(match &before {
-            Ok(m) => Check::new(VerifyItem::QueueConnected.as_str(), m.connection_status == "connected", format!("connection_status {}", m.connection_status)),
+            Ok(m) => Check::new(
+                VerifyItem::QueueConnected.as_str(),
+                m.connection_status == "connected",
+                format!("connection_status {}", m.connection_status),
+            ),
             Err(e) => Check::new(VerifyItem::QueueConnected.as_str(), false, format!("queue metrics did not answer: {e}")),
         });
         // A reconnect is not proof that workers process again: submit a real job.
@@ -166,13 +193,19 @@ impl Probes<'_> {
                 a.waiting_jobs < b.waiting_jobs || (a.waiting_jobs == 0 && b.waiting_jobs == 0),
                 format!("waiting_jobs {} → {}", b.waiting_jobs, a.waiting_jobs),
             ),
-            (Err(e), _) | (_, Err(e)) => Check::new(VerifyItem::WaitingDecreasing.as_str(), false, format!("queue metrics did not answer: {e}")),
+            (Err(e), _) | (_, Err(e)) => {
+                Check::new(VerifyItem::WaitingDecreasing.as_str(), false, format!("queue metrics did not answer: {e}"))
+            }
         });
         checks.push(match svc.error_logs(since).await {
             Ok(entries) => {
                 let hits: Vec<_> = entries.iter().filter(|e| is_redis_error(&e.message, &pb.service.error_patterns)).collect();
                 let latest = hits.first().map(|e| format!("; latest: {}", e.message)).unwrap_or_default();
-                Check::new(VerifyItem::NoNewErrors.as_str(), hits.is_empty(), format!("{} Redis error(s) since the deploy went live{latest}", hits.len()))
+                Check::new(
+                    VerifyItem::NoNewErrors.as_str(),
+                    hits.is_empty(),
+                    format!("{} Redis error(s) since the deploy went live{latest}", hits.len()),
+                )
             }
             Err(e) => Check::new(VerifyItem::NoNewErrors.as_str(), false, format!("logs endpoint did not answer: {e}")),
         });
@@ -180,7 +213,14 @@ impl Probes<'_> {
             Ok(s) => Check::new(
                 VerifyItem::Latency.as_str(),
                 s.median_ms < t.verify_latency.as_secs_f64() * 1000.0,
-                format!("median {:.1}ms, max {:.1}ms over {} PINGs to {} (bound {})", s.median_ms, s.max_ms, s.samples, pb.redis.backup, fd(t.verify_latency)),
+                format!(
+                    "median {:.1}ms, max {:.1}ms over {} PINGs to {} (bound {})",
+                    s.median_ms,
+                    s.max_ms,
+                    s.samples,
+                    pb.redis.backup,
+                    fd(t.verify_latency)
+                ),
             ),
             Err(f) => Check::new(VerifyItem::Latency.as_str(), false, format!("{}: {}", f.class, f.message)),
         });

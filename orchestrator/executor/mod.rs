@@ -32,6 +32,13 @@ pub enum ExecError {
     /// Shutdown was requested mid-step; the incident is resumable.
     #[error("interrupted by shutdown")]
     Interrupted,
+    /// A person's command arrived during a long wait inside a step: the step yields
+    /// so the command is applied now, and is re-entered (idempotently) afterwards.
+    #[error("a command is waiting to be applied")]
+    CommandPending,
+    /// Internal: the incident stopped at a gate and the caller does not wait.
+    #[error("waiting for approval of {0}")]
+    AtGate(Step),
 }
 
 impl ExecError {
@@ -245,9 +252,15 @@ impl Executor {
             let decision = self.feed(id, machine, cmd.to_event()).await?;
             let (accepted, result) = match &decision.rejected {
                 Some(reason) => (false, format!("refused: {reason}")),
-                None if decision.from.name() != decision.to.name() => {
-                    (true, format!("{} → {}{}", decision.from.name(), decision.to.name(), decision.note.map(|n| format!(" ({n})")).unwrap_or_default()))
-                }
+                None if decision.from.name() != decision.to.name() => (
+                    true,
+                    format!(
+                        "{} → {}{}",
+                        decision.from.name(),
+                        decision.to.name(),
+                        decision.note.map(|n| format!(" ({n})")).unwrap_or_default()
+                    ),
+                ),
                 None => (true, decision.note.unwrap_or_else(|| "recorded".into())),
             };
             self.journal_retry(|| self.journal.command_applied(cmd.id, accepted, &result, self.now())).await?;
@@ -323,28 +336,37 @@ impl Executor {
                 return Ok(RunEnd::Interrupted);
             }
             let effect = machine.effects().into_iter().next().unwrap_or(Effect::Close);
-            let event = match effect {
-                Effect::Close => continue,
-                Effect::AwaitTrigger => {
-                    // An incident is opened with its trigger; Detect only persists if the
-                    // process died between the two writes. The trigger is in incidents.
-                    let inc = self.journal.incident(id).await?;
-                    Some(Event::Trigger { source: inc.trigger_source, detail: inc.trigger_detail })
-                }
-                Effect::RunConfirmChecklist { attempt } => self.confirm_step(id, attempt).await?,
-                Effect::Assess => Some(self.assess_step().await),
-                Effect::RequestApproval { step } => match self.approval_step(id, &machine, step).await? {
-                    Some(ev) => Some(ev),
-                    None if !self.opts.wait_for_approval && self.journal.pending_commands(id).await?.is_empty() => {
-                        return Ok(RunEnd::AwaitingApproval(step));
+            let step: Result<Option<Event>, ExecError> = async {
+                Ok(match effect {
+                    Effect::Close => None,
+                    Effect::AwaitTrigger => {
+                        // An incident is opened with its trigger; Detect only persists if the
+                        // process died between the two writes. The trigger is in incidents.
+                        let inc = self.journal.incident(id).await?;
+                        Some(Event::Trigger { source: inc.trigger_source, detail: inc.trigger_detail })
                     }
-                    None => None,
-                },
-                Effect::SetPlatformUrl { .. } => Some(self.switch_step(id).await?),
-                Effect::Flush { mode } => self.flush_step(id, &machine, mode).await?,
-                Effect::Deploy => Some(self.deploy_step(id).await?),
-                Effect::RunVerifyChecklist { attempt } => self.verify_step(id, &machine, attempt).await?,
-                Effect::Rollback => Some(self.rollback_step(id).await?),
+                    Effect::RunConfirmChecklist { attempt } => self.confirm_step(id, attempt).await?,
+                    Effect::Assess => Some(self.assess_step().await),
+                    Effect::RequestApproval { step } => match self.approval_step(id, &machine, step).await? {
+                        Some(ev) => Some(ev),
+                        None if !self.opts.wait_for_approval && self.journal.pending_commands(id).await?.is_empty() => {
+                            return Err(ExecError::AtGate(step));
+                        }
+                        None => None,
+                    },
+                    Effect::SetPlatformUrl { .. } => Some(self.switch_step(id).await?),
+                    Effect::Flush { mode } => self.flush_step(id, &machine, mode).await?,
+                    Effect::Deploy => Some(self.deploy_step(id).await?),
+                    Effect::RunVerifyChecklist { attempt } => self.verify_step(id, &machine, attempt).await?,
+                    Effect::Rollback => Some(self.rollback_step(id).await?),
+                })
+            }
+            .await;
+            let event = match step {
+                Ok(event) => event,
+                Err(ExecError::CommandPending) => None,
+                Err(ExecError::AtGate(step)) => return Ok(RunEnd::AwaitingApproval(step)),
+                Err(e) => return Err(e),
             };
             if let Some(event) = event {
                 self.feed(id, &mut machine, event).await?;
@@ -364,7 +386,11 @@ impl Executor {
                 id,
                 -seq,
                 format!("{id}: approval needed for {step}"),
-                format!("{} of [{approvers}] must run `orchestrator approve {id}` (or reject it) within {}", self.playbook.approvals.required, crate::duration::format_duration(self.playbook.approvals.ttl)),
+                format!(
+                    "{} of [{approvers}] must run `orchestrator approve {id}` (or reject it) within {}",
+                    self.playbook.approvals.required,
+                    crate::duration::format_duration(self.playbook.approvals.ttl)
+                ),
             );
             let empty = serde_json::json!({});
             self.journal_retry(|| self.journal.effect_outcome(&key, "ok", &empty, self.now())).await?;
@@ -378,7 +404,11 @@ impl Executor {
             return Ok(None);
         }
         let left = (expires - self.now()).to_std().unwrap_or_default();
-        self.report(Progress::Waiting { what: format!("approval for {step}"), elapsed: (self.now() - entered).to_std().unwrap_or_default(), limit: self.playbook.approvals.ttl });
+        self.report(Progress::Waiting {
+            what: format!("approval for {step}"),
+            elapsed: (self.now() - entered).to_std().unwrap_or_default(),
+            limit: self.playbook.approvals.ttl,
+        });
         self.wait(id, left.min(Duration::from_secs(5))).await?;
         Ok(None)
     }

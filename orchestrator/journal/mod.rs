@@ -152,7 +152,14 @@ impl Journal {
     /// Journals one decision of the machine (accepted or rejected) with the machine
     /// state after it, the checks it judged, and the incident's current state, in one
     /// transaction: either all of it is recorded or none.
-    pub async fn record_decision(&self, incident: &str, event: &Event, decision: &Decision, machine: &Machine, at: DateTime<Utc>) -> Result<i64> {
+    pub async fn record_decision(
+        &self,
+        incident: &str,
+        event: &Event,
+        decision: &Decision,
+        machine: &Machine,
+        at: DateTime<Utc>,
+    ) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
         let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE incident_id = ?")
             .bind(incident)
@@ -180,16 +187,18 @@ impl Journal {
         .await?;
         if let Some((phase, checks)) = checks_of(event) {
             for c in checks {
-                sqlx::query("INSERT INTO checks (incident_id, transition_seq, at, phase, item, holds, observed) VALUES (?, ?, ?, ?, ?, ?, ?)")
-                    .bind(incident)
-                    .bind(seq)
-                    .bind(&when)
-                    .bind(phase)
-                    .bind(&c.item)
-                    .bind(c.holds)
-                    .bind(&c.observed)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO checks (incident_id, transition_seq, at, phase, item, holds, observed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(incident)
+                .bind(seq)
+                .bind(&when)
+                .bind(phase)
+                .bind(&c.item)
+                .bind(c.holds)
+                .bind(&c.observed)
+                .execute(&mut *tx)
+                .await?;
             }
         }
         if decision.rejected.is_none() {
@@ -297,7 +306,14 @@ impl Journal {
 
     /// Journals an effect's intent before it runs. Returns the existing record when
     /// the key is already known: the caller then reconciles instead of re-issuing.
-    pub async fn effect_intent(&self, incident: &str, key: &str, kind: &str, intent: &serde_json::Value, at: DateTime<Utc>) -> Result<Option<EffectRow>> {
+    pub async fn effect_intent(
+        &self,
+        incident: &str,
+        key: &str,
+        kind: &str,
+        intent: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<Option<EffectRow>> {
         if let Some(existing) = self.effect(key).await? {
             return Ok(Some(existing));
         }
@@ -332,15 +348,24 @@ impl Journal {
     }
 
     pub async fn effects(&self, incident: &str) -> Result<Vec<EffectRow>> {
-        let rows = sqlx::query("SELECT key, kind, intent, intent_at, outcome, result, done_at FROM effects WHERE incident_id = ? ORDER BY id")
-            .bind(incident)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT key, kind, intent, intent_at, outcome, result, done_at FROM effects WHERE incident_id = ? ORDER BY id")
+                .bind(incident)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.iter().map(EffectRow::from_row).collect())
     }
 
     /// Records a person's command (approve, reject, abort) for the executor to apply.
-    pub async fn add_command(&self, incident: &str, kind: CommandKind, actor: &str, comment: &str, via: &str, at: DateTime<Utc>) -> Result<i64> {
+    pub async fn add_command(
+        &self,
+        incident: &str,
+        kind: CommandKind,
+        actor: &str,
+        comment: &str,
+        via: &str,
+        at: DateTime<Utc>,
+    ) -> Result<i64> {
         self.incident(incident).await?;
         let row = sqlx::query("INSERT INTO commands (incident_id, kind, actor, comment, via, at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id")
             .bind(incident)
@@ -363,10 +388,11 @@ impl Journal {
     }
 
     pub async fn commands(&self, incident: &str) -> Result<Vec<CommandRow>> {
-        let rows = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result FROM commands WHERE incident_id = ? ORDER BY id")
-            .bind(incident)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result FROM commands WHERE incident_id = ? ORDER BY id")
+                .bind(incident)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(CommandRow::from_row).collect()
     }
 
@@ -407,10 +433,12 @@ impl Journal {
     }
 
     pub async fn alerts(&self, incident: &str) -> Result<Vec<AlertRow>> {
-        let rows = sqlx::query("SELECT received_at, source, fingerprint, status, summary, disposition FROM alerts WHERE incident_id = ? ORDER BY id")
-            .bind(incident)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT received_at, source, fingerprint, status, summary, disposition FROM alerts WHERE incident_id = ? ORDER BY id",
+        )
+        .bind(incident)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .iter()
             .map(|r| AlertRow {

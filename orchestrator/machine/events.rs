@@ -34,28 +34,68 @@ pub enum DeployStatus {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A firing alert, a watch-loop breach or a manual `trigger`.
-    Trigger { source: String, detail: String },
+    Trigger {
+        source: String,
+        detail: String,
+    },
     /// One sampling of the confirmation checklist.
-    ConfirmChecked { checks: Vec<Check> },
+    ConfirmChecked {
+        checks: Vec<Check>,
+    },
     /// The failure's class and the backup's preflight.
-    Assessed { class: FailureClass, detail: String, preflight: Vec<Check> },
+    Assessed {
+        class: FailureClass,
+        detail: String,
+        preflight: Vec<Check>,
+    },
     /// The platform write of the target URL and its read-back.
-    Switched { ok: bool, detail: String },
+    Switched {
+        ok: bool,
+        detail: String,
+    },
     /// Stale keys removed (or nothing to do for `none`).
-    Flushed { mode: FlushMode, deleted: u64, detail: String },
+    Flushed {
+        mode: FlushMode,
+        deleted: u64,
+        detail: String,
+    },
     /// The flush guards did not hold; `gave_up` once the guard wait is over.
-    FlushBlocked { checks: Vec<Check>, gave_up: bool },
+    FlushBlocked {
+        checks: Vec<Check>,
+        gave_up: bool,
+    },
     /// The flush itself failed (the target Redis errored).
-    FlushFailed { detail: String },
-    DeployFinished { status: DeployStatus, deploy_id: Option<String>, detail: String },
+    FlushFailed {
+        detail: String,
+    },
+    DeployFinished {
+        status: DeployStatus,
+        deploy_id: Option<String>,
+        detail: String,
+    },
     /// One sampling of the recovery checklist; `window_over` when the verify window ended.
-    VerifyChecked { checks: Vec<Check>, window_over: bool },
-    RollbackFinished { ok: bool, detail: String },
-    Approve { approver: String, comment: String },
-    Reject { approver: String, comment: String },
+    VerifyChecked {
+        checks: Vec<Check>,
+        window_over: bool,
+    },
+    RollbackFinished {
+        ok: bool,
+        detail: String,
+    },
+    Approve {
+        approver: String,
+        comment: String,
+    },
+    Reject {
+        approver: String,
+        comment: String,
+    },
     /// The approval TTL passed without enough approvals.
     ApprovalExpired,
-    Abort { actor: String, reason: String },
+    Abort {
+        actor: String,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -106,13 +146,23 @@ pub enum Target {
 pub enum Effect {
     /// Wait for a trigger (nothing to do).
     AwaitTrigger,
-    RunConfirmChecklist { attempt: u32 },
+    RunConfirmChecklist {
+        attempt: u32,
+    },
     Assess,
-    RequestApproval { step: Step },
-    SetPlatformUrl { target: Target },
-    Flush { mode: FlushMode },
+    RequestApproval {
+        step: Step,
+    },
+    SetPlatformUrl {
+        target: Target,
+    },
+    Flush {
+        mode: FlushMode,
+    },
     Deploy,
-    RunVerifyChecklist { attempt: u32 },
+    RunVerifyChecklist {
+        attempt: u32,
+    },
     /// Restore the original URL, deploy it and verify it.
     Rollback,
     /// The incident has ended.

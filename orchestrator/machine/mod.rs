@@ -65,11 +65,7 @@ pub struct Ctx {
     pub note: Option<String>,
 }
 
-#[state_machine(
-    initial = "State::detect()",
-    state(derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)),
-    superstate(derive(Debug))
-)]
+#[state_machine(initial = "State::detect()", state(derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)), superstate(derive(Debug)))]
 impl Incident {
     #[state(superstate = "open")]
     fn detect(context: &mut Ctx, event: &Event) -> Outcome<State> {
@@ -128,7 +124,8 @@ impl Incident {
                 }
                 let failing: Vec<&str> = preflight.iter().filter(|c| !c.holds).map(|c| c.item.as_str()).collect();
                 if preflight.is_empty() || !failing.is_empty() {
-                    context.note = Some(format!("class {class}: backup fails preflight ({}); never switch to a dead backup", failing.join(", ")));
+                    context.note =
+                        Some(format!("class {class}: backup fails preflight ({}); never switch to a dead backup", failing.join(", ")));
                     return Transition(State::escalated());
                 }
                 context.note = Some(format!("class {class}: failover; backup passes preflight"));
@@ -139,13 +136,7 @@ impl Incident {
     }
 
     #[state(superstate = "open")]
-    fn awaiting_approval(
-        &mut self,
-        context: &mut Ctx,
-        step: &mut Step,
-        approvals: &mut Vec<String>,
-        event: &Event,
-    ) -> Outcome<State> {
+    fn awaiting_approval(&mut self, context: &mut Ctx, step: &mut Step, approvals: &mut Vec<String>, event: &Event) -> Outcome<State> {
         match event {
             Event::Approve { approver, .. } => {
                 if !self.policy.approvers.iter().any(|a| a == approver) {

@@ -67,7 +67,10 @@ fn at_verify() -> Machine {
     drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::ConnectionRefused)]);
     drive(&mut m, &[Event::Switched { ok: true, detail: "".into() }]);
     assert_eq!(m.state().name(), "awaiting_approval");
-    drive(&mut m, &[approve("bob"), Event::Flushed { mode: FlushMode::Selective, deleted: 3, detail: "".into() }, deploy(DeployStatus::Live)]);
+    drive(
+        &mut m,
+        &[approve("bob"), Event::Flushed { mode: FlushMode::Selective, deleted: 3, detail: "".into() }, deploy(DeployStatus::Live)],
+    );
     assert_eq!(m.state().name(), "verify");
     m
 }
@@ -287,7 +290,17 @@ fn rejection_aborts_before_switch_and_rolls_back_after() {
     assert_eq!(m.handle(&Event::Reject { approver: "bob".into(), comment: "no".into() }).to.name(), "aborted");
 
     let mut m = machine_with(p);
-    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network), approve("bob"), Event::Switched { ok: true, detail: "".into() }]);
+    drive(
+        &mut m,
+        &[
+            trigger(),
+            confirmed(),
+            confirmed(),
+            assessed(FailureClass::Network),
+            approve("bob"),
+            Event::Switched { ok: true, detail: "".into() },
+        ],
+    );
     assert_eq!(m.handle(&Event::Reject { approver: "alice".into(), comment: "no".into() }).to.name(), "rollback");
 }
 

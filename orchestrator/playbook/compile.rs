@@ -10,8 +10,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const TOP: &[&str] = &[
-    "name", "redis", "service", "thresholds", "confirm", "verify", "actions", "flush", "approvals", "platform",
-    "notifications", "cooldown", "watch", "allow_insecure_http",
+    "name",
+    "redis",
+    "service",
+    "thresholds",
+    "confirm",
+    "verify",
+    "actions",
+    "flush",
+    "approvals",
+    "platform",
+    "notifications",
+    "cooldown",
+    "watch",
+    "allow_insecure_http",
 ];
 
 /// The failure classes the runbook says a switch to a backup can fix; everything else
@@ -38,7 +50,8 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
         Some(n) => thresholds(n, d),
         None => Some(default_thresholds()),
     };
-    let confirm = opt_section(&top, "confirm", d, confirm_policy, || ConfirmPolicy { required: vec![ConfirmItem::PingFailed], min_signals: 2 });
+    let confirm =
+        opt_section(&top, "confirm", d, confirm_policy, || ConfirmPolicy { required: vec![ConfirmItem::PingFailed], min_signals: 2 });
     let verify = opt_section(&top, "verify", d, verify_policy, || VerifyPolicy { required: VerifyItem::ALL.to_vec() });
     let actions = match top.get("actions") {
         Some(n) => actions(n, d),
@@ -107,7 +120,13 @@ fn cross_checks(pb: &Playbook, root: &Node, allow_insecure: bool, d: &mut Decode
         node.pos
     };
     if pb.redis.primary.endpoint() == pb.redis.backup.endpoint() {
-        d.problem(find(&["redis", "backup"]), format!("`redis.backup` is the same endpoint as `redis.primary` ({}): a failover to it cannot help", pb.redis.backup.endpoint()));
+        d.problem(
+            find(&["redis", "backup"]),
+            format!(
+                "`redis.backup` is the same endpoint as `redis.primary` ({}): a failover to it cannot help",
+                pb.redis.backup.endpoint()
+            ),
+        );
     }
     let a = &pb.approvals;
     if !a.steps.is_empty() && a.approvers.is_empty() {
@@ -116,7 +135,14 @@ fn cross_checks(pb: &Playbook, root: &Node, allow_insecure: bool, d: &mut Decode
             format!("{} is behind an approval gate (the default gates flush) but `approvals.approvers` lists nobody; list approvers or set `approvals.steps: []`", a.steps.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
         );
     } else if !a.steps.is_empty() && (a.approvers.len() as u32) < a.required {
-        d.problem(find(&["approvals", "required"]), format!("`approvals.required` is {} but only {} approver(s) are listed: the gate could never open", a.required, a.approvers.len()));
+        d.problem(
+            find(&["approvals", "required"]),
+            format!(
+                "`approvals.required` is {} but only {} approver(s) are listed: the gate could never open",
+                a.required,
+                a.approvers.len()
+            ),
+        );
     }
     if pb.flush.mode == FlushMode::Selective && pb.flush.patterns.is_empty() {
         d.problem(find(&["flush"]), "`flush.mode` is selective but `flush.patterns` is empty");
@@ -129,7 +155,13 @@ fn cross_checks(pb: &Playbook, root: &Node, allow_insecure: bool, d: &mut Decode
         let mut check = |url: &url::Url, path: &[&str], what: &str| {
             let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]" | "::1"));
             if url.scheme() == "http" && !loopback {
-                d.problem(find(path), format!("`{what}` sends a secret over plain http:// to {}; use https:// or set `allow_insecure_http: true`", url.host_str().unwrap_or("")));
+                d.problem(
+                    find(path),
+                    format!(
+                        "`{what}` sends a secret over plain http:// to {}; use https:// or set `allow_insecure_http: true`",
+                        url.host_str().unwrap_or("")
+                    ),
+                );
             }
         };
         check(&pb.service.base_url, &["service", "base_url"], "service.base_url");
@@ -176,13 +208,10 @@ fn service_section(node: &Node, d: &mut Decoder<'_>) -> Option<ServiceSection> {
         }
     }
     let synthetic_queue = f.get("synthetic_queue").map(|n| d.string(n, "service.synthetic_queue")).unwrap_or(Some("default".into()));
-    let request_timeout = f.get("request_timeout").map(|n| d.positive_duration(n, "service.request_timeout")).unwrap_or(Some(Duration::from_secs(5)));
+    let request_timeout =
+        f.get("request_timeout").map(|n| d.positive_duration(n, "service.request_timeout")).unwrap_or(Some(Duration::from_secs(5)));
     let error_patterns = f.get("error_patterns").map(|n| d.strings(n, "service.error_patterns")).unwrap_or_else(|| {
-        Some(
-            ["Redis connection failed", "ECONNREFUSED", "Connection timeout", "Redis ping exceeded timeout"]
-                .map(String::from)
-                .to_vec(),
-        )
+        Some(["Redis connection failed", "ECONNREFUSED", "Connection timeout", "Redis ping exceeded timeout"].map(String::from).to_vec())
     });
     let [health, metrics, logs, trigger] = paths.map(|(_, v)| v);
     if !ok {
@@ -219,8 +248,17 @@ fn default_thresholds() -> Thresholds {
 
 fn thresholds(node: &Node, d: &mut Decoder<'_>) -> Option<Thresholds> {
     let keys = [
-        "ping_timeout", "latency", "verify_latency", "job_timeout", "confirm_window", "confirm_attempts", "verify_window",
-        "verify_interval", "deploy_timeout", "deploy_poll", "latency_samples",
+        "ping_timeout",
+        "latency",
+        "verify_latency",
+        "job_timeout",
+        "confirm_window",
+        "confirm_attempts",
+        "verify_window",
+        "verify_interval",
+        "deploy_timeout",
+        "deploy_poll",
+        "latency_samples",
     ];
     let f = d.map(node, "thresholds", &keys)?;
     let mut t = default_thresholds();
@@ -384,10 +422,16 @@ fn platform(node: &Node, d: &mut Decoder<'_>) -> Option<PlatformConfig> {
         d.problem(node.pos, "missing required field `platform.kind` (render, command or env-file)");
         return None;
     };
-    let kind = d.name(kind_node, "platform.kind", |s| ["render", "command", "env-file"].into_iter().find(|k| *k == s), "render, command, env-file")?;
+    let kind = d.name(
+        kind_node,
+        "platform.kind",
+        |s| ["render", "command", "env-file"].into_iter().find(|k| *k == s),
+        "render, command, env-file",
+    )?;
     match kind {
         "render" => {
-            let f = d.map(node, "platform", &["kind", "base_url", "api_key", "service_id", "env_key", "request_timeout", "retry_deadline"])?;
+            let f =
+                d.map(node, "platform", &["kind", "base_url", "api_key", "service_id", "env_key", "request_timeout", "retry_deadline"])?;
             let base_url = f
                 .get("base_url")
                 .map(|n| d.http_url(n, "platform.base_url"))
@@ -395,8 +439,14 @@ fn platform(node: &Node, d: &mut Decoder<'_>) -> Option<PlatformConfig> {
             let api_key = d.required(&f, "api_key").and_then(|n| d.secret(n, "platform.api_key"));
             let service_id = d.required(&f, "service_id").and_then(|n| d.string(n, "platform.service_id"));
             let env_key = f.get("env_key").map(|n| d.string(n, "platform.env_key")).unwrap_or(Some("REDIS_URL".into()));
-            let request_timeout = f.get("request_timeout").map(|n| d.positive_duration(n, "platform.request_timeout")).unwrap_or(Some(Duration::from_secs(10)));
-            let retry_deadline = f.get("retry_deadline").map(|n| d.positive_duration(n, "platform.retry_deadline")).unwrap_or(Some(Duration::from_secs(120)));
+            let request_timeout = f
+                .get("request_timeout")
+                .map(|n| d.positive_duration(n, "platform.request_timeout"))
+                .unwrap_or(Some(Duration::from_secs(10)));
+            let retry_deadline = f
+                .get("retry_deadline")
+                .map(|n| d.positive_duration(n, "platform.retry_deadline"))
+                .unwrap_or(Some(Duration::from_secs(120)));
             Some(PlatformConfig::Render(RenderConfig {
                 base_url: base_url?,
                 api_key: api_key?,
@@ -413,7 +463,13 @@ fn platform(node: &Node, d: &mut Decoder<'_>) -> Option<PlatformConfig> {
             let deploy = d.required(&f, "deploy").and_then(|n| d.string(n, "platform.deploy"));
             let status = d.required(&f, "status").and_then(|n| d.string(n, "platform.status"));
             let timeout = f.get("timeout").map(|n| d.positive_duration(n, "platform.timeout")).unwrap_or(Some(Duration::from_secs(60)));
-            Some(PlatformConfig::Command(CommandConfig { read: read?, switch: switch?, deploy: deploy?, status: status?, timeout: timeout? }))
+            Some(PlatformConfig::Command(CommandConfig {
+                read: read?,
+                switch: switch?,
+                deploy: deploy?,
+                status: status?,
+                timeout: timeout?,
+            }))
         }
         _ => {
             let f = d.map(node, "platform", &["kind", "path", "key", "restart", "timeout"])?;

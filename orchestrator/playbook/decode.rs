@@ -102,7 +102,10 @@ impl<'a> Decoder<'a> {
     pub fn secret(&mut self, node: &Node, path: &str) -> Option<crate::secret::Secret> {
         let raw = self.raw_scalar(node, path)?.to_string();
         if !raw.contains("${") {
-            self.problem(node.pos, format!("`{path}` is a secret and must come from an environment variable, e.g. \"${{{}}}\"", env_name_hint(path)));
+            self.problem(
+                node.pos,
+                format!("`{path}` is a secret and must come from an environment variable, e.g. \"${{{}}}\"", env_name_hint(path)),
+            );
             return None;
         }
         self.interpolate(&raw, node.pos, path).map(crate::secret::Secret::new)
@@ -257,7 +260,10 @@ impl<'a> Decoder<'a> {
         let raw = self.raw_scalar(node, path)?.to_string();
         // A password written into the file itself would end up in git: refuse it.
         if !raw.contains("${") && crate::secret::mask_url(&raw) != raw {
-            self.problem(node.pos, format!("`{path}` contains a password; take the URL from an environment variable, e.g. \"${{{}}}\"", env_name_hint(path)));
+            self.problem(
+                node.pos,
+                format!("`{path}` contains a password; take the URL from an environment variable, e.g. \"${{{}}}\"", env_name_hint(path)),
+            );
             return None;
         }
         let s = self.interpolate(&raw, node.pos, path)?;
@@ -285,12 +291,7 @@ fn env_name_hint(path: &str) -> String {
 
 /// The closest known name, if it is close enough to be a likely typo.
 pub fn suggest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
-    known
-        .iter()
-        .map(|k| (levenshtein(word, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
+    known.iter().map(|k| (levenshtein(word, k), *k)).filter(|(d, k)| *d <= 2.max(k.len() / 3)).min_by_key(|(d, _)| *d).map(|(_, k)| k)
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {

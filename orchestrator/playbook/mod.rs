@@ -30,7 +30,8 @@ pub enum PlaybookError {
 }
 
 fn render_problems(path: &Path, problems: &[Problem]) -> String {
-    let mut lines: Vec<String> = problems.iter().map(|p| format!("{}:{}:{}: {}", path.display(), p.pos.line, p.pos.col, p.message)).collect();
+    let mut lines: Vec<String> =
+        problems.iter().map(|p| format!("{}:{}:{}: {}", path.display(), p.pos.line, p.pos.col, p.message)).collect();
     lines.push(format!("{} problem{} in {}; nothing was run", problems.len(), if problems.len() == 1 { "" } else { "s" }, path.display()));
     lines.join("\n")
 }
@@ -52,9 +53,7 @@ pub fn load_bytes(bytes: &[u8], path: &Path, env: decode::EnvLookup<'_>) -> Resu
     }
     let text = std::str::from_utf8(bytes).map_err(|e| invalid(one(format!("playbook is not UTF-8 ({e})"))))?;
     let hash = hex::encode(Sha256::digest(bytes));
-    let root = yaml::parse(text).map_err(|errs| {
-        invalid(errs.into_iter().map(|e| Problem { pos: e.pos, message: e.message }).collect())
-    })?;
+    let root = yaml::parse(text).map_err(|errs| invalid(errs.into_iter().map(|e| Problem { pos: e.pos, message: e.message }).collect()))?;
     let mut decoder = decode::Decoder::new(env);
     let playbook = compile::compile(&root, path.to_path_buf(), hash, &mut decoder);
     let mut problems = decoder.problems;
@@ -99,9 +98,18 @@ impl fmt::Display for Summary<'_> {
             t.confirm_attempts,
             fd(t.confirm_window)
         )?;
-        writeln!(f, "  verify      {} within {}", p.verify.required.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", "), fd(t.verify_window))?;
+        writeln!(
+            f,
+            "  verify      {} within {}",
+            p.verify.required.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", "),
+            fd(t.verify_window)
+        )?;
         let failover: Vec<_> = p.actions.iter().filter(|(_, a)| **a == crate::model::Action::Failover).map(|(c, _)| c.as_str()).collect();
-        writeln!(f, "  failover on {}", if failover.is_empty() { "nothing (every class escalates)".to_string() } else { failover.join(", ") })?;
+        writeln!(
+            f,
+            "  failover on {}",
+            if failover.is_empty() { "nothing (every class escalates)".to_string() } else { failover.join(", ") }
+        )?;
         writeln!(f, "  flush       {} {}", p.flush.mode, p.flush.patterns.join(" "))?;
         if p.approvals.steps.is_empty() {
             writeln!(f, "  approvals   no gates")?;
@@ -115,7 +123,15 @@ impl fmt::Display for Summary<'_> {
                 fd(p.approvals.ttl)
             )?;
         }
-        writeln!(f, "  thresholds  ping timeout {}, latency {}, verify latency {}, job timeout {}, deploy timeout {}", fd(t.ping_timeout), fd(t.latency), fd(t.verify_latency), fd(t.job_timeout), fd(t.deploy_timeout))?;
+        writeln!(
+            f,
+            "  thresholds  ping timeout {}, latency {}, verify latency {}, job timeout {}, deploy timeout {}",
+            fd(t.ping_timeout),
+            fd(t.latency),
+            fd(t.verify_latency),
+            fd(t.job_timeout),
+            fd(t.deploy_timeout)
+        )?;
         write!(f, "  notify      {}", if p.notifications.slack.is_some() { "slack" } else { "none" })
     }
 }

@@ -151,10 +151,9 @@ pub fn parse(text: &str) -> Result<Node, Vec<SyntaxError>> {
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, false) {
         let m = e.marker();
-        builder.errors.push(SyntaxError {
-            pos: Pos { line: m.line(), col: m.col() + 1 },
-            message: format!("YAML syntax error: {}", e.info()),
-        });
+        builder
+            .errors
+            .push(SyntaxError { pos: Pos { line: m.line(), col: m.col() + 1 }, message: format!("YAML syntax error: {}", e.info()) });
         return Err(builder.errors);
     }
     if !builder.errors.is_empty() {

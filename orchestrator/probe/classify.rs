@@ -143,12 +143,7 @@ pub fn classify_parts(shape: ErrorShape<'_>, text: &str) -> FailureClass {
 /// ("connect", "PING" ...); the message names the endpoint by its masked URL.
 pub fn from_redis(url: &RedisUrl, what: &str, err: &RedisError) -> RedisFailure {
     let text = chain_text(err);
-    let shape = ErrorShape {
-        io_kind: io_kind_in_chain(err),
-        redis_kind: Some(err.kind()),
-        code: err.code(),
-        tls: rustls_in_chain(err),
-    };
+    let shape = ErrorShape { io_kind: io_kind_in_chain(err), redis_kind: Some(err.kind()), code: err.code(), tls: rustls_in_chain(err) };
     failure(url, classify_parts(shape, &text), what, &text)
 }
 
@@ -162,10 +157,7 @@ pub fn from_io(url: &RedisUrl, what: &str, err: &io::Error) -> RedisFailure {
 /// Our own deadline (`tokio::time::timeout`) ran out: the server accepted the
 /// connection or the command but did not answer, the way a frozen Redis looks.
 pub fn timed_out(url: &RedisUrl, what: &str, after: Duration) -> RedisFailure {
-    RedisFailure {
-        class: FailureClass::Timeout,
-        message: format!("{what} {}: no answer within {} ms", url.masked(), after.as_millis()),
-    }
+    RedisFailure { class: FailureClass::Timeout, message: format!("{what} {}: no answer within {} ms", url.masked(), after.as_millis()) }
 }
 
 /// A failure whose class we decide ourselves (e.g. an unexpected reply).
@@ -307,12 +299,18 @@ mod tests {
     fn server_answers() {
         assert_eq!(code("OOM", "OOM: command not allowed when used memory > 'maxmemory'."), OutOfMemory);
         assert_eq!(text("OOM command not allowed when used memory > 'maxmemory'"), OutOfMemory);
-        let resp = ErrorShape { redis_kind: Some(ErrorKind::Server(ServerErrorKind::ResponseError)), code: Some("ERR"), ..ErrorShape::default() };
+        let resp =
+            ErrorShape { redis_kind: Some(ErrorKind::Server(ServerErrorKind::ResponseError)), code: Some("ERR"), ..ErrorShape::default() };
         assert_eq!(classify_parts(resp, "ResponseError: max number of clients reached"), MaxClients);
-        let loading = ErrorShape { redis_kind: Some(ErrorKind::Server(ServerErrorKind::BusyLoading)), code: Some("LOADING"), ..ErrorShape::default() };
+        let loading = ErrorShape {
+            redis_kind: Some(ErrorKind::Server(ServerErrorKind::BusyLoading)),
+            code: Some("LOADING"),
+            ..ErrorShape::default()
+        };
         assert_eq!(classify_parts(loading, "BusyLoading: Redis is loading the dataset in memory"), Loading);
         assert_eq!(text("LOADING Redis is loading the dataset in memory"), Loading);
-        let ro = ErrorShape { redis_kind: Some(ErrorKind::Server(ServerErrorKind::ReadOnly)), code: Some("READONLY"), ..ErrorShape::default() };
+        let ro =
+            ErrorShape { redis_kind: Some(ErrorKind::Server(ServerErrorKind::ReadOnly)), code: Some("READONLY"), ..ErrorShape::default() };
         assert_eq!(classify_parts(ro, "ReadOnly: You can't write against a read only replica."), ReadOnly);
         assert_eq!(text("READONLY You can't write against a read only replica."), ReadOnly);
     }

@@ -57,14 +57,7 @@ pub async fn run(url: &RedisUrl, plan: &FlushPlan, progress: ProgressFn<'_>) -> 
     let monitor = connect(url, OP_TIMEOUT).await?;
     let mut guard = LatencyGuard::new(url.clone(), monitor, plan.max_latency);
 
-    let mut report = FlushReport {
-        per_pattern: Vec::new(),
-        deleted: 0,
-        scanned: 0,
-        pauses: 0,
-        elapsed_ms: 0,
-        dry_run: plan.dry_run,
-    };
+    let mut report = FlushReport { per_pattern: Vec::new(), deleted: 0, scanned: 0, pauses: 0, elapsed_ms: 0, dry_run: plan.dry_run };
 
     if plan.flushdb {
         let keys: u64 = bounded(url, "DBSIZE", OP_TIMEOUT, redis::cmd("DBSIZE").query_async(&mut work)).await?;

@@ -46,9 +46,7 @@ impl Default for RealRedis {
 /// Opens a connection whose every request is bounded by `timeout`.
 pub(crate) async fn connect(url: &RedisUrl, timeout: Duration) -> Result<MultiplexedConnection, RedisFailure> {
     let client = redis::Client::open(url.expose()).map_err(|e| classify::from_redis(url, "open", &e))?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
+    let config = AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(timeout));
     match bounded(url, "connect", timeout, client.get_multiplexed_async_connection_with_config(&config)).await {
         Err(f) if f.class == FailureClass::Network && !url.is_tls() => Err(sniff_greeting(url, timeout).await.unwrap_or(f)),
         other => other,
@@ -223,7 +221,9 @@ pub fn parse_info(text: &str) -> RedisInfo {
 /// CONFIG GET answers `[name, value]` in RESP2 and `{name: value}` in RESP3.
 fn maxclients_from(v: Value) -> Option<u64> {
     let pairs: Vec<(String, String)> = match v {
-        Value::Map(m) => m.into_iter().filter_map(|(k, v)| Some((String::from_redis_value(k).ok()?, String::from_redis_value(v).ok()?))).collect(),
+        Value::Map(m) => {
+            m.into_iter().filter_map(|(k, v)| Some((String::from_redis_value(k).ok()?, String::from_redis_value(v).ok()?))).collect()
+        }
         other => {
             let flat: Vec<String> = Vec::from_redis_value(other).ok()?;
             flat.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect()

@@ -76,7 +76,8 @@ pub fn parse_group(body: &[u8]) -> Result<Vec<IncomingAlert>, AlertError> {
         let status = a.status.or_else(|| group.status.clone()).unwrap_or_else(|| "firing".into());
         let name = text(a.labels.get("alertname")).unwrap_or_else(|| "alert".into());
         let summary = text(a.annotations.get("summary")).or_else(|| text(a.annotations.get("description"))).unwrap_or_default();
-        let fingerprint = a.fingerprint.or_else(|| group.group_key.clone()).unwrap_or_else(|| format!("{name}@{}", a.starts_at.unwrap_or_default()));
+        let fingerprint =
+            a.fingerprint.or_else(|| group.group_key.clone()).unwrap_or_else(|| format!("{name}@{}", a.starts_at.unwrap_or_default()));
         out.push(IncomingAlert {
             firing: status != "resolved",
             fingerprint: truncate(&fingerprint, 200),

@@ -133,7 +133,11 @@ mod tests {
 
     #[test]
     fn tokens_must_differ_and_are_required_off_loopback() {
-        let same = AuthConfig { webhook_token: Some(Secret::new("t".repeat(20))), hmac_secret: None, approvers: vec![("a".into(), Secret::new("t".repeat(20)))] };
+        let same = AuthConfig {
+            webhook_token: Some(Secret::new("t".repeat(20))),
+            hmac_secret: None,
+            approvers: vec![("a".into(), Secret::new("t".repeat(20)))],
+        };
         assert!(same.check_for(true).is_err());
         assert!(AuthConfig::default().check_for(false).is_err());
         assert!(AuthConfig::default().check_for(true).is_ok());

@@ -48,7 +48,10 @@ impl Metrics {
     pub async fn render(&self, journal: &Journal, paused: bool) -> Result<String, crate::journal::JournalError> {
         let mut out = String::new();
         let pool = journal.pool();
-        let _ = writeln!(out, "# HELP orchestrator_incidents_total Incidents that ended, by outcome.\n# TYPE orchestrator_incidents_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP orchestrator_incidents_total Incidents that ended, by outcome.\n# TYPE orchestrator_incidents_total counter"
+        );
         for r in sqlx::query("SELECT outcome, COUNT(*) FROM incidents WHERE outcome IS NOT NULL GROUP BY outcome").fetch_all(pool).await? {
             let _ = writeln!(out, "orchestrator_incidents_total{{outcome=\"{}\"}} {}", r.get::<String, _>(0), r.get::<i64, _>(1));
         }
@@ -57,7 +60,10 @@ impl Metrics {
             let _ = writeln!(out, "orchestrator_open_incidents{{state=\"{}\"}} {}", r.get::<String, _>(0), r.get::<i64, _>(1));
         }
         // Time in each step: from entering a state to leaving it, over all incidents.
-        let _ = writeln!(out, "# HELP orchestrator_step_seconds Time spent per step, from the journal.\n# TYPE orchestrator_step_seconds summary");
+        let _ = writeln!(
+            out,
+            "# HELP orchestrator_step_seconds Time spent per step, from the journal.\n# TYPE orchestrator_step_seconds summary"
+        );
         let rows = sqlx::query(
             "WITH moves AS (
                 SELECT incident_id, from_state, to_state, julianday(at) AS t,
@@ -72,13 +78,17 @@ impl Metrics {
             let _ = writeln!(out, "orchestrator_step_seconds_count{{step=\"{state}\"}} {}", r.get::<i64, _>(1));
             let _ = writeln!(out, "orchestrator_step_seconds_sum{{step=\"{state}\"}} {:.3}", r.get::<f64, _>(2));
         }
-        let _ = writeln!(out, "# HELP orchestrator_webhooks_total Webhook requests, by source and result.\n# TYPE orchestrator_webhooks_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP orchestrator_webhooks_total Webhook requests, by source and result.\n# TYPE orchestrator_webhooks_total counter"
+        );
         for ((source, result), n) in self.webhooks.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "orchestrator_webhooks_total{{source=\"{source}\",result=\"{result}\"}} {n}");
         }
         let _ = writeln!(out, "# HELP orchestrator_probe_latency_seconds PING latency to the primary seen by the watch loop.\n# TYPE orchestrator_probe_latency_seconds histogram");
         for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "orchestrator_probe_latency_seconds_bucket{{le=\"{b}\"}} {}", self.probe_buckets[i].load(Ordering::Relaxed));
+            let _ =
+                writeln!(out, "orchestrator_probe_latency_seconds_bucket{{le=\"{b}\"}} {}", self.probe_buckets[i].load(Ordering::Relaxed));
         }
         let count = self.probe_count.load(Ordering::Relaxed);
         let _ = writeln!(out, "orchestrator_probe_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
@@ -86,7 +96,11 @@ impl Metrics {
         let _ = writeln!(out, "orchestrator_probe_latency_seconds_count {count}");
         let _ = writeln!(out, "# HELP orchestrator_probe_failures_total Watch-loop probes of the primary that failed.\n# TYPE orchestrator_probe_failures_total counter");
         let _ = writeln!(out, "orchestrator_probe_failures_total {}", self.probe_failures.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP orchestrator_paused Whether automatic failover is paused.\n# TYPE orchestrator_paused gauge\norchestrator_paused {}", u8::from(paused));
+        let _ = writeln!(
+            out,
+            "# HELP orchestrator_paused Whether automatic failover is paused.\n# TYPE orchestrator_paused gauge\norchestrator_paused {}",
+            u8::from(paused)
+        );
         Ok(out)
     }
 }

@@ -39,7 +39,11 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .with_state(daemon)
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, daemon: Arc<Daemon>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    daemon: Arc<Daemon>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router(daemon)).with_graceful_shutdown(shutdown).await
 }
 
@@ -58,7 +62,13 @@ fn journal_error(e: JournalError) -> Response {
     }
 }
 
-async fn webhook(d: AppState, source: &str, headers: HeaderMap, body: Bytes, parse: fn(&[u8]) -> Result<Vec<alerts::IncomingAlert>, alerts::AlertError>) -> Response {
+async fn webhook(
+    d: AppState,
+    source: &str,
+    headers: HeaderMap,
+    body: Bytes,
+    parse: fn(&[u8]) -> Result<Vec<alerts::IncomingAlert>, alerts::AlertError>,
+) -> Response {
     if !d.auth.webhook_ok(&headers, &body) {
         d.metrics.webhook(source, "unauthorized");
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token or signature");
@@ -143,7 +153,9 @@ async fn command(d: AppState, id: String, kind: CommandKind, headers: HeaderMap,
     };
     let journal = &d.exec.journal;
     match journal.incident(&id).await {
-        Ok(i) if i.outcome.is_some() => return error(StatusCode::CONFLICT, format!("incident {id} has already ended ({})", i.outcome.unwrap_or_default())),
+        Ok(i) if i.outcome.is_some() => {
+            return error(StatusCode::CONFLICT, format!("incident {id} has already ended ({})", i.outcome.unwrap_or_default()))
+        }
         Ok(_) => {}
         Err(e) => return journal_error(e),
     }
@@ -163,7 +175,8 @@ async fn command(d: AppState, id: String, kind: CommandKind, headers: HeaderMap,
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (StatusCode::ACCEPTED, Json(json!({ "command": cmd, "accepted": null, "result": "journaled; not applied yet", "by": who }))).into_response()
+    (StatusCode::ACCEPTED, Json(json!({ "command": cmd, "accepted": null, "result": "journaled; not applied yet", "by": who })))
+        .into_response()
 }
 
 async fn approve(State(d): State<AppState>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {

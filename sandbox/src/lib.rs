@@ -100,9 +100,8 @@ pub async fn start(config: SandboxConfig) -> anyhow::Result<Sandbox> {
     install_crypto_provider();
     let service_listener =
         TcpListener::bind(config.service_addr).await.with_context(|| format!("binding service on {}", config.service_addr))?;
-    let platform_listener = TcpListener::bind(config.platform_addr)
-        .await
-        .with_context(|| format!("binding platform on {}", config.platform_addr))?;
+    let platform_listener =
+        TcpListener::bind(config.platform_addr).await.with_context(|| format!("binding platform on {}", config.platform_addr))?;
     let service_addr = service_listener.local_addr()?;
     let platform_addr = platform_listener.local_addr()?;
 

@@ -104,12 +104,7 @@ impl LogBuffer {
         if inner.entries.len() == Self::CAPACITY {
             inner.entries.pop_front();
         }
-        inner.entries.push_back(LogEntry {
-            timestamp: Utc::now(),
-            level,
-            message: message.to_string(),
-            context: context.to_string(),
-        });
+        inner.entries.push_back(LogEntry { timestamp: Utc::now(), level, message: message.to_string(), context: context.to_string() });
         drop(inner);
         match level {
             Level::Error => tracing::error!(target: "sandbox::service", context, "{message}"),
@@ -172,12 +167,7 @@ mod tests {
         logs.error("Worker[default#1]", "Redis connection failed: connect ECONNREFUSED 127.0.0.1:1");
         // A repeat within the window is dropped.
         assert!(!logs.error("Worker[default#1]", "Redis connection failed: connect ECONNREFUSED 127.0.0.1:1"));
-        let q = LogQuery {
-            level: Some("error".into()),
-            search: vec!["REDIS".into(), "econnrefused".into()],
-            since: None,
-            limit: 50,
-        };
+        let q = LogQuery { level: Some("error".into()), search: vec!["REDIS".into(), "econnrefused".into()], since: None, limit: 50 };
         let (found, total) = logs.query(&q);
         assert_eq!(total, 1);
         assert_eq!(found[0].context, "Worker[default#1]");

@@ -428,11 +428,7 @@ async fn list_env(State(p): State<Platform>, Path(id): Path<String>) -> Response
         return r.into_response();
     }
     let st = p.inner.state.lock().unwrap();
-    let items: Vec<Value> = st
-        .env
-        .iter()
-        .map(|(k, v)| json!({"envVar": {"key": k, "value": v}, "cursor": format!("cur-{k}")}))
-        .collect();
+    let items: Vec<Value> = st.env.iter().map(|(k, v)| json!({"envVar": {"key": k, "value": v}, "cursor": format!("cur-{k}")})).collect();
     Json(items).into_response()
 }
 
@@ -476,13 +472,7 @@ async fn list_deploys(State(p): State<Platform>, Path(id): Path<String>, Query(q
     }
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
     let st = p.inner.state.lock().unwrap();
-    let items: Vec<Value> = st
-        .deploys
-        .iter()
-        .rev()
-        .take(limit)
-        .map(|d| json!({"deploy": d, "cursor": d.id}))
-        .collect();
+    let items: Vec<Value> = st.deploys.iter().rev().take(limit).map(|d| json!({"deploy": d, "cursor": d.id})).collect();
     Json(items).into_response()
 }
 

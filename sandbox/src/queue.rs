@@ -225,14 +225,7 @@ pub async fn take(link: &RedisLink, queue: &str, block_secs: f64) -> Result<Opti
     link.run(Op::Command, |mut c| {
         let (wait, active) = (k.key("wait"), k.key("active"));
         async move {
-            redis::cmd("BLMOVE")
-                .arg(wait)
-                .arg(active)
-                .arg("RIGHT")
-                .arg("LEFT")
-                .arg(block_secs)
-                .query_async::<Option<String>>(&mut c)
-                .await
+            redis::cmd("BLMOVE").arg(wait).arg(active).arg("RIGHT").arg("LEFT").arg(block_secs).query_async::<Option<String>>(&mut c).await
         }
     })
     .await

@@ -26,10 +26,7 @@ pub struct RedisTarget {
 impl RedisTarget {
     pub fn new(url: &str) -> Arc<RedisTarget> {
         let parsed = url::Url::parse(url).ok();
-        let secret = parsed
-            .as_ref()
-            .and_then(|u| u.password().map(str::to_string))
-            .filter(|p| !p.is_empty());
+        let secret = parsed.as_ref().and_then(|u| u.password().map(str::to_string)).filter(|p| !p.is_empty());
         let host_port = parsed
             .as_ref()
             .map(|u| format!("{}:{}", u.host_str().unwrap_or("localhost"), u.port().unwrap_or(6379)))
@@ -154,20 +151,17 @@ impl RedisLink {
         if let Some(c) = guard.as_ref() {
             return Ok((c.clone(), false));
         }
-        let client = self
-            .target
-            .client
-            .as_ref()
-            .map_err(|m| RedisFailure { kind: FailureKind::Config, message: m.clone() })?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(self.response_timeout));
+        let client = self.target.client.as_ref().map_err(|m| RedisFailure { kind: FailureKind::Config, message: m.clone() })?;
+        let config = AsyncConnectionConfig::new().set_connection_timeout(Some(TIMEOUT)).set_response_timeout(Some(self.response_timeout));
         // The outer timeout is a backstop in case setup hangs past the client's own.
-        let conn = match tokio::time::timeout(TIMEOUT + Duration::from_millis(200), client.get_multiplexed_async_connection_with_config(&config)).await {
-            Err(_) => return Err(self.target.timeout(Op::Connect)),
-            Ok(Err(e)) => return Err(self.target.failure(&e, Op::Connect)),
-            Ok(Ok(c)) => c,
-        };
+        let conn =
+            match tokio::time::timeout(TIMEOUT + Duration::from_millis(200), client.get_multiplexed_async_connection_with_config(&config))
+                .await
+            {
+                Err(_) => return Err(self.target.timeout(Op::Connect)),
+                Ok(Err(e)) => return Err(self.target.failure(&e, Op::Connect)),
+                Ok(Ok(c)) => c,
+            };
         *guard = Some(conn.clone());
         Ok((conn, true))
     }
@@ -203,9 +197,7 @@ impl RedisLink {
 
     /// PING within the response timeout.
     pub async fn ping(&self) -> Result<(), RedisFailure> {
-        self.run(Op::Ping, |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
-            .await
-            .map(|_| ())
+        self.run(Op::Ping, |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await }).await.map(|_| ())
     }
 }
 
@@ -237,10 +229,8 @@ pub fn redact(text: &str, secret: Option<&str>) -> String {
 }
 
 fn urlencoding_decode(s: &str) -> Result<String, ()> {
-    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned().into_bytes())
-        .ok_or(())?;
+    let bytes: Vec<u8> =
+        url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned().into_bytes()).ok_or(())?;
     String::from_utf8(bytes).map_err(|_| ())
 }
 

@@ -50,10 +50,8 @@ impl RedisServer {
         for _ in 0..5 {
             let port = free_port()?;
             let dir = make_dir(port)?;
-            let args: Vec<String> = args
-                .iter()
-                .map(|a| a.replace("{port}", &port.to_string()).replace("{dir}", &dir.to_string_lossy()))
-                .collect();
+            let args: Vec<String> =
+                args.iter().map(|a| a.replace("{port}", &port.to_string()).replace("{dir}", &dir.to_string_lossy())).collect();
             let server = RedisServer { port, args, tls, dir, child: Mutex::new(None) };
             match server.spawn_and_wait() {
                 Ok(()) => return Ok(server),
@@ -134,9 +132,7 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = cmd.spawn().map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot run redis-server (is it installed?): {e}"))
-        })?;
+        let child = cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("cannot run redis-server (is it installed?): {e}")))?;
         *self.child.lock().unwrap() = Some(child);
 
         let deadline = Instant::now() + START_DEADLINE;
@@ -146,10 +142,7 @@ impl RedisServer {
             if let Some(status) = exited {
                 let tail = read_tail(&log);
                 self.child.lock().unwrap().take();
-                return Err(io::Error::other(format!(
-                    "redis-server on port {} exited during start ({status}): {tail}",
-                    self.port
-                )));
+                return Err(io::Error::other(format!("redis-server on port {} exited during start ({status}): {tail}", self.port)));
             }
             if self.ready(&log) {
                 return Ok(());
@@ -170,9 +163,7 @@ impl RedisServer {
         if self.tls {
             // No plaintext PING over a TLS port: trust the server's own readiness line,
             // then confirm the port accepts connections.
-            let logged = std::fs::read_to_string(log)
-                .map(|s| s.contains("Ready to accept connections"))
-                .unwrap_or(false);
+            let logged = std::fs::read_to_string(log).map(|s| s.contains("Ready to accept connections")).unwrap_or(false);
             return logged && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok();
         }
         ping(self.addr())
@@ -221,12 +212,7 @@ fn free_port() -> io::Result<u16> {
 }
 
 fn make_dir(port: u16) -> io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "sandbox-redis-{}-{}-{}",
-        std::process::id(),
-        port,
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = std::env::temp_dir().join(format!("sandbox-redis-{}-{}-{}", std::process::id(), port, SEQ.fetch_add(1, Ordering::Relaxed)));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

@@ -41,13 +41,7 @@ pub struct ServiceConfig {
 impl ServiceConfig {
     /// Defaults: 2 workers per queue, 20 ms jobs, workers enabled.
     pub fn new(redis_url: impl Into<String>, api_key: impl Into<String>) -> ServiceConfig {
-        ServiceConfig {
-            redis_url: redis_url.into(),
-            api_key: api_key.into(),
-            workers_per_queue: 2,
-            job_ms: 20,
-            workers_enabled: true,
-        }
+        ServiceConfig { redis_url: redis_url.into(), api_key: api_key.into(), workers_per_queue: 2, job_ms: 20, workers_enabled: true }
     }
 }
 
@@ -95,10 +89,7 @@ impl Runtime {
             }
         }
         let n = workers.len();
-        logs.info(
-            "ServiceBootstrap",
-            &format!("Service started with Redis {} ({} workers)", target.display(), n),
-        );
+        logs.info("ServiceBootstrap", &format!("Service started with Redis {} ({} workers)", target.display(), n));
         Arc::new(Runtime { config, link, stop, workers: std::sync::Mutex::new(workers) })
     }
 
@@ -148,13 +139,7 @@ impl Service {
     pub fn start(config: ServiceConfig) -> Service {
         let logs = LogBuffer::new();
         let rt = Runtime::start(config, &logs);
-        Service {
-            inner: Arc::new(Inner {
-                current: RwLock::new(Some(rt)),
-                logs,
-                restarting: tokio::sync::Mutex::new(()),
-            }),
-        }
+        Service { inner: Arc::new(Inner { current: RwLock::new(Some(rt)), logs, restarting: tokio::sync::Mutex::new(()) }) }
     }
 
     /// The axum app with the runbook's endpoints under `/api/v1`.

@@ -110,11 +110,7 @@ async fn process(link: &RedisLink, w: &WorkerSpec, context: &str, token: &str, i
 
     let parsed: serde_json::Value = data.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
     let outcome = if parsed.get("fail").and_then(|v| v.as_bool()) == Some(true) {
-        let reason = parsed
-            .get("failReason")
-            .and_then(|v| v.as_str())
-            .unwrap_or("Job failed: payload asked to fail")
-            .to_string();
+        let reason = parsed.get("failReason").and_then(|v| v.as_str()).unwrap_or("Job failed: payload asked to fail").to_string();
         Outcome::Failed { reason }
     } else {
         let rv = serde_json::json!({ "ok": true, "queue": w.queue, "processedBy": context });

@@ -14,11 +14,7 @@ use serde_json::{json, Value};
 
 async fn put_redis_url(sb: &sandbox::Sandbox, url: &str) {
     let sid = sb.service_id().to_string();
-    let r = platform(sb, Method::PUT, &format!("/v1/services/{sid}/env-vars/REDIS_URL"))
-        .json(&json!({"value": url}))
-        .send()
-        .await
-        .unwrap();
+    let r = platform(sb, Method::PUT, &format!("/v1/services/{sid}/env-vars/REDIS_URL")).json(&json!({"value": url})).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v, json!({"key": "REDIS_URL", "value": url}));
@@ -68,7 +64,8 @@ async fn env_write_and_deploy_move_the_service_to_the_new_redis() {
     // A second deploy deactivates the first; the list is newest first.
     let d2 = deploy_and_wait(&sb).await;
     assert_eq!(d2["status"], "live");
-    let list: Value = platform(&sb, Method::GET, &format!("/v1/services/{sid}/deploys?limit=5")).send().await.unwrap().json().await.unwrap();
+    let list: Value =
+        platform(&sb, Method::GET, &format!("/v1/services/{sid}/deploys?limit=5")).send().await.unwrap().json().await.unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(list[0]["deploy"]["id"], d2["id"]);
     assert_eq!(list[1]["deploy"]["id"], d["id"]);

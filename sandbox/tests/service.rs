@@ -111,7 +111,11 @@ async fn dead_primary_shows_in_health_logs_and_metrics() {
 
     let logs = eventually("a Redis connection error in the logs", Duration::from_secs(5), || async {
         let since = before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let (s, v) = svc_get(&sb, &format!("/api/v1/logs?level=error&search=redis&search=ECONNREFUSED&limit=50&since={}", since.replace('+', "%2B"))).await;
+        let (s, v) = svc_get(
+            &sb,
+            &format!("/api/v1/logs?level=error&search=redis&search=ECONNREFUSED&limit=50&since={}", since.replace('+', "%2B")),
+        )
+        .await;
         assert_eq!(s, 200);
         (v["total"].as_u64().unwrap() > 0).then_some(v)
     })

@@ -17,12 +17,39 @@ fn make_certs(dir: &Path) {
         let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is needed for this test");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=sandbox-test-ca"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=sandbox-test-ca",
+    ]);
     run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
     run(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days",
-        "1", "-extfile", "ext.cnf",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
     ]);
 }
 
@@ -37,8 +64,20 @@ async fn service_runs_its_queue_over_tls() {
 
     let (cert, key, ca) = (format!("{d}/server.crt"), format!("{d}/server.key"), format!("{d}/ca.crt"));
     let redis = RedisServer::start_with(&[
-        "--port", "0", "--tls-port", "{port}", "--tls-cert-file", &cert, "--tls-key-file", &key, "--tls-ca-cert-file", &ca,
-        "--tls-auth-clients", "no", "--requirepass", "tls-secret",
+        "--port",
+        "0",
+        "--tls-port",
+        "{port}",
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+        "--requirepass",
+        "tls-secret",
     ])
     .unwrap();
     assert!(redis.url().starts_with("rediss://127.0.0.1:"));

@@ -36,16 +36,40 @@ fn make() -> Result<Certs, String> {
     let p = |name: &str| dir.path().join(name);
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
 
-    openssl(dir.path(), &[&["req", "-x509"], &ec[..], &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=orchestrator test CA"]].concat())?;
+    openssl(
+        dir.path(),
+        &[&["req", "-x509"], &ec[..], &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=orchestrator test CA"]].concat(),
+    )?;
     openssl(dir.path(), &[&["req"], &ec[..], &["-keyout", "good.key", "-out", "good.csr", "-subj", "/CN=127.0.0.1"]].concat())?;
     std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n").map_err(|e| e.to_string())?;
     openssl(
         dir.path(),
-        &["x509", "-req", "-in", "good.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "good.crt", "-days", "2", "-extfile", "ext.cnf"],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "good.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "good.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
     )?;
     openssl(
         dir.path(),
-        &[&["req", "-x509"], &ec[..], &["-keyout", "bad.key", "-out", "bad.crt", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]].concat(),
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &["-keyout", "bad.key", "-out", "bad.crt", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        ]
+        .concat(),
     )?;
 
     Ok(Certs {
@@ -59,11 +83,8 @@ fn make() -> Result<Certs, String> {
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .map_err(|e| format!("cannot run openssl (is it installed?): {e}"))?;
+    let out =
+        Command::new("openssl").args(args).current_dir(dir).output().map_err(|e| format!("cannot run openssl (is it installed?): {e}"))?;
     if !out.status.success() {
         return Err(format!("openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)));
     }

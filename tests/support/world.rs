@@ -31,11 +31,13 @@ pub struct WorldOptions {
     /// `requirepass` of the primary and backup; the URLs then carry them.
     pub primary_password: Option<&'static str>,
     pub backup_password: Option<&'static str>,
+    /// Delay of each of the sandbox platform's two deploy steps.
+    pub deploy_steps_ms: u64,
 }
 
 impl Default for WorldOptions {
     fn default() -> Self {
-        WorldOptions { workers_enabled: true, primary_args: vec![], primary_password: None, backup_password: None }
+        WorldOptions { workers_enabled: true, primary_args: vec![], primary_password: None, backup_password: None, deploy_steps_ms: 50 }
     }
 }
 
@@ -57,7 +59,8 @@ impl World {
         if let Some(pw) = opts.primary_password {
             primary_args.extend(["--requirepass", pw]);
         }
-        let primary = if primary_args.is_empty() { RedisServer::start() } else { RedisServer::start_with(&primary_args) }.expect("primary redis");
+        let primary =
+            if primary_args.is_empty() { RedisServer::start() } else { RedisServer::start_with(&primary_args) }.expect("primary redis");
         let backup = match opts.backup_password {
             Some(pw) => RedisServer::start_with(&["--requirepass", pw]),
             None => RedisServer::start(),
@@ -69,7 +72,7 @@ impl World {
         cfg.service_api_key = SERVICE_KEY.into();
         cfg.platform_api_key = PLATFORM_KEY.into();
         cfg.workers_enabled = opts.workers_enabled;
-        cfg.deploy_steps_ms = 50;
+        cfg.deploy_steps_ms = opts.deploy_steps_ms;
         cfg.job_ms = 5;
         let sandbox = sandbox::start(cfg).await.expect("sandbox");
         let mut env = HashMap::new();
@@ -217,7 +220,11 @@ impl World {
         let auth = AuthConfig {
             webhook_token: Some(Secret::new(WEBHOOK_TOKEN)),
             hmac_secret: Some(Secret::new("hmac-secret-for-tests")),
-            approvers: vec![("oncall".into(), Secret::new(ONCALL_TOKEN)), ("lead".into(), Secret::new(LEAD_TOKEN)), ("mallory".into(), Secret::new(MALLORY_TOKEN))],
+            approvers: vec![
+                ("oncall".into(), Secret::new(ONCALL_TOKEN)),
+                ("lead".into(), Secret::new(LEAD_TOKEN)),
+                ("mallory".into(), Secret::new(MALLORY_TOKEN)),
+            ],
         };
         let daemon = orchestrator::daemon::Daemon::new(exec, auth, rx.clone());
         daemon.resume_open().await.unwrap();
