@@ -1,15 +1,14 @@
 //! `orchestrator serve` without the HTTP: alert intake (dedupe, cooldown, pause), one
 //! runner task per open incident, resume of open incidents at start, and the watch
-//! loop that evaluates the runbook's alert conditions itself.
+//! loop that measures the runbook's alert conditions itself (judged in `watch`).
 
-use crate::duration::format_duration as fd;
 use crate::executor::{Executor, RunEnd};
 use crate::journal::{JournalError, NewAlert};
 use crate::server::alerts::IncomingAlert;
 use crate::server::metrics::Metrics;
 use chrono::Utc;
 use serde::Serialize;
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -167,72 +166,33 @@ impl Daemon {
     /// a bound, failed jobs above a bound within a window.
     pub async fn watch_loop(self: Arc<Self>) {
         let pb = self.exec.playbook.clone();
-        let w = pb.watch.clone();
-        if !w.enabled {
+        if !pb.watch.enabled {
             return;
         }
+        let mut conditions = crate::watch::Conditions::new(pb.watch.clone());
+        let started = tokio::time::Instant::now();
         let mut shutdown = self.shutdown.clone();
-        let mut failing_since: Option<tokio::time::Instant> = None;
-        let mut slow_since: Option<tokio::time::Instant> = None;
-        let mut failed_history: VecDeque<(tokio::time::Instant, u64)> = VecDeque::new();
         loop {
-            let now = tokio::time::Instant::now();
-            let mut breaches = Vec::new();
-            match self.exec.ports.redis.check(&pb.redis.primary, pb.thresholds.ping_timeout).await {
-                Ok(lat) => {
-                    self.metrics.probe(Some(lat));
-                    failing_since = None;
-                    if lat > w.latency_threshold {
-                        let since = *slow_since.get_or_insert(now);
-                        if now - since >= w.latency_for {
-                            breaches.push((
-                                "watch:latency",
-                                format!(
-                                    "Redis latency {:.0}ms above {} for {}",
-                                    lat.as_secs_f64() * 1000.0,
-                                    fd(w.latency_threshold),
-                                    fd(now - since)
-                                ),
-                            ));
-                        }
-                    } else {
-                        slow_since = None;
-                    }
-                }
-                Err(f) => {
-                    self.metrics.probe(None);
-                    let since = *failing_since.get_or_insert(now);
-                    if now - since >= w.ping_fail_for {
-                        breaches.push(("watch:ping", format!("Redis ping failing for {}: {}", fd(now - since), f)));
-                    }
-                }
-            }
-            if let Ok(m) = self.exec.ports.service.queue_metrics().await {
-                if m.waiting_jobs > w.queue_depth {
-                    breaches.push(("watch:queue_depth", format!("queue depth {} above {}", m.waiting_jobs, w.queue_depth)));
-                }
-                failed_history.push_back((now, m.failed_jobs));
-                while failed_history.front().map(|(t, _)| now - *t > w.failed_window).unwrap_or(false) {
-                    failed_history.pop_front();
-                }
-                if let Some((_, oldest)) = failed_history.front() {
-                    let new_failures = m.failed_jobs.saturating_sub(*oldest);
-                    if new_failures > w.failed_jobs {
-                        breaches.push(("watch:failed_jobs", format!("{new_failures} failed jobs within {}", fd(w.failed_window))));
-                    }
-                }
-            }
+            let (ping, metrics) =
+                tokio::join!(self.exec.ports.redis.check(&pb.redis.primary, pb.thresholds.ping_timeout), self.exec.ports.service.queue_metrics());
+            self.metrics.probe(ping.as_ref().ok().copied());
+            let sample = crate::watch::Sample {
+                at: started.elapsed(),
+                ping: ping.map_err(|f| f.to_string()),
+                queue: metrics.ok().map(|m| (m.waiting_jobs, m.failed_jobs)),
+            };
+            let breaches = conditions.observe(&sample);
             // While an incident is open for the target, the loop's job is done: it does
             // not journal a fresh breach every round for the whole incident.
             let open = self.exec.journal.open_incident_for(&self.exec.target()).await.ok().flatten();
-            if let Some((fingerprint, summary)) = breaches.into_iter().next().filter(|_| open.is_none()) {
-                let alert = IncomingAlert { firing: true, fingerprint: fingerprint.into(), summary };
+            if let Some(b) = breaches.into_iter().next().filter(|_| open.is_none()) {
+                let alert = IncomingAlert { firing: true, fingerprint: b.fingerprint.into(), summary: b.summary };
                 if let Err(e) = self.intake("watch", vec![alert]).await {
                     tracing::error!(error = %e, "watch loop could not journal its alert; retrying next round");
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(w.interval) => {}
+                _ = tokio::time::sleep(pb.watch.interval) => {}
                 _ = shutdown.changed() => return,
             }
             if *self.shutdown.borrow() {

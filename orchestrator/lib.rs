@@ -21,4 +21,5 @@ pub mod probe;
 pub mod secret;
 pub mod server;
 pub mod service;
+pub mod watch;
 pub mod wiring;
