@@ -6,7 +6,7 @@ mod support;
 use orchestrator::executor::RunEnd;
 use orchestrator::model::Outcome;
 use std::time::Duration;
-use support::world::{outcome, wait_until, World};
+use support::world::{outcome, spawn_run, wait_state, World};
 
 /// Shorter windows than the shipped sandbox playbook, to keep the suite fast.
 const FAST: &[(&str, &str)] = &[("verify_window: 15s", "verify_window: 4s"), ("verify_interval: 500ms", "verify_interval: 200ms")];
@@ -118,21 +118,11 @@ async fn failed_deploy_rolls_back_to_the_restored_primary() {
     w.service_sees_redis_down().await;
     let exec = std::sync::Arc::new(w.executor(FAST).await);
     let id = exec.open("test", "deploy will fail").await.unwrap();
-    let runner = {
-        let exec = exec.clone();
-        let id = id.clone();
-        tokio::spawn(async move { exec.run(&id).await })
-    };
+    let runner = spawn_run(&exec, &id);
     // The original primary comes back while the incident rolls back to it.
-    let journal = orchestrator::journal::Journal::open_existing(&w.journal_path()).await.unwrap();
-    wait_until(Duration::from_secs(30), "the incident to reach rollback", || {
-        let journal = journal.clone();
-        let id = id.clone();
-        async move { journal.incident(&id).await.map(|i| i.state == "rollback" || i.outcome.is_some()).unwrap_or(false) }
-    })
-    .await;
+    wait_state(&w, &id, &["rollback"], Duration::from_secs(30)).await;
     w.primary.restart().unwrap();
-    let end = runner.await.unwrap().unwrap();
+    let end = runner.await.unwrap();
     assert_eq!(end, RunEnd::Finished(Outcome::RolledBack));
     let t = transitions(&w, &id).await;
     assert!(t.iter().any(|(f, to, e)| f == "deploy" && to == "rollback" && e == "deploy_finished"), "{t:?}");
@@ -152,21 +142,12 @@ async fn workers_that_never_resume_fail_verify_and_roll_back() {
     w.service_sees_redis_down().await;
     let exec = std::sync::Arc::new(w.executor(FAST).await);
     let id = exec.open("test", "workers stuck").await.unwrap();
-    let runner = {
-        let exec = exec.clone();
-        let id = id.clone();
-        tokio::spawn(async move { exec.run(&id).await })
-    };
-    let journal = orchestrator::journal::Journal::open_existing(&w.journal_path()).await.unwrap();
-    wait_until(Duration::from_secs(30), "the incident to reach rollback", || {
-        let journal = journal.clone();
-        let id = id.clone();
-        async move { journal.incident(&id).await.map(|i| i.state == "rollback" || i.outcome.is_some()).unwrap_or(false) }
-    })
-    .await;
+    let runner = spawn_run(&exec, &id);
+    wait_state(&w, &id, &["rollback"], Duration::from_secs(30)).await;
     w.sandbox.platform().set_faults(sandbox::FaultsPatch { workers_enabled: Some(true), ..Default::default() }).unwrap();
     w.primary.restart().unwrap();
-    let end = runner.await.unwrap().unwrap();
+    let end = runner.await.unwrap();
+    let journal = orchestrator::journal::Journal::open_existing(&w.journal_path()).await.unwrap();
     assert_eq!(end, RunEnd::Finished(Outcome::RolledBack));
 
     let checks = journal.checks(&id).await.unwrap();

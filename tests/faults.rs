@@ -5,7 +5,7 @@
 
 mod support;
 
-use orchestrator::executor::{Executor, RunEnd};
+use orchestrator::executor::RunEnd;
 use orchestrator::journal::Journal;
 use orchestrator::model::Outcome;
 use std::process::Stdio;
@@ -19,26 +19,6 @@ fn edits(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static 
     let mut e = FAST.to_vec();
     e.extend_from_slice(extra);
     e
-}
-
-async fn wait_state(w: &World, id: &str, states: &[&str], limit: Duration) -> String {
-    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let inc = j.incident(id).await.unwrap();
-        if states.contains(&inc.state.as_str()) {
-            return inc.state;
-        }
-        assert!(inc.outcome.is_none() || states.contains(&inc.state.as_str()), "incident ended {} before reaching {states:?}", inc.state);
-        assert!(tokio::time::Instant::now() < deadline, "incident {id} never reached {states:?} (is {})", inc.state);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn spawn_run(exec: &Arc<Executor>, id: &str) -> tokio::task::JoinHandle<RunEnd> {
-    let exec = exec.clone();
-    let id = id.to_string();
-    tokio::spawn(async move { exec.run(&id).await.unwrap() })
 }
 
 fn faults(w: &World, patch: sandbox::FaultsPatch) {

@@ -260,3 +260,25 @@ pub fn firing_alertmanager(fingerprint: &str) -> serde_json::Value {
             "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom", "fingerprint": fingerprint}]
     })
 }
+
+/// Waits until the incident is in one of `states`.
+pub async fn wait_state(w: &World, id: &str, states: &[&str], limit: Duration) -> String {
+    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let inc = j.incident(id).await.unwrap();
+        if states.contains(&inc.state.as_str()) {
+            return inc.state;
+        }
+        assert!(inc.outcome.is_none() || states.contains(&inc.state.as_str()), "incident ended {} before reaching {states:?}", inc.state);
+        assert!(tokio::time::Instant::now() < deadline, "incident {id} never reached {states:?} (is {})", inc.state);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs an incident in the background.
+pub fn spawn_run(exec: &Arc<Executor>, id: &str) -> tokio::task::JoinHandle<RunEnd> {
+    let exec = exec.clone();
+    let id = id.to_string();
+    tokio::spawn(async move { exec.run(&id).await.unwrap() })
+}
