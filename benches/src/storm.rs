@@ -1,0 +1,166 @@
+//! Benchmark 3: an alert storm. N duplicate Alertmanager webhooks (one firing alert,
+//! one fingerprint each) against the real `serve`, `CONCURRENCY` in flight, while the
+//! primary is down (so the one incident they open runs its failover meanwhile).
+
+use crate::util::*;
+use anyhow::{bail, Result};
+use orchestrator::journal::Journal;
+use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const CONCURRENCY: usize = 100;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub n: usize,
+    pub wall_ms: f64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub accepted: usize,
+    pub other_status: usize,
+    pub incidents: i64,
+    pub dispositions: Vec<(String, i64)>,
+    pub rss_before: u64,
+    pub hwm: u64,
+    /// The storm's incident: its outcome and opened → closed.
+    pub outcome: String,
+    pub incident_ms: f64,
+}
+
+pub fn body() -> serde_json::Value {
+    serde_json::json!({
+        "version": "4", "groupKey": "{}:{alertname=\"RedisConnectionFailures\"}", "status": "firing", "receiver": "orchestrator",
+        "groupLabels": {"alertname": "RedisConnectionFailures"}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "truncatedAlerts": 0,
+        "alerts": [{"status": "firing", "labels": {"alertname": "RedisConnectionFailures", "severity": "critical"},
+            "annotations": {"summary": "Redis ping fails for > 30 seconds"}, "startsAt": "2026-11-26T10:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom", "fingerprint": "fp-redis-down"}]
+    })
+}
+
+async fn one(ctx: &Ctx, n: usize) -> Result<Row> {
+    let world = World::start(ctx).await?;
+    world.primary.kill();
+    let playbook = world.playbook_file(ctx, &[])?;
+    let db = world.journal_path();
+    let (mut serve, url, _) = world.serve(ctx, &db, &playbook, false)?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = serve.pid();
+    let rss_before = proc_mem(pid, "VmRSS").unwrap_or(0);
+
+    let client = reqwest::Client::builder().pool_max_idle_per_host(CONCURRENCY).timeout(Duration::from_secs(30)).build()?;
+    let body = Arc::new(serde_json::to_vec(&body())?);
+    let next = Arc::new(AtomicUsize::new(0));
+    let target = format!("{url}/webhooks/alertmanager");
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..CONCURRENCY.min(n) {
+        let (client, body, next, target) = (client.clone(), body.clone(), next.clone(), target.clone());
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut statuses = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let t = Instant::now();
+                let r = client
+                    .post(&target)
+                    .bearer_auth(WEBHOOK_TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body.as_ref().clone())
+                    .send()
+                    .await;
+                let status = match r {
+                    Ok(r) => {
+                        let s = r.status().as_u16();
+                        let _ = r.bytes().await;
+                        s
+                    }
+                    Err(_) => 0,
+                };
+                lat.push(ms(t.elapsed()));
+                statuses.push(status);
+            }
+            (lat, statuses)
+        }));
+    }
+    let mut lat = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    for w in workers {
+        let (l, s) = w.await?;
+        lat.extend(l);
+        statuses.extend(s);
+    }
+    let wall = started.elapsed();
+    let hwm = proc_mem(pid, "VmHWM").unwrap_or(0);
+
+    // The incident the storm opened: how did its failover fare meanwhile?
+    let j = Journal::open_existing(&db).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let inc = loop {
+        let inc = j.incidents(1).await?.into_iter().next();
+        if inc.as_ref().map(|i| i.outcome.is_some()).unwrap_or(false) || Instant::now() > deadline {
+            break inc;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    serve.stop(Duration::from_secs(15));
+    let (outcome, incident_ms) = match &inc {
+        Some(i) => {
+            let took = match (orchestrator::journal::parse_ts(&i.opened_at), i.closed_at.as_deref().and_then(orchestrator::journal::parse_ts)) {
+                (Some(a), Some(b)) => (b - a).num_milliseconds() as f64,
+                _ => f64::NAN,
+            };
+            (i.outcome.clone().unwrap_or_else(|| format!("still {}", i.state)), took)
+        }
+        None => ("no incident".to_string(), f64::NAN),
+    };
+    let incidents: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM incidents").fetch_one(j.pool()).await?;
+    let dispositions: Vec<(String, i64)> = sqlx::query_as("SELECT disposition, COUNT(*) FROM alerts GROUP BY disposition ORDER BY 2 DESC").fetch_all(j.pool()).await?;
+    j.close().await;
+    world.sandbox.shutdown().await;
+    let accepted = statuses.iter().filter(|s| **s == 202).count();
+    if lat.len() != n {
+        bail!("sent {} of {n}", lat.len());
+    }
+    Ok(Row {
+        n,
+        wall_ms: ms(wall),
+        rps: n as f64 / wall.as_secs_f64(),
+        p50_ms: pct(&lat, 50.0),
+        p99_ms: pct(&lat, 99.0),
+        max_ms: max(&lat),
+        accepted,
+        other_status: n - accepted,
+        incidents: incidents.0,
+        dispositions,
+        rss_before,
+        hwm,
+        outcome,
+        incident_ms,
+    })
+}
+
+pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
+    let sizes: &[usize] = if ctx.quick { &[100, 1000] } else { &[100, 1000, 10_000] };
+    let mut rows = Vec::new();
+    for &n in sizes {
+        progress(format!("storm: {n} webhooks, {CONCURRENCY} concurrent"));
+        let r = one(ctx, n).await?;
+        progress(format!(
+            "  {:.0} req/s, p50 {}, p99 {}, {} accepted, {} incident(s) ({} after {}), peak RSS {}",
+            r.rps,
+            fmt_ms(r.p50_ms),
+            fmt_ms(r.p99_ms),
+            r.accepted,
+            r.incidents,
+            r.outcome,
+            fmt_ms(r.incident_ms),
+            fmt_bytes(r.hwm)
+        ));
+        rows.push(r);
+    }
+    Ok(rows)
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make bench`: builds the workspace in release and runs every benchmark once, in one
+# run, writing the numbers and the machine they ran on to BENCHMARKS.md.
+#
+#   1. failover time (SIGKILL the primary; the orchestrator's `serve` vs Redis Sentinel)
+#   2. flush of 500,000 of 1,000,000 keys (SCAN+UNLINK vs the runbook's Lua script)
+#   3. alert storm (100 / 1,000 / 10,000 duplicate webhooks against `serve`)
+#   4. journal (one fsynced transition; 1,000 incidents; `incidents` and `audit` on them)
+#   5. footprint (start-up, idle RSS, binary size)
+#
+# Benchmarks print numbers; they never fail on speed. Extra arguments go to the
+# harness, e.g. `./scripts/bench.sh --only flush,storm --reps 3` (see `--help`); a
+# partial run says so at the top of BENCHMARKS.md. Everything runs on loopback, on free
+# ports (never 6379), and every process the harness starts is stopped when it ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
+
+# redis-server runs the Redis servers and, with --sentinel, the three sentinels.
+if ! command -v redis-server >/dev/null; then
+  say "installing redis-server"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq redis-server
+fi
+
+say "building the workspace in release (cargo build --release --workspace)"
+cargo build --release --workspace
+
+say "running the benchmarks (about 2-3 minutes)"
+# Temporary journals and Redis files go to TMPDIR (default /tmp): keep it on a real disk
+# so fsync costs what it costs in production.
+target/release/bench --root "$PWD" --out BENCHMARKS.md "$@"
+
+say "wrote BENCHMARKS.md"
