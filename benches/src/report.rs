@@ -379,8 +379,9 @@ impl Report {
             o,
             "\n`attached` = joined the open incident; `cooldown` = arrived after that incident ended (journaled, no \
              new failover). Throughput is bounded by one fsync per alert under the intake lock, by design: a 202 means \
-             the alert is on disk. The incident's own journal writes compete with the storm's for SQLite's single \
-             writer, so a long storm delays the failover it triggered: compare the \"opened → closed\" column{}.\n",
+             the alert is on disk. The incident's own journal writes share SQLite's single writer with the storm's; the \
+             journal queues every write of the process in arrival order, so the failover is not starved by the alerts \
+             it triggered: compare the \"opened → closed\" column{}.\n",
             self.failover
                 .as_ref()
                 .map(|f| {

@@ -71,6 +71,11 @@ pub fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
 pub struct Journal {
     pool: SqlitePool,
     path: PathBuf,
+    /// Every write of this process goes through this FIFO lock. SQLite admits one
+    /// writer at a time and makes the others poll with growing sleeps; without a queue
+    /// of our own, an incident's writes lose every race against a storm of webhook
+    /// writes and the failover stalls behind the alerts it triggered.
+    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How long a writer waits for another writer's lock before giving up with `Busy`.
@@ -112,7 +117,7 @@ impl Journal {
             .await
             .map_err(|source| JournalError::Open { path: path.to_path_buf(), source })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Journal { pool, path: path.to_path_buf() })
+        Ok(Journal { pool, path: path.to_path_buf(), writes: Default::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -129,6 +134,7 @@ impl Journal {
 
     /// Opens an incident in Detect and journals its trigger as the first transition.
     pub async fn create_incident(&self, new: &NewIncident, machine: &Machine, at: DateTime<Utc>) -> Result<String> {
+        let _write = self.writes.lock().await;
         let id = format!("inc-{}-{:04x}", at.format("%Y%m%dT%H%M%S"), rand::random::<u16>());
         sqlx::query(
             "INSERT INTO incidents (id, playbook_name, playbook_path, playbook_hash, target, state, machine, opened_at, trigger_source, trigger_detail)
@@ -160,6 +166,7 @@ impl Journal {
         machine: &Machine,
         at: DateTime<Utc>,
     ) -> Result<i64> {
+        let _write = self.writes.lock().await;
         let mut tx = self.pool.begin().await?;
         let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE incident_id = ?")
             .bind(incident)
@@ -314,6 +321,7 @@ impl Journal {
         intent: &serde_json::Value,
         at: DateTime<Utc>,
     ) -> Result<Option<EffectRow>> {
+        let _write = self.writes.lock().await;
         if let Some(existing) = self.effect(key).await? {
             return Ok(Some(existing));
         }
@@ -329,6 +337,7 @@ impl Journal {
     }
 
     pub async fn effect_outcome(&self, key: &str, outcome: &str, result: &serde_json::Value, at: DateTime<Utc>) -> Result<()> {
+        let _write = self.writes.lock().await;
         sqlx::query("UPDATE effects SET outcome = ?, result = ?, done_at = ? WHERE key = ?")
             .bind(outcome)
             .bind(result.to_string())
@@ -366,6 +375,7 @@ impl Journal {
         via: &str,
         at: DateTime<Utc>,
     ) -> Result<i64> {
+        let _write = self.writes.lock().await;
         self.incident(incident).await?;
         let row = sqlx::query("INSERT INTO commands (incident_id, kind, actor, comment, via, at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id")
             .bind(incident)
@@ -397,6 +407,7 @@ impl Journal {
     }
 
     pub async fn command_applied(&self, id: i64, accepted: bool, result: &str, at: DateTime<Utc>) -> Result<()> {
+        let _write = self.writes.lock().await;
         sqlx::query("UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ?")
             .bind(ts(at))
             .bind(accepted)
@@ -416,6 +427,7 @@ impl Journal {
     }
 
     pub async fn record_alert(&self, alert: &NewAlert, incident: Option<&str>, disposition: &str, at: DateTime<Utc>) -> Result<i64> {
+        let _write = self.writes.lock().await;
         let row = sqlx::query(
             "INSERT INTO alerts (received_at, source, fingerprint, status, target, summary, incident_id, disposition) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
@@ -453,6 +465,7 @@ impl Journal {
     }
 
     pub async fn set_setting(&self, key: &str, value: &str, by: &str, at: DateTime<Utc>) -> Result<()> {
+        let _write = self.writes.lock().await;
         sqlx::query("INSERT INTO settings (key, value, set_by, at) VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, set_by = excluded.set_by, at = excluded.at")
             .bind(key)
             .bind(value)
