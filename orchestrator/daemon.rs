@@ -173,8 +173,10 @@ impl Daemon {
         let started = tokio::time::Instant::now();
         let mut shutdown = self.shutdown.clone();
         loop {
-            let (ping, metrics) =
-                tokio::join!(self.exec.ports.redis.check(&pb.redis.primary, pb.thresholds.ping_timeout), self.exec.ports.service.queue_metrics());
+            let (ping, metrics) = tokio::join!(
+                self.exec.ports.redis.check(&pb.redis.primary, pb.thresholds.ping_timeout),
+                self.exec.ports.service.queue_metrics()
+            );
             self.metrics.probe(ping.as_ref().ok().copied());
             let sample = crate::watch::Sample {
                 at: started.elapsed(),

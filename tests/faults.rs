@@ -375,7 +375,10 @@ async fn an_abort_during_a_slow_deploy_rolls_back_without_waiting_for_the_deploy
     wait_state(&w, &id, &["deploy"], Duration::from_secs(20)).await;
     w.primary.restart().unwrap();
     let asked = std::time::Instant::now();
-    exec.journal.add_command(&id, orchestrator::journal::CommandKind::Abort, "oncall", "wrong backup", "cli", chrono::Utc::now()).await.unwrap();
+    exec.journal
+        .add_command(&id, orchestrator::journal::CommandKind::Abort, "oncall", "wrong backup", "cli", chrono::Utc::now())
+        .await
+        .unwrap();
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
     wait_until(Duration::from_secs(10), "the abort to be applied", || {
         let j = j.clone();

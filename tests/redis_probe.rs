@@ -423,6 +423,21 @@ async fn flush_deletes_exactly_the_matching_keys_and_dry_run_nothing() {
 }
 
 #[tokio::test]
+async fn flush_falls_back_to_client_side_when_scripts_are_disabled() {
+    // Some managed Redis disable scripting; the flush must still work, key for key.
+    let s = RedisServer::start_with(&["--rename-command", "EVAL", "", "--rename-command", "EVALSHA", ""]).expect("redis-server");
+    let mut con = admin(&s).await;
+    let refused: redis::RedisResult<i64> = redis::cmd("EVAL").arg("return 1").arg(0).query_async(&mut con).await;
+    assert!(refused.is_err(), "this server really refuses scripts");
+    seed(&mut con).await;
+    let u = url(&s.url());
+    let report = RealRedis::new().flush(&u, &plan(false), &|_| {}).await.expect("flush without scripts");
+    assert_eq!(report.per_pattern, vec![("bull:*".to_string(), BULL), ("idempotent:*".to_string(), IDEM)]);
+    let left: Vec<String> = raw(&mut con, &["KEYS", "*"]).await;
+    assert_eq!(left.len() as u64, KEEP);
+}
+
+#[tokio::test]
 async fn flushdb_empties_the_database() {
     let s = server();
     let mut con = admin(&s).await;

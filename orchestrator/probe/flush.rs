@@ -2,9 +2,12 @@
 //! target's latency is above the plan's bound, so the service keeps being served while
 //! its keys are removed.
 //!
-//! Why not `KEYS` or a Lua loop: both run as one command, and Redis runs one command at
-//! a time, so every other client waits for the whole deletion. SCAN + UNLINK keeps each
-//! command small (about `batch` keys) and lets other clients' commands in between.
+//! Why not `KEYS` or a Lua loop over the keyspace: both run as one command, and Redis
+//! runs one command at a time, so every other client waits for the whole deletion.
+//! SCAN + UNLINK keeps each command small (about `batch` keys) and lets other clients'
+//! commands in between. Each step is one short script (`SWEEP_STEP`: one SCAN, one
+//! UNLINK of what it returned), so no key crosses the wire; where a server refuses
+//! scripts (some managed Redis do), the same SCAN + UNLINK is sent from here.
 //!
 //! Invariants:
 //! - Only keys returned by `SCAN ... MATCH pattern` are ever unlinked: a key matching
@@ -96,6 +99,26 @@ pub async fn run(url: &RedisUrl, plan: &FlushPlan, progress: ProgressFn<'_>) -> 
 
 type Reply<T> = JoinHandle<Result<T, RedisFailure>>;
 
+/// One flush step inside Redis: one SCAN with the pattern and COUNT, then UNLINK of
+/// exactly the keys it returned (in chunks, as Lua's `unpack` is bounded). Returns
+/// `{next cursor, keys unlinked, keys returned}`. Bounded work, like a plain SCAN.
+const SWEEP_STEP: &str = r#"
+local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local keys = r[2]
+local n = 0
+for i = 1, #keys, 1000 do
+  n = n + redis.call('UNLINK', unpack(keys, i, math.min(i + 999, #keys)))
+end
+return {r[1], n, #keys}
+"#;
+
+/// Whether an error means "this server does not run scripts" (disabled commands,
+/// ACLs), as opposed to a failure of the server.
+fn scripts_refused(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    ["unknown command", "noperm", "no permissions", "not allowed", "disabled"].iter().any(|p| m.contains(p))
+}
+
 /// One pattern's SCAN loop.
 struct Sweep<'a, 'p> {
     url: &'a RedisUrl,
@@ -111,15 +134,73 @@ struct Sweep<'a, 'p> {
 }
 
 impl Sweep<'_, '_> {
-    /// Returns the number of keys deleted (or counted) for this pattern.
-    ///
+    /// Returns the number of keys deleted (or counted) for this pattern: by server-side
+    /// steps when the server runs scripts, else by client-side SCAN + UNLINK.
+    async fn run(&mut self, work: &MultiplexedConnection) -> Result<u64, RedisFailure> {
+        if !self.plan.dry_run {
+            if let Some(n) = self.run_server_side(work).await? {
+                return Ok(n);
+            }
+        }
+        self.run_client_side(work).await
+    }
+
+    /// One `SWEEP_STEP` script per batch: bounded work per call (like a SCAN), and the
+    /// matched keys never travel to us and back. `Ok(None)` when the server refuses
+    /// scripts before anything was deleted.
+    async fn run_server_side(&mut self, work: &MultiplexedConnection) -> Result<Option<u64>, RedisFailure> {
+        let script = redis::Script::new(SWEEP_STEP);
+        let mut con = work.clone();
+        let mut matched: u64 = 0;
+        let mut cursor: u64 = 0;
+        loop {
+            let mut call = script.prepare_invoke();
+            call.arg(cursor).arg(self.pattern).arg(self.plan.batch.max(1));
+            let step = bounded(self.url, "flush step", OP_TIMEOUT, call.invoke_async::<(String, u64, u64)>(&mut con));
+            let result = if self.guard.due() {
+                let (reply, rtt) = tokio::join!(step, self.guard.ping());
+                self.guard.observe(rtt?);
+                reply
+            } else {
+                step.await
+            };
+            let (next, deleted, returned) = match result {
+                Ok((next, deleted, returned)) => {
+                    let next: u64 = next.parse().map_err(|_| {
+                        classify::other(self.url, FailureClass::Unknown, "flush step", &format!("cursor {next:?} is not a number"))
+                    })?;
+                    (next, deleted, returned)
+                }
+                Err(e) if cursor == 0 && matched == 0 && scripts_refused(&e.message) => {
+                    tracing::info!(error = %e.message, "server refuses scripts; flushing with client-side SCAN + UNLINK");
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            self.guard.hold_while_slow().await?;
+            matched += deleted;
+            self.report.deleted += deleted;
+            self.report.scanned += returned;
+            (self.progress)(FlushProgress {
+                pattern_index: self.index,
+                scanned: self.report.scanned,
+                deleted: self.report.deleted,
+                pauses: self.guard.pauses,
+            });
+            if next == 0 {
+                return Ok(Some(matched));
+            }
+            cursor = next;
+        }
+    }
+
     /// SCAN's cursor chain is sequential, but the deletion need not wait for it: the
     /// keys a SCAN returns are unlinked from a task of their own (at most
     /// [`UNLINKS_IN_FLIGHT`] batches outstanding), so their UNLINK travels and runs while
     /// the next SCAN is sent and its reply parsed. Unlinking during a SCAN is safe: SCAN
     /// still returns every key that exists for the whole scan, and the unlinked ones
     /// were already returned.
-    async fn run(&mut self, work: &MultiplexedConnection) -> Result<u64, RedisFailure> {
+    async fn run_client_side(&mut self, work: &MultiplexedConnection) -> Result<u64, RedisFailure> {
         let mut matched: u64 = 0;
         let mut cursor: Option<u64> = Some(0);
         let mut con = work.clone();
