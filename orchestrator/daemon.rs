@@ -106,6 +106,9 @@ impl Daemon {
                 Ok(RunEnd::Finished(o)) => tracing::info!(incident = %id, outcome = %o, "incident ended"),
                 Ok(RunEnd::Interrupted) => tracing::info!(incident = %id, "incident interrupted by shutdown; resumable"),
                 Ok(RunEnd::AwaitingApproval(step)) => tracing::info!(incident = %id, %step, "incident waits for approval"),
+                Err(crate::executor::ExecError::Journal(JournalError::HeldBy { owner, .. })) => {
+                    tracing::debug!(incident = %id, %owner, "another process drives this incident")
+                }
                 Err(e) => tracing::error!(incident = %id, error = %e, "incident runner stopped; resume it when the cause is fixed"),
             }
             me.running.lock().expect("running set").remove(&id);

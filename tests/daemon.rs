@@ -245,7 +245,10 @@ async fn an_approval_that_never_comes_escalates_when_the_ttl_expires() {
     assert_eq!(wait_outcome(&w, &id, Duration::from_secs(30)).await, "escalated");
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
     let t = j.transitions(&id).await.unwrap();
-    assert!(t.iter().any(|t| t.event == "approval_expired" && t.to_state == "escalated"));
+    assert!(t.iter().any(|t| t.event == "approval_expired" && t.to_state == "rollback"), "the switch is undone first");
+    assert!(t.iter().any(|t| t.from_state == "rollback" && t.to_state == "escalated"), "the primary is still down");
+    assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.primary.url()), "the platform holds the original URL again");
+    assert_eq!(w.sandbox.platform().stats().deploy_count, 0, "the backup was never deployed, so nothing to redeploy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,4 +293,58 @@ async fn serve_adopts_an_incident_opened_by_trigger() {
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(id.starts_with("inc-"), "{id}");
     assert_eq!(wait_outcome(&w, &id, Duration::from_secs(60)).await, "recovered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_cannot_drive_an_incident_that_serve_drives() {
+    let w = World::start().await;
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let mut edits = FAST.to_vec();
+    edits.push(("  steps: []", "  steps: [flush]"));
+    let s = w.serve(&edits, false).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/webhooks/generic", s.url))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .json(&serde_json::json!({"summary": "redis down"}))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    let id = v["alerts"][0]["incident"].as_str().unwrap().to_string();
+    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
+    wait_until(Duration::from_secs(30), "the flush gate", || {
+        let j = j.clone();
+        let id = id.clone();
+        async move { j.incident(&id).await.unwrap().state == "awaiting_approval" }
+    })
+    .await;
+    let playbook = w.playbook_file(&edits);
+    let cli = |args: Vec<String>| {
+        let w = &w;
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+                .arg("--db")
+                .arg(w.journal_path())
+                .args(args)
+                .envs(&w.env)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = cli(vec!["resume".into(), id.clone(), "--playbook".into(), playbook.display().to_string()]).await;
+    assert_eq!(out.status.code(), Some(1), "refused: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is being driven by"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(vec!["run".into(), "--playbook".into(), playbook.display().to_string()]).await;
+    assert_eq!(out.status.code(), Some(2), "no second incident for the same target: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already open"));
+
+    let r = client.post(format!("{}/incidents/{id}/approve", s.url)).bearer_auth(ONCALL_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(wait_outcome(&w, &id, Duration::from_secs(60)).await, "recovered");
+    assert_eq!(w.env_writes().len(), 1);
+    assert_eq!(w.sandbox.platform().stats().deploy_count, 1);
+    assert_eq!(incident_count(&w).await, 1);
 }

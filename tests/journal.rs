@@ -170,3 +170,32 @@ async fn a_journal_locked_by_another_writer_reports_busy() {
     j.set_setting("paused", "1", "t", Utc::now()).await.expect("writes again once the lock is gone");
     assert!(j.paused().await.unwrap());
 }
+
+#[tokio::test]
+async fn the_database_allows_one_open_incident_per_target_and_one_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.db")).await.unwrap();
+    let m = Machine::new(policy());
+    let id = j.create_incident(&new_incident(), &m, Utc::now()).await.unwrap();
+    let err = j.create_incident(&new_incident(), &m, Utc::now()).await.unwrap_err();
+    assert!(matches!(err, JournalError::AlreadyOpen(_)), "{err}");
+
+    // Claims: a live other owner holds it; a writer that lost the claim is fenced.
+    let me = j.owned_by("this-host:1");
+    let other = j.owned_by(&orchestrator::journal::process_owner());
+    other.claim(&id, Utc::now()).await.unwrap();
+    let held = me.claim(&id, Utc::now()).await.unwrap_err();
+    assert!(matches!(held, JournalError::HeldBy { .. }), "{held}");
+    let mut m2 = m.clone();
+    let e = Event::Trigger { source: "t".into(), detail: "".into() };
+    let d = m2.handle(&e);
+    let fenced = me.record_decision(&id, &e, &d, &m2, Utc::now()).await.unwrap_err();
+    assert!(matches!(fenced, JournalError::LeaseLost(_)), "{fenced}");
+    assert!(j.transitions(&id).await.unwrap().is_empty(), "nothing written by the fenced writer");
+    other.record_decision(&id, &e, &d, &m2, Utc::now()).await.expect("the owner writes");
+    // A lapsed lease can be taken over.
+    let later = Utc::now() + chrono::Duration::seconds(120);
+    me.claim(&id, later).await.expect("lapsed lease taken over");
+    other.release(&id).await.unwrap();
+    assert!(other.record_decision(&id, &e, &d, &m2, Utc::now()).await.is_err(), "the old owner is fenced out");
+}

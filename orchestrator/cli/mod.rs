@@ -189,6 +189,12 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Run(a) => {
             let pb = load_playbook(&a.playbook)?;
             let journal = Journal::open(&cli.db).await?;
+            if let Some(open) = journal.open_incident_for(&pb.redis.primary.endpoint()).await? {
+                return Err(usage(format!(
+                    "incident {} is already open for {} (state {}); `orchestrator resume {} --playbook ...` continues it",
+                    open.id, open.target, open.state, open.id
+                )));
+            }
             let exec = executor(journal, pb, a.wait_for_approval, false);
             let id = exec.open("manual", &a.reason).await?;
             eprintln!("incident {id} opened (journal {})", cli.db.display());
@@ -203,7 +209,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                 return Ok(exit::OK);
             }
             let exec = executor(journal, pb, false, false);
-            let id = exec.open("manual", &a.reason).await?;
+            let id = exec.open_for_others("manual", &a.reason).await?;
             println!("{id}");
             Ok(exit::OK)
         }

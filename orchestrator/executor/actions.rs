@@ -247,12 +247,17 @@ impl Executor {
                 return Ok(Event::RollbackFinished { ok: false, detail: format!("read-back after restore shows {seen}") });
             }
         }
-        let (status, deploy_id, detail) = self.deploy_once(id, &format!("{id}:deploy:rollback")).await?;
-        if status != DeployStatus::Live {
-            return Ok(Event::RollbackFinished {
-                ok: false,
-                detail: format!("rollback deploy {}: {detail}", deploy_id.unwrap_or_default()),
-            });
+        // Deploy only if the backup URL may have been deployed: a switch that never
+        // reached Deploy changed nothing the running service uses.
+        let deployed_backup = self.journal.effect(&format!("{id}:deploy:switch")).await?.is_some();
+        if deployed_backup {
+            let (status, deploy_id, detail) = self.deploy_once(id, &format!("{id}:deploy:rollback")).await?;
+            if status != DeployStatus::Live {
+                return Ok(Event::RollbackFinished {
+                    ok: false,
+                    detail: format!("rollback deploy {}: {detail}", deploy_id.unwrap_or_default()),
+                });
+            }
         }
         // Verify the original connection: health up and the primary answering.
         let started = tokio::time::Instant::now();

@@ -104,7 +104,10 @@ pub struct Executor {
 }
 
 impl Executor {
+    /// The executor's journal is fenced on this process: it writes an incident's
+    /// transitions and effect intents only while it holds the incident's claim.
     pub fn new(journal: Journal, ports: Ports, playbook: Arc<Playbook>, opts: ExecOptions, shutdown: watch::Receiver<bool>) -> Self {
+        let journal = journal.owned_by(&crate::journal::process_owner());
         Executor { journal, ports, playbook, opts, shutdown, notifications: Mutex::new(tokio::task::JoinSet::new()) }
     }
 
@@ -154,7 +157,16 @@ impl Executor {
             trigger_detail: detail.to_string(),
         };
         let id = self.journal_retry(|| self.journal.create_incident(&new, &machine, self.now())).await?;
+        self.journal_retry(|| self.journal.claim(&id, self.now())).await?;
         self.feed(&id, &mut machine, Event::Trigger { source: source.to_string(), detail: detail.to_string() }).await?;
+        Ok(id)
+    }
+
+    /// Opens an incident for someone else to drive (`orchestrator trigger`): the claim
+    /// is given up at once so `serve` adopts it.
+    pub async fn open_for_others(&self, source: &str, detail: &str) -> Result<String, ExecError> {
+        let id = self.open(source, detail).await?;
+        self.journal_retry(|| self.journal.release(&id)).await?;
         Ok(id)
     }
 
@@ -195,7 +207,9 @@ impl Executor {
         if !self.ports.notifier.enabled() {
             return;
         }
-        let journal = self.journal.clone();
+        // Unfenced: a notification may be journaled after the run gave its claim up
+        // (the last transition's message); at worst Slack hears something twice.
+        let journal = crate::journal::Journal::clone(&self.journal).without_owner();
         let notifier = self.ports.notifier.clone();
         let clock = self.ports.clock.clone();
         let key = format!("{id}:notify:{seq}");
@@ -318,16 +332,41 @@ impl Executor {
     /// Drives an incident from wherever the journal says it is, to its end, to a gate
     /// (unless waiting for approvals), or until shutdown.
     pub async fn run(&self, id: &str) -> Result<RunEnd, ExecError> {
-        match self.drive(id).await {
+        self.check_pinned(id).await?;
+        // One driver per incident: claim it, keep the claim fresh while driving, and
+        // give it up however the run ends (a SIGKILL leaves it to lapse, or to be taken
+        // over at once by the next process on this host).
+        self.journal_retry(|| self.journal.claim(id, self.now())).await?;
+        let renew = {
+            let journal = self.journal.clone();
+            let clock = self.ports.clock.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(crate::journal::LEASE / 6).await;
+                    if let Err(e) = journal.claim(&id, clock.now()).await {
+                        tracing::warn!(incident = %id, error = %e, "could not renew the claim on the incident");
+                    }
+                }
+            })
+        };
+        let result = self.drive(id).await;
+        renew.abort();
+        if let Err(e) = self.journal.release(id).await {
+            tracing::warn!(incident = id, error = %e, "could not release the claim; it lapses on its own");
+        }
+        match result {
             Err(ExecError::Interrupted) => Ok(RunEnd::Interrupted),
             other => other,
         }
     }
 
     async fn drive(&self, id: &str) -> Result<RunEnd, ExecError> {
-        self.check_pinned(id).await?;
         let mut machine = self.journal.machine(id).await?;
         loop {
+            // An approval that arrives after the TTL must not open the gate: expire
+            // first, then apply what people sent.
+            self.expire_gate_if_due(id, &mut machine).await?;
             self.apply_commands(id, &mut machine).await?;
             if let Some(outcome) = machine.state().outcome() {
                 return Ok(RunEnd::Finished(outcome));
@@ -372,6 +411,18 @@ impl Executor {
                 self.feed(id, &mut machine, event).await?;
             }
         }
+    }
+
+    async fn expire_gate_if_due(&self, id: &str, machine: &mut Machine) -> Result<(), ExecError> {
+        if machine.state().name() != "awaiting_approval" {
+            return Ok(());
+        }
+        let (entered, _) = self.entered_at(id, machine.state()).await?;
+        let ttl = chrono::Duration::from_std(self.playbook.approvals.ttl).unwrap_or(chrono::Duration::MAX);
+        if self.now() >= entered + ttl {
+            self.feed(id, machine, Event::ApprovalExpired).await?;
+        }
+        Ok(())
     }
 
     /// At a gate: asks for approval once, expires it after the TTL.

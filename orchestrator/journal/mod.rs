@@ -26,6 +26,16 @@ pub enum JournalError {
     Busy,
     #[error("no incident with id {0:?}")]
     UnknownIncident(String),
+    /// The database refused a second open incident for the same target.
+    #[error("an incident is already open for {0}; `orchestrator incidents` shows it, `orchestrator resume ID` continues it")]
+    AlreadyOpen(String),
+    /// Another process drives the incident (its lease is valid): do not drive it too.
+    #[error("incident {id} is being driven by {owner} (lease until {until}); wait for it, or stop that process")]
+    HeldBy { id: String, owner: String, until: String },
+    /// This process's claim on the incident was taken over (e.g. it was frozen longer
+    /// than its lease): it must stop driving at once.
+    #[error("lost the claim on incident {0} to another process; stopping")]
+    LeaseLost(String),
     #[error("journal record is corrupt: {0}")]
     Corrupt(String),
     #[error("journal error: {0}")]
@@ -76,6 +86,34 @@ pub struct Journal {
     /// of our own, an incident's writes lose every race against a storm of webhook
     /// writes and the failover stalls behind the alerts it triggered.
     writes: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Set for a journal that drives incidents (see [`Journal::owned_by`]): transitions
+    /// and effect intents are then written only while this process owns the incident.
+    owner: Option<std::sync::Arc<str>>,
+}
+
+/// How long a claim on an incident lasts without renewal.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// This process, as it appears in `incidents.owner`.
+pub fn process_owner() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).to_string()
+    } else {
+        "localhost".to_string()
+    };
+    format!("{host}:{}", std::process::id())
+}
+
+/// Whether `owner` (host:pid) is a process on this host that no longer exists.
+fn owner_is_dead_here(owner: &str) -> bool {
+    let me = process_owner();
+    let (Some((host, pid)), Some((my_host, _))) = (owner.rsplit_once(':'), me.rsplit_once(':')) else { return false };
+    let Ok(pid) = pid.parse::<i32>() else { return false };
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    host == my_host && unsafe { libc::kill(pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// How long a writer waits for another writer's lock before giving up with `Busy`.
@@ -117,11 +155,92 @@ impl Journal {
             .await
             .map_err(|source| JournalError::Open { path: path.to_path_buf(), source })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Journal { pool, path: path.to_path_buf(), writes: Default::default() })
+        Ok(Journal { pool, path: path.to_path_buf(), writes: Default::default(), owner: None })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The same journal, fencing transitions and effect intents on `owner` holding the
+    /// incident's claim. The executor uses this; reads and alerts are not fenced.
+    pub fn owned_by(&self, owner: &str) -> Journal {
+        Journal { owner: Some(owner.into()), ..self.clone() }
+    }
+
+    pub fn without_owner(self) -> Journal {
+        Journal { owner: None, ..self }
+    }
+
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+
+    /// Claims (or renews the claim on) an incident for this journal's owner. Succeeds
+    /// when nobody holds it, we hold it, the lease lapsed, or the holder is a dead
+    /// process on this host.
+    pub async fn claim(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        let Some(me) = self.owner.clone() else { return Ok(()) };
+        let _write = self.writes.lock().await;
+        let until = ts(now + chrono::Duration::from_std(LEASE).unwrap_or_default());
+        let claimed = sqlx::query(
+            "UPDATE incidents SET owner = ?1, lease_until = ?2 WHERE id = ?3 AND (owner IS NULL OR owner = ?1 OR lease_until < ?4)",
+        )
+        .bind(&*me)
+        .bind(&until)
+        .bind(id)
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await?;
+        if claimed.rows_affected() == 1 {
+            return Ok(());
+        }
+        let row = sqlx::query("SELECT owner, lease_until FROM incidents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| JournalError::UnknownIncident(id.to_string()))?;
+        let (owner, lease): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+        let owner = owner.unwrap_or_default();
+        if owner_is_dead_here(&owner) {
+            // Compare-and-swap: only if the dead owner still holds it.
+            let taken = sqlx::query("UPDATE incidents SET owner = ?1, lease_until = ?2 WHERE id = ?3 AND owner = ?4")
+                .bind(&*me)
+                .bind(&until)
+                .bind(id)
+                .bind(&owner)
+                .execute(&self.pool)
+                .await?;
+            if taken.rows_affected() == 1 {
+                tracing::info!(incident = id, dead_owner = %owner, "took over an incident whose process is gone");
+                return Ok(());
+            }
+        }
+        Err(JournalError::HeldBy { id: id.to_string(), owner, until: lease.unwrap_or_default() })
+    }
+
+    /// Gives the claim up (at a gate, at the end, at shutdown).
+    pub async fn release(&self, id: &str) -> Result<()> {
+        let Some(me) = self.owner.clone() else { return Ok(()) };
+        let _write = self.writes.lock().await;
+        sqlx::query("UPDATE incidents SET owner = NULL, lease_until = NULL WHERE id = ? AND owner = ?")
+            .bind(id)
+            .bind(&*me)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Inside a write transaction: fails unless this journal's owner holds `id`.
+    async fn fence(&self, tx: &mut sqlx::SqliteConnection, id: &str) -> Result<()> {
+        let Some(me) = &self.owner else { return Ok(()) };
+        let owner: Option<Option<String>> =
+            sqlx::query("SELECT owner FROM incidents WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?.map(|r| r.get(0));
+        match owner {
+            None => Err(JournalError::UnknownIncident(id.to_string())),
+            Some(Some(o)) if *o == **me => Ok(()),
+            Some(_) => Err(JournalError::LeaseLost(id.to_string())),
+        }
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -151,7 +270,11 @@ impl Journal {
         .bind(&new.trigger_source)
         .bind(&new.trigger_detail)
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.message().contains("incidents.target") => JournalError::AlreadyOpen(new.target.clone()),
+            _ => JournalError::from(e),
+        })?;
         Ok(id)
     }
 
@@ -167,7 +290,10 @@ impl Journal {
         at: DateTime<Utc>,
     ) -> Result<i64> {
         let _write = self.writes.lock().await;
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: take the write lock before reading, so the fence and the sequence
+        // number cannot change under us.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        self.fence(&mut tx, incident).await?;
         let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE incident_id = ?")
             .bind(incident)
             .fetch_one(&mut *tx)
@@ -322,17 +448,23 @@ impl Journal {
         at: DateTime<Utc>,
     ) -> Result<Option<EffectRow>> {
         let _write = self.writes.lock().await;
-        if let Some(existing) = self.effect(key).await? {
-            return Ok(Some(existing));
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        self.fence(&mut tx, incident).await?;
+        // One statement, atomic across processes: the first intent for a key wins.
+        let inserted = sqlx::query(
+            "INSERT INTO effects (incident_id, key, kind, intent, intent_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+        )
+        .bind(incident)
+        .bind(key)
+        .bind(kind)
+        .bind(intent.to_string())
+        .bind(ts(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if inserted.rows_affected() == 0 {
+            return Ok(self.effect(key).await?);
         }
-        sqlx::query("INSERT INTO effects (incident_id, key, kind, intent, intent_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(incident)
-            .bind(key)
-            .bind(kind)
-            .bind(intent.to_string())
-            .bind(ts(at))
-            .execute(&self.pool)
-            .await?;
         Ok(None)
     }
 

@@ -52,8 +52,8 @@ impl Policy {
 pub struct Incident {
     pub policy: Policy,
     pub class: Option<FailureClass>,
-    /// Set once the platform may hold the backup URL; from then on abort and
-    /// rejection mean Rollback, not a plain stop.
+    /// Set on entering Switch (the platform may hold the backup URL from then on);
+    /// afterwards abort, rejection and giving up mean Rollback, not a plain stop.
     pub switched: bool,
 }
 
@@ -166,8 +166,15 @@ impl Incident {
                 Transition(if self.switched { State::rollback() } else { State::aborted() })
             }
             Event::ApprovalExpired => {
-                context.note = Some(format!("approval for {step} expired"));
-                Transition(State::escalated())
+                // After the switch, the platform may hold the backup URL: never leave it
+                // there for the next unrelated deploy to pick up. Roll back first.
+                if self.switched {
+                    context.note = Some(format!("approval for {step} expired after the switch: rolling back"));
+                    Transition(State::rollback())
+                } else {
+                    context.note = Some(format!("approval for {step} expired"));
+                    Transition(State::escalated())
+                }
             }
             _ => Super,
         }
@@ -199,13 +206,15 @@ impl Incident {
                 context.note = Some("flush guards do not hold yet; waiting".into());
                 Handled
             }
+            // The platform already holds the backup URL here: undo that before handing
+            // over to a person, so no later deploy silently moves to an unflushed backup.
             Event::FlushBlocked { gave_up: true, .. } => {
-                context.note = Some("flush guards never held within the guard wait".into());
-                Transition(State::escalated())
+                context.note = Some("flush guards never held within the guard wait: rolling back the switch".into());
+                Transition(State::rollback())
             }
             Event::FlushFailed { detail } => {
-                context.note = Some(format!("flush failed: {detail}"));
-                Transition(State::escalated())
+                context.note = Some(format!("flush failed: {detail}; rolling back the switch"));
+                Transition(State::rollback())
             }
             _ => Super,
         }
@@ -326,7 +335,7 @@ impl Incident {
 impl Incident {
     /// The state for a step, behind its approval gate when the playbook gates it.
     /// Flushing with mode `none` deletes nothing, so it needs no approval.
-    fn enter(&self, step: Step) -> State {
+    fn enter(&mut self, step: Step) -> State {
         let gated = self.policy.gated_steps.contains(&step) && !(step == Step::Flush && self.policy.flush_mode == FlushMode::None);
         if gated {
             State::awaiting_approval(step, Vec::new())
@@ -335,9 +344,14 @@ impl Incident {
         }
     }
 
-    fn step_state(&self, step: Step) -> State {
+    fn step_state(&mut self, step: Step) -> State {
         match step {
-            Step::Switch => State::switch(),
+            // From the moment Switch is entered the platform write may happen (or have
+            // happened before a crash): abort and rejection must roll back from here on.
+            Step::Switch => {
+                self.switched = true;
+                State::switch()
+            }
             Step::Flush => State::flush(1),
             Step::Deploy => State::deploy(),
         }

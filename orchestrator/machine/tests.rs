@@ -192,7 +192,11 @@ fn flush_waits_for_guards_then_escalates() {
     drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network), Event::Switched { ok: true, detail: "".into() }]);
     let d = m.handle(&Event::FlushBlocked { checks: vec![bad("critical_active")], gave_up: false });
     assert_eq!(d.to, State::flush(2));
-    assert_eq!(m.handle(&Event::FlushBlocked { checks: vec![bad("critical_active")], gave_up: true }).to.name(), "escalated");
+    assert_eq!(
+        m.handle(&Event::FlushBlocked { checks: vec![bad("critical_active")], gave_up: true }).to.name(),
+        "rollback",
+        "the switch is undone before a person takes over"
+    );
 }
 
 #[test]
@@ -305,10 +309,28 @@ fn rejection_aborts_before_switch_and_rolls_back_after() {
 }
 
 #[test]
-fn approval_ttl_expiry_escalates() {
-    let mut m = machine_with(policy());
-    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network), Event::Switched { ok: true, detail: "".into() }]);
-    assert_eq!(m.handle(&Event::ApprovalExpired).to.name(), "escalated");
+fn approval_ttl_expiry_escalates_before_the_switch_and_rolls_back_after() {
+    let mut p = policy();
+    p.gated_steps = vec![Step::Switch, Step::Flush];
+    let mut m = machine_with(p);
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network)]);
+    let mut before = m.clone();
+    assert_eq!(before.handle(&Event::ApprovalExpired).to.name(), "escalated");
+    drive(&mut m, &[approve("alice"), Event::Switched { ok: true, detail: "".into() }]);
+    assert_eq!(m.state(), &State::awaiting_approval(Step::Flush, vec![]));
+    assert_eq!(m.handle(&Event::ApprovalExpired).to.name(), "rollback", "never leave the backup URL undeployed on the platform");
+}
+
+#[test]
+fn abort_in_switch_rolls_back_even_before_the_switch_is_confirmed() {
+    // A crash after the platform write but before `Switched` was journaled: the write
+    // may have landed, so an abort must roll back.
+    let mut p = policy();
+    p.gated_steps = vec![];
+    let mut m = machine_with(p);
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Network)]);
+    assert_eq!(m.state().name(), "switch");
+    assert_eq!(m.handle(&abort()).to.name(), "rollback");
 }
 
 #[test]
