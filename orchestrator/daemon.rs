@@ -71,26 +71,36 @@ impl Daemon {
                 ("attached", Some(i.id))
             } else if journal.paused().await? {
                 ("paused", None)
-            } else if let Some(closed) = journal
-                .last_closed_for(&target)
-                .await?
-                .filter(|c| now - *c < chrono::Duration::from_std(self.exec.playbook.cooldown).unwrap_or_default())
-            {
-                tracing::info!(closed = %closed, "alert during the cooldown: journaled, no automatic failover");
-                ("cooldown", None)
+            } else if let Some((closed, outcome, hash)) = journal.last_closed_for(&target).await? {
+                let cooldown = chrono::Duration::from_std(self.exec.playbook.cooldown).unwrap_or_default();
+                if outcome == "recovered" && hash == self.exec.playbook.hash {
+                    // The playbook's primary is no longer what the service uses: a second
+                    // failover under the same playbook would flush the live Redis.
+                    tracing::warn!(target = %target, "alert after a completed failover: update the playbook (swap primary and backup); no automatic failover until then");
+                    ("failed_over", None)
+                } else if now - closed < cooldown {
+                    tracing::info!(closed = %closed, "alert during the cooldown: journaled, no automatic failover");
+                    ("cooldown", None)
+                } else {
+                    self.open_and_spawn(source, &a.summary).await?
+                }
             } else {
-                let id = match self.exec.open(source, &a.summary).await {
-                    Ok(id) => id,
-                    Err(crate::executor::ExecError::Journal(e)) => return Err(e),
-                    Err(e) => return Err(JournalError::Corrupt(e.to_string())),
-                };
-                self.spawn(&id);
-                ("opened", Some(id))
+                self.open_and_spawn(source, &a.summary).await?
             };
             journal.record_alert(&record, incident.as_deref(), disposition, now).await?;
             out.push(Disposition { fingerprint: a.fingerprint, disposition: disposition.into(), incident });
         }
         Ok(out)
+    }
+
+    async fn open_and_spawn(self: &Arc<Self>, source: &str, summary: &str) -> Result<(&'static str, Option<String>), JournalError> {
+        let id = match self.exec.open(source, summary).await {
+            Ok(id) => id,
+            Err(crate::executor::ExecError::Journal(e)) => return Err(e),
+            Err(e) => return Err(JournalError::Corrupt(e.to_string())),
+        };
+        self.spawn(&id);
+        Ok(("opened", Some(id)))
     }
 
     /// Runs an incident in the background unless it already runs.
@@ -186,14 +196,17 @@ impl Daemon {
                 ping: ping.map_err(|f| f.to_string()),
                 queue: metrics.ok().map(|m| (m.waiting_jobs, m.failed_jobs)),
             };
-            let breaches = conditions.observe(&sample);
-            // While an incident is open for the target, the loop's job is done: it does
-            // not journal a fresh breach every round for the whole incident.
-            let open = self.exec.journal.open_incident_for(&self.exec.target()).await.ok().flatten();
-            if let Some(b) = breaches.into_iter().next().filter(|_| open.is_none()) {
-                let alert = IncomingAlert { firing: true, fingerprint: b.fingerprint.into(), summary: b.summary };
+            // While an incident is open, new breaches are noted but not journaled: that
+            // incident is already the answer.
+            let breaches = conditions.observe_new(&sample);
+            let open =
+                if breaches.is_empty() { None } else { self.exec.journal.open_incident_for(&self.exec.target()).await.ok().flatten() };
+            for b in breaches.into_iter().filter(|_| open.is_none()) {
+                let fingerprint = b.fingerprint;
+                let alert = IncomingAlert { firing: true, fingerprint: fingerprint.into(), summary: b.summary };
                 if let Err(e) = self.intake("watch", vec![alert]).await {
                     tracing::error!(error = %e, "watch loop could not journal its alert; retrying next round");
+                    conditions.rearm(fingerprint);
                 }
             }
             tokio::select! {

@@ -26,6 +26,8 @@ pub struct Breach {
 
 pub struct Conditions {
     policy: WatchPolicy,
+    /// Conditions that raised their alert and have not cleared since.
+    fired: std::collections::HashSet<&'static str>,
     failing_since: Option<Duration>,
     slow_since: Option<Duration>,
     failed_history: VecDeque<(Duration, u64)>,
@@ -33,10 +35,27 @@ pub struct Conditions {
 
 impl Conditions {
     pub fn new(policy: WatchPolicy) -> Self {
-        Conditions { policy, failing_since: None, slow_since: None, failed_history: VecDeque::new() }
+        Conditions { policy, fired: Default::default(), failing_since: None, slow_since: None, failed_history: VecDeque::new() }
     }
 
-    /// Judges one sample; returns every condition that is breached now.
+    /// Edge-triggered: the breaches that started with this sample. A condition raises
+    /// one alert when it starts and again only after it has cleared, so a persistent
+    /// breach (a backlog while Redis is fine) cannot open an incident every round.
+    pub fn observe_new(&mut self, s: &Sample) -> Vec<Breach> {
+        let now = self.observe(s);
+        self.fired.retain(|f| now.iter().any(|b| b.fingerprint == *f));
+        let new: Vec<Breach> = now.into_iter().filter(|b| !self.fired.contains(b.fingerprint)).collect();
+        self.fired.extend(new.iter().map(|b| b.fingerprint));
+        new
+    }
+
+    /// Forget that `fingerprint` fired (its alert could not be journaled): it is raised
+    /// again with the next sample that still breaches.
+    pub fn rearm(&mut self, fingerprint: &str) {
+        self.fired.retain(|f| *f != fingerprint);
+    }
+
+    /// Judges one sample; returns every condition that is breached now (level).
     pub fn observe(&mut self, s: &Sample) -> Vec<Breach> {
         let w = &self.policy;
         let mut out = Vec::new();
@@ -135,6 +154,17 @@ mod tests {
         assert_eq!(names(&b), ["watch:latency"]);
         assert!(b[0].summary.contains("1500ms above 1s for 2m"), "{}", b[0].summary);
         assert!(c.observe(&at(121, Ok(10), None)).is_empty(), "a fast answer resets it");
+    }
+
+    #[test]
+    fn alerts_are_raised_when_a_condition_starts_and_again_after_it_clears() {
+        let mut c = Conditions::new(policy());
+        assert_eq!(names(&c.observe_new(&at(0, Ok(1), Some((2000, 0))))), ["watch:queue_depth"]);
+        assert!(c.observe_new(&at(5, Ok(1), Some((2000, 0)))).is_empty(), "still breached: no second alert");
+        assert!(c.observe_new(&at(10, Ok(1), Some((10, 0)))).is_empty(), "cleared");
+        assert_eq!(names(&c.observe_new(&at(15, Ok(1), Some((2000, 0))))), ["watch:queue_depth"], "started again");
+        c.rearm("watch:queue_depth");
+        assert_eq!(names(&c.observe_new(&at(20, Ok(1), Some((2000, 0))))), ["watch:queue_depth"], "re-raised after a failed journal write");
     }
 
     #[test]

@@ -58,11 +58,13 @@ async fn a_storm_of_1000_duplicate_alerts_opens_one_incident() {
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
     let id = j.incidents(1).await.unwrap()[0].id.clone();
     assert_eq!(wait_outcome(&w, &id, Duration::from_secs(60)).await, "recovered");
-    // After the incident, the cooldown holds: a new firing alert does not open another.
+    // After a completed failover, the playbook's primary is no longer in service: a new
+    // firing alert is journaled but never starts a second failover (that would flush
+    // the Redis production now uses) until the playbook is updated.
     let r = client.post(format!("{}/webhooks/alertmanager", s.url)).bearer_auth(WEBHOOK_TOKEN).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 202);
     let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["alerts"][0]["disposition"], "cooldown");
+    assert_eq!(v["alerts"][0]["disposition"], "failed_over");
     assert_eq!(incident_count(&w).await, 1);
     let _ = s.stop.send(true);
 }
@@ -249,6 +251,17 @@ async fn an_approval_that_never_comes_escalates_when_the_ttl_expires() {
     assert!(t.iter().any(|t| t.from_state == "rollback" && t.to_state == "escalated"), "the primary is still down");
     assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.primary.url()), "the platform holds the original URL again");
     assert_eq!(w.sandbox.platform().stats().deploy_count, 0, "the backup was never deployed, so nothing to redeploy");
+    // The cooldown after it: a new alert is journaled and starts nothing.
+    let r = client
+        .post(format!("{}/webhooks/generic", s.url))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .json(&serde_json::json!({"summary": "still down"}))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["alerts"][0]["disposition"], "cooldown");
+    assert_eq!(incident_count(&w).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

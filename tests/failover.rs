@@ -44,6 +44,15 @@ async fn primary_killed_fails_over_and_jobs_run_on_the_backup() {
     assert_eq!(stats.deploy_count, 1, "exactly one deploy");
     let path: Vec<String> = transitions(&w, &id).await.into_iter().filter(|(f, t, _)| f != t).map(|(_, t, _)| t).collect();
     assert_eq!(path, ["confirm", "assess", "switch", "flush", "deploy", "verify", "recovered"]);
+
+    // The old primary is still dead, so its checklist still fails; but a second failover
+    // under the same playbook would switch to (and flush) the Redis now in use.
+    let again = exec.open("test", "the old primary is still down").await.unwrap();
+    assert_eq!(outcome(exec.run(&again).await.unwrap()), "escalated");
+    assert_eq!(w.env_writes().len(), 1, "no second write");
+    let j = orchestrator::journal::Journal::open_existing(&w.journal_path()).await.unwrap();
+    let why = j.checks(&again).await.unwrap().into_iter().find(|c| c.item == "platform_url_known").unwrap();
+    assert!(!why.holds && why.observed.contains("failed over before"), "{}", why.observed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,9 +143,17 @@ impl Probes<'_> {
             Ok(Some(v)) if v == pb.redis.primary.expose() => {
                 Check::new("platform_url_known", true, format!("platform holds the primary URL {}", pb.redis.primary))
             }
-            Ok(Some(v)) if v == pb.redis.backup.expose() => {
-                Check::new("platform_url_known", true, format!("platform already holds the backup URL {}", pb.redis.backup))
-            }
+            // Already failed over: the service runs on the "backup" now, and a second
+            // switch would flush the Redis production uses. A person must update the
+            // playbook (swap primary and backup) first.
+            Ok(Some(v)) if v == pb.redis.backup.expose() => Check::new(
+                "platform_url_known",
+                false,
+                format!(
+                    "platform already holds the backup URL {}: the service was failed over before; swap primary and backup in the playbook before another failover",
+                    pb.redis.backup
+                ),
+            ),
             Ok(Some(v)) => Check::new(
                 "platform_url_known",
                 false,

@@ -385,15 +385,20 @@ impl Journal {
         Ok(self.open_incidents().await?.into_iter().find(|i| i.target == target))
     }
 
-    /// When the last incident for a target that actually switched ended, for the cooldown.
-    pub async fn last_closed_for(&self, target: &str) -> Result<Option<DateTime<Utc>>> {
+    /// The last incident for a target that ended other than as a false alarm: when it
+    /// closed, how, and under which playbook hash. For the cooldown (an operator's
+    /// abort counts: it must not be undone by the next alert) and for "already failed
+    /// over".
+    pub async fn last_closed_for(&self, target: &str) -> Result<Option<(DateTime<Utc>, String, String)>> {
         let row = sqlx::query(
-            "SELECT MAX(closed_at) FROM incidents WHERE target = ? AND closed_at IS NOT NULL AND outcome IN ('recovered', 'rolled_back', 'escalated')",
+            "SELECT closed_at, outcome, playbook_hash FROM incidents
+             WHERE target = ? AND closed_at IS NOT NULL AND outcome != 'false_alarm'
+             ORDER BY closed_at DESC LIMIT 1",
         )
         .bind(target)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(row.get::<Option<String>, _>(0).and_then(|s| parse_ts(&s)))
+        Ok(row.and_then(|r| Some((parse_ts(&r.get::<String, _>(0))?, r.get(1), r.get(2)))))
     }
 
     pub async fn transitions(&self, id: &str) -> Result<Vec<TransitionRow>> {
