@@ -105,12 +105,14 @@ impl Daemon {
 
     /// Runs an incident in the background unless it already runs.
     pub fn spawn(self: &Arc<Self>, id: &str) {
-        if !self.running.lock().expect("running set").insert(id.to_string()) {
+        if self.refused.lock().expect("refused set").contains(id) || !self.running.lock().expect("running set").insert(id.to_string()) {
             return;
         }
         let me = self.clone();
         let id = id.to_string();
-        self.tasks.lock().expect("task set").spawn(async move {
+        let mut tasks = self.tasks.lock().expect("task set");
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
             let result = me.exec.run(&id).await;
             match &result {
                 Ok(RunEnd::Finished(o)) => tracing::info!(incident = %id, outcome = %o, "incident ended"),

@@ -33,8 +33,18 @@ pub fn shutdown_on_signals() -> (watch::Sender<bool>, watch::Receiver<bool>) {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        tracing::warn!("shutdown requested: finishing the journal write in flight; the incident stays resumable");
+        tracing::warn!(
+            "shutdown requested: finishing the journal write in flight; the incident stays resumable (signal again to stop at once)"
+        );
         let _ = signal_tx.send(true);
+        // A second signal means "now": the journal is consistent at every await, and
+        // resume reconciles whatever step was in flight.
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("second signal: stopping now; `orchestrator resume` continues the incident");
+        std::process::exit(130);
     });
     (tx, rx)
 }

@@ -112,12 +112,13 @@ async fn grafana_hmac_signature_is_accepted_and_resolved_alerts_are_journaled() 
     let w = World::start().await;
     let s = w.serve(FAST, false).await;
     let body = serde_json::to_vec(&serde_json::json!({"status": "resolved", "alerts": [{"status": "resolved", "labels": {"alertname": "RedisDown"}, "fingerprint": "g1"}]})).unwrap();
-    let sig = orchestrator::server::auth::sign("hmac-secret-for-tests", Some("1764151200"), &body);
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let sig = orchestrator::server::auth::sign("hmac-secret-for-tests", Some(&ts), &body);
     let client = reqwest::Client::new();
     let r = client
         .post(format!("{}/webhooks/grafana", s.url))
         .header("X-Grafana-Alerting-Signature", &sig)
-        .header("X-Grafana-Alerting-Signature-Timestamp", "1764151200")
+        .header("X-Grafana-Alerting-Signature-Timestamp", &ts)
         .body(body.clone())
         .send()
         .await

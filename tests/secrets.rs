@@ -76,6 +76,11 @@ async fn no_secret_reaches_the_journal_logs_notifications_or_cli_output() {
     output.push(cli(&w, &["check", "--playbook", pb]).await);
     w.primary.kill();
     w.service_sees_redis_down().await;
+    // A careless service logs its own connection string, password and all (and its
+    // API key): the orchestrator quotes the latest error log in its observations.
+    let leak = format!("Redis connection failed: {} refused; key {SERVICE_KEY}", w.env["SANDBOX_PRIMARY_URL"]);
+    assert!(leak.contains(PRIMARY_PW));
+    w.sandbox.service().logs().error("redis", &leak);
     let (code, text) = cli(&w, &["run", "--playbook", pb, "--reason", "secrets drill"]).await;
     assert_eq!(code, Some(0), "the incident recovers:\n{text}");
     output.push((code, text));

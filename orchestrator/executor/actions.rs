@@ -1,7 +1,7 @@
 //! The steps that change the world: Switch (platform write + read-back), Flush, Deploy
 //! and Rollback. Each goes through [`Executor::once`] with a stable idempotency key.
 
-use super::once::error_value;
+use super::once::{error_value, Seen};
 use super::{ExecError, Executor, Progress};
 use crate::machine::{Check, DeployStatus, Event, Machine};
 use crate::model::FlushMode;
@@ -21,10 +21,11 @@ impl Executor {
             key,
             "set_env",
             intent,
+            // Writing the same value twice is harmless, so "could not read" means write.
             async {
                 match platform.read_url().await {
-                    Ok(Some(v)) if v == url.expose() => Some(json!({ "read_back": url.masked(), "reconciled": true })),
-                    _ => None,
+                    Ok(Some(v)) if v == url.expose() => Seen::Done(json!({ "read_back": url.masked(), "reconciled": true })),
+                    _ => Seen::NotDone,
                 }
             },
             async {
@@ -109,7 +110,7 @@ impl Executor {
                 "flush",
                 intent,
                 // Deleting matching keys again is harmless before the deploy: re-run.
-                async { None },
+                async { Seen::NotDone },
                 async {
                     match self.ports.redis.flush(&pb.redis.backup, &plan, &progress).await {
                         Ok(report) => Ok(serde_json::to_value(report).unwrap_or(Value::Null)),
@@ -152,26 +153,32 @@ impl Executor {
                 async {
                     // A deploy created after our intent (allowing 2 s of clock skew with
                     // the platform) that this incident has not already claimed is ours.
-                    let row = self.journal.effect(key).await.ok().flatten()?;
-                    let since = crate::journal::parse_ts(&row.intent_at)? - chrono::Duration::seconds(2);
-                    let claimed: Vec<String> = self
-                        .journal
-                        .effects(id)
-                        .await
-                        .ok()?
-                        .iter()
-                        .filter(|e| e.kind == "deploy" && e.key != key)
-                        .filter_map(|e| e.result_json()["deploy_id"].as_str().map(str::to_string))
-                        .collect();
-                    let found = platform.deploys_since(since).await.ok()?;
-                    found
-                        .into_iter()
-                        .find(|d| !claimed.contains(&d.id))
-                        .map(|d| json!({ "deploy_id": d.id, "status": d.status, "reconciled": true }))
+                    // A second deploy is not harmless: if the platform cannot be read,
+                    // the answer is "unknown", never "not done".
+                    let Ok(Some(row)) = self.journal.effect(key).await else { return Seen::Unknown("journal unreadable".into()) };
+                    let Some(since) = crate::journal::parse_ts(&row.intent_at).map(|t| t - chrono::Duration::seconds(2)) else {
+                        return Seen::Unknown("intent time unreadable".into());
+                    };
+                    let claimed: Vec<String> = match self.journal.effects(id).await {
+                        Ok(effects) => effects
+                            .iter()
+                            .filter(|e| e.kind == "deploy" && e.key != key)
+                            .filter_map(|e| e.result_json()["deploy_id"].as_str().map(str::to_string))
+                            .collect(),
+                        Err(e) => return Seen::Unknown(e.to_string()),
+                    };
+                    match platform.deploys_since(since).await {
+                        Ok(found) => found
+                            .into_iter()
+                            .find(|d| !claimed.contains(&d.id))
+                            .map(|d| json!({ "deploy_id": d.id, "status": d.status, "phase": d.phase, "reconciled": true }))
+                            .into(),
+                        Err(e) => Seen::Unknown(e.to_string()),
+                    }
                 },
                 async {
                     match platform.deploy().await {
-                        Ok(d) => Ok(json!({ "deploy_id": d.id, "status": d.status })),
+                        Ok(d) => Ok(json!({ "deploy_id": d.id, "status": d.status, "phase": d.phase })),
                         Err(e) => Err(error_value(e)),
                     }
                 },
@@ -185,6 +192,16 @@ impl Executor {
             ));
         }
         let deploy_id = done.result["deploy_id"].as_str().unwrap_or_default().to_string();
+        // Platforms whose deploy finishes synchronously (env-file's restart command)
+        // answered with a final phase already; after a restart they may not know the
+        // id any more, so do not poll for it.
+        let recorded_status = done.result["status"].as_str().unwrap_or("").to_string();
+        match serde_json::from_value::<DeployPhase>(done.result["phase"].clone()) {
+            Ok(DeployPhase::Live) => return Ok((DeployStatus::Live, Some(deploy_id), format!("deploy {recorded_status}"))),
+            Ok(DeployPhase::Failed) => return Ok((DeployStatus::Failed, Some(deploy_id), format!("deploy ended {recorded_status}"))),
+            Ok(DeployPhase::Canceled) => return Ok((DeployStatus::Canceled, Some(deploy_id), format!("deploy ended {recorded_status}"))),
+            _ => {}
+        }
         // The timeout runs from the intent, so it survives a restart.
         let started = self.journal.effect(key).await?.and_then(|e| crate::journal::parse_ts(&e.intent_at)).unwrap_or_else(|| self.now());
         let timeout = self.playbook.thresholds.deploy_timeout;

@@ -99,6 +99,10 @@ pub struct Executor {
     pub ports: Ports,
     pub playbook: Arc<Playbook>,
     pub opts: ExecOptions,
+    /// Every secret the playbook holds, scrubbed from observations before they are
+    /// journaled: the service's logs or health messages may echo a Redis URL with its
+    /// password, or a key.
+    secrets: Vec<String>,
     shutdown: watch::Receiver<bool>,
     notifications: Mutex<tokio::task::JoinSet<()>>,
 }
@@ -108,7 +112,8 @@ impl Executor {
     /// transitions and effect intents only while it holds the incident's claim.
     pub fn new(journal: Journal, ports: Ports, playbook: Arc<Playbook>, opts: ExecOptions, shutdown: watch::Receiver<bool>) -> Self {
         let journal = journal.owned_by(&crate::journal::process_owner());
-        Executor { journal, ports, playbook, opts, shutdown, notifications: Mutex::new(tokio::task::JoinSet::new()) }
+        let secrets = playbook_secrets(&playbook);
+        Executor { journal, ports, playbook, opts, secrets, shutdown, notifications: Mutex::new(tokio::task::JoinSet::new()) }
     }
 
     /// Kills the process with SIGKILL when `point` is the configured crash point: the
@@ -172,6 +177,7 @@ impl Executor {
 
     /// Feeds one event: the machine decides, the journal records, then the world hears.
     pub(crate) async fn feed(&self, id: &str, machine: &mut Machine, event: Event) -> Result<Decision, ExecError> {
+        let event = self.redacted(event);
         let before = machine.clone();
         let decision = machine.handle(&event);
         let at = self.now();
@@ -201,6 +207,17 @@ impl Executor {
         Ok(decision)
     }
 
+    /// The event with every known secret and URL password masked in its text.
+    fn redacted(&self, event: Event) -> Event {
+        let Ok(json) = serde_json::to_string(&event) else { return event };
+        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        let clean = crate::platform::retry::redact(&json, &secrets);
+        if clean == json {
+            return event;
+        }
+        serde_json::from_str(&clean).unwrap_or(event)
+    }
+
     /// Sends a notification in the background: journaled as an effect, bounded by the
     /// notifier's own retries, and never awaited by the failover.
     fn notify(&self, id: &str, seq: i64, title: String, text: String) {
@@ -228,7 +245,9 @@ impl Executor {
             };
             let _ = journal.effect_outcome(&key, outcome, &result, clock.now()).await;
         };
-        self.notifications.lock().expect("notification set").spawn(task);
+        let mut set = self.notifications.lock().expect("notification set");
+        while set.try_join_next().is_some() {} // reap finished ones: serve runs for months
+        set.spawn(task);
     }
 
     /// Waits (bounded) for notifications still in flight, so a foreground `run` does
@@ -298,7 +317,8 @@ impl Executor {
             let step = (deadline - now).min(self.opts.command_poll);
             tokio::select! {
                 _ = tokio::time::sleep(step) => {}
-                _ = shutdown.changed() => {}
+                // Err: every sender is gone, so shutdown can never come; just sleep.
+                changed = shutdown.changed() => if changed.is_err() { tokio::time::sleep(step).await },
             }
         }
     }
@@ -463,4 +483,23 @@ impl Executor {
         self.wait(id, left.min(Duration::from_secs(5))).await?;
         Ok(None)
     }
+}
+
+/// The secrets a playbook holds (URL passwords, keys, tokens, the Slack webhook).
+fn playbook_secrets(pb: &Playbook) -> Vec<String> {
+    use crate::platform::retry::url_secrets;
+    let mut out = Vec::new();
+    for url in [&pb.redis.primary, &pb.redis.backup] {
+        // Not the whole URL: it also appears, masked, where it belongs.
+        out.extend(url_secrets(url.expose()).into_iter().skip(1));
+    }
+    out.push(pb.service.api_key.expose().to_string());
+    if let crate::playbook::PlatformConfig::Render(r) = &pb.platform {
+        out.push(r.api_key.expose().to_string());
+    }
+    if let Some(slack) = &pb.notifications.slack {
+        out.push(slack.webhook_url.expose().to_string());
+    }
+    out.retain(|s| s.len() >= 4);
+    out
 }

@@ -6,6 +6,27 @@ use super::{ExecError, Executor};
 use serde_json::{json, Value};
 use std::future::Future;
 
+/// What reading the world says about an effect whose intent was journaled without an
+/// outcome.
+pub enum Seen {
+    /// It happened (this is its result): do not act again.
+    Done(Value),
+    /// It did not happen: act.
+    NotDone,
+    /// The world could not be read: acting might do it twice, so the effect fails
+    /// instead (the state's failure path takes over).
+    Unknown(String),
+}
+
+impl From<Option<Value>> for Seen {
+    fn from(v: Option<Value>) -> Self {
+        match v {
+            Some(v) => Seen::Done(v),
+            None => Seen::NotDone,
+        }
+    }
+}
+
 /// What an effect ended with: `ok` and its result as journaled.
 #[derive(Debug, Clone)]
 pub struct Done {
@@ -18,8 +39,9 @@ impl Executor {
     ///
     /// - outcome journaled: returns it; nothing runs.
     /// - intent journaled, no outcome (we crashed mid-effect): `reconcile` reads the
-    ///   world; `Some(result)` means the effect already happened and is recorded as
-    ///   `reconciled`; `None` means it did not, and `act` runs.
+    ///   world; [`Seen::Done`] means the effect already happened and is recorded as
+    ///   `reconciled`; [`Seen::NotDone`] means it did not, and `act` runs; with
+    ///   [`Seen::Unknown`] the effect is recorded as failed rather than risk it twice.
     /// - nothing journaled: the intent is written first, then `act` runs.
     ///
     /// Futures are lazy, so the ones not needed are never polled.
@@ -29,7 +51,7 @@ impl Executor {
         key: &str,
         kind: &str,
         intent: Value,
-        reconcile: impl Future<Output = Option<Value>>,
+        reconcile: impl Future<Output = Seen>,
         act: impl Future<Output = Result<Value, Value>>,
     ) -> Result<Done, ExecError> {
         let existing = self.journal_retry(|| self.journal.effect_intent(incident, key, kind, &intent, self.now())).await?;
@@ -37,12 +59,20 @@ impl Executor {
             if let Some(outcome) = &row.outcome {
                 return Ok(Done { ok: outcome != "failed", result: row.result_json() });
             }
-            if let Some(result) = reconcile.await {
-                self.journal_retry(|| self.journal.effect_outcome(key, "reconciled", &result, self.now())).await?;
-                tracing::info!(incident, key, "effect reconciled from the world; not re-issued");
-                return Ok(Done { ok: true, result });
+            match reconcile.await {
+                Seen::Done(result) => {
+                    self.journal_retry(|| self.journal.effect_outcome(key, "reconciled", &result, self.now())).await?;
+                    tracing::info!(incident, key, "effect reconciled from the world; not re-issued");
+                    return Ok(Done { ok: true, result });
+                }
+                Seen::Unknown(why) => {
+                    let result =
+                        error_value(format!("could not tell whether the interrupted attempt took effect ({why}); not repeating it"));
+                    self.journal_retry(|| self.journal.effect_outcome(key, "failed", &result, self.now())).await?;
+                    return Ok(Done { ok: false, result });
+                }
+                Seen::NotDone => tracing::info!(incident, key, "effect intent without outcome and not visible in the world; issuing it"),
             }
-            tracing::info!(incident, key, "effect intent without outcome and not visible in the world; issuing it");
         }
         self.crash_point(&format!("intent:{kind}"));
         let (ok, result) = match act.await {

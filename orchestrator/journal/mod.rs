@@ -468,7 +468,7 @@ impl Journal {
         .await?;
         tx.commit().await?;
         if inserted.rows_affected() == 0 {
-            return Ok(self.effect(key).await?);
+            return self.effect(key).await;
         }
         Ok(None)
     }

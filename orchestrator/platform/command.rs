@@ -82,7 +82,13 @@ impl Platform for CommandPlatform {
     /// The deploy command may print an id on its last line; without one the id is
     /// made up here. Its progress is the status command's to tell.
     async fn deploy(&self) -> Result<DeployInfo, PlatformError> {
-        let url = self.last_written.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // After a restart (run stopped at a gate, then resume) nothing was written by
+        // this process: ask the read command what the service should now use.
+        let remembered = self.last_written.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let url = match remembered {
+            Some(u) => Some(u),
+            None => self.read_url().await?,
+        };
         let owned = url.as_deref().map(url_secrets).unwrap_or_default();
         let secrets: Vec<&str> = owned.iter().map(String::as_str).collect();
         let env: Vec<(&str, &str)> = url.as_deref().map(|u| vec![(ENV_REDIS_URL, u)]).unwrap_or_default();
@@ -111,7 +117,9 @@ impl Platform for CommandPlatform {
         Ok(DeployInfo { id: id.to_string(), status: word, phase, created_at })
     }
 
-    /// Only deploys this process started: a shell command has no deploy history to ask.
+    /// Only deploys this process started: a shell command has no deploy history to ask,
+    /// so after a crash between starting a deploy and journaling it the deploy command
+    /// runs again. Deploy commands must therefore be safe to repeat (README).
     async fn deploys_since(&self, since: DateTime<Utc>) -> Result<Vec<DeployInfo>, PlatformError> {
         let started = self.started.lock().unwrap_or_else(|p| p.into_inner());
         Ok(started.iter().rev().filter(|d| d.created_at.is_some_and(|t| t >= since)).cloned().collect())

@@ -8,6 +8,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+/// How far a signed timestamp may be from now, either way.
+pub const MAX_SIGNATURE_AGE_SECS: i64 = 300;
+
 #[derive(Clone, Default)]
 pub struct AuthConfig {
     pub webhook_token: Option<Secret>,
@@ -73,6 +76,15 @@ impl AuthConfig {
         }
         if let (Some(secret), Some(sig)) = (&self.hmac_secret, headers.get("x-grafana-alerting-signature").and_then(|v| v.to_str().ok())) {
             let ts = headers.get("x-grafana-alerting-signature-timestamp").and_then(|v| v.to_str().ok());
+            // A signed timestamp must be fresh, or a captured body could be replayed
+            // for ever.
+            if let Some(t) = ts {
+                let fresh =
+                    t.trim().parse::<i64>().map(|t| (chrono::Utc::now().timestamp() - t).abs() <= MAX_SIGNATURE_AGE_SECS).unwrap_or(false);
+                if !fresh {
+                    return false;
+                }
+            }
             let expected = sign(secret.expose(), ts, body);
             return ct_eq(&expected, sig.trim().trim_start_matches("sha256="));
         }
@@ -127,8 +139,15 @@ mod tests {
         h.insert("x-grafana-alerting-signature", sign("k", None, b"{}").parse().unwrap());
         assert!(cfg.webhook_ok(&h, b"{}"));
         assert!(!cfg.webhook_ok(&h, b"{ }"), "signature covers the body");
-        h.insert("x-grafana-alerting-signature-timestamp", "1700000000".parse().unwrap());
+        let now = chrono::Utc::now().timestamp().to_string();
+        h.insert("x-grafana-alerting-signature-timestamp", now.parse().unwrap());
         assert!(!cfg.webhook_ok(&h, b"{}"), "timestamp is signed too");
+        h.insert("x-grafana-alerting-signature", sign("k", Some(&now), b"{}").parse().unwrap());
+        assert!(cfg.webhook_ok(&h, b"{}"));
+        let old = (chrono::Utc::now().timestamp() - 3600).to_string();
+        h.insert("x-grafana-alerting-signature-timestamp", old.parse().unwrap());
+        h.insert("x-grafana-alerting-signature", sign("k", Some(&old), b"{}").parse().unwrap());
+        assert!(!cfg.webhook_ok(&h, b"{}"), "an hour-old signature is a replay");
     }
 
     #[test]

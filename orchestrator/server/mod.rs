@@ -156,6 +156,10 @@ async fn command(d: AppState, id: String, kind: CommandKind, headers: HeaderMap,
         Ok(i) if i.outcome.is_some() => {
             return error(StatusCode::CONFLICT, format!("incident {id} has already ended ({})", i.outcome.unwrap_or_default()))
         }
+        // Another target's incident: this daemon's playbook cannot drive it.
+        Ok(i) if i.target != d.exec.target() => {
+            return error(StatusCode::CONFLICT, format!("incident {id} belongs to {}, not to this daemon's playbook", i.target))
+        }
         Ok(_) => {}
         Err(e) => return journal_error(e),
     }
