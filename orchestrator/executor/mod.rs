@@ -189,6 +189,13 @@ impl Executor {
                 return Err(e);
             }
         };
+        self.after_decision(id, seq, &event, &decision);
+        Ok(decision)
+    }
+
+    /// What follows a journaled decision: the crash point (drills), progress, and the
+    /// notification.
+    fn after_decision(&self, id: &str, seq: i64, event: &Event, decision: &Decision) {
         if decision.rejected.is_none() && decision.from.name() != decision.to.name() {
             self.crash_point(&format!("state:{}", decision.to.name()));
         }
@@ -204,7 +211,6 @@ impl Executor {
             let text = decision.note.clone().unwrap_or_default();
             self.notify(id, seq, title, text);
         }
-        Ok(decision)
     }
 
     /// The event with every known secret and URL password masked in its text.
@@ -279,10 +285,13 @@ impl Executor {
         unreachable!()
     }
 
-    /// Applies commands people recorded (approve, reject, abort) to the machine.
+    /// Applies commands people recorded (approve, reject, abort) to the machine; each
+    /// transition and its command's verdict are journaled together.
     async fn apply_commands(&self, id: &str, machine: &mut Machine) -> Result<(), ExecError> {
         for cmd in self.journal.pending_commands(id).await? {
-            let decision = self.feed(id, machine, cmd.to_event()).await?;
+            let event = self.redacted(cmd.to_event());
+            let before = machine.clone();
+            let decision = machine.handle(&event);
             let (accepted, result) = match &decision.rejected {
                 Some(reason) => (false, format!("refused: {reason}")),
                 None if decision.from.name() != decision.to.name() => (
@@ -291,12 +300,23 @@ impl Executor {
                         "{} → {}{}",
                         decision.from.name(),
                         decision.to.name(),
-                        decision.note.map(|n| format!(" ({n})")).unwrap_or_default()
+                        decision.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
                     ),
                 ),
-                None => (true, decision.note.unwrap_or_else(|| "recorded".into())),
+                None => (true, decision.note.clone().unwrap_or_else(|| "recorded".into())),
             };
-            self.journal_retry(|| self.journal.command_applied(cmd.id, accepted, &result, self.now())).await?;
+            let at = self.now();
+            let recorded = self
+                .journal_retry(|| self.journal.record_command_decision(id, &event, &decision, machine, at, (cmd.id, accepted, &result)))
+                .await;
+            let seq = match recorded {
+                Ok(seq) => seq,
+                Err(e) => {
+                    *machine = before;
+                    return Err(e);
+                }
+            };
+            self.after_decision(id, seq, &event, &decision);
         }
         Ok(())
     }

@@ -289,6 +289,33 @@ impl Journal {
         machine: &Machine,
         at: DateTime<Utc>,
     ) -> Result<i64> {
+        self.record(incident, event, decision, machine, at, None).await
+    }
+
+    /// [`Journal::record_decision`] for a person's command, marking the command applied
+    /// in the same transaction: a crash can never leave an approval that opened the
+    /// gate looking unapplied (and then be re-fed and recorded as refused).
+    pub async fn record_command_decision(
+        &self,
+        incident: &str,
+        event: &Event,
+        decision: &Decision,
+        machine: &Machine,
+        at: DateTime<Utc>,
+        command: (i64, bool, &str),
+    ) -> Result<i64> {
+        self.record(incident, event, decision, machine, at, Some(command)).await
+    }
+
+    async fn record(
+        &self,
+        incident: &str,
+        event: &Event,
+        decision: &Decision,
+        machine: &Machine,
+        at: DateTime<Utc>,
+        command: Option<(i64, bool, &str)>,
+    ) -> Result<i64> {
         let _write = self.writes.lock().await;
         // IMMEDIATE: take the write lock before reading, so the fence and the sequence
         // number cannot change under us.
@@ -350,6 +377,15 @@ impl Journal {
             if updated.rows_affected() == 0 {
                 return Err(JournalError::UnknownIncident(incident.to_string()));
             }
+        }
+        if let Some((id, accepted, result)) = command {
+            sqlx::query("UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ?")
+                .bind(&when)
+                .bind(accepted)
+                .bind(result)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(seq)
