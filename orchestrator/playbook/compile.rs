@@ -458,10 +458,10 @@ fn platform(node: &Node, d: &mut Decoder<'_>) -> Option<PlatformConfig> {
         }
         "command" => {
             let f = d.map(node, "platform", &["kind", "read", "switch", "deploy", "status", "timeout"])?;
-            let read = d.required(&f, "read").and_then(|n| d.string(n, "platform.read"));
-            let switch = d.required(&f, "switch").and_then(|n| d.string(n, "platform.switch"));
-            let deploy = d.required(&f, "deploy").and_then(|n| d.string(n, "platform.deploy"));
-            let status = d.required(&f, "status").and_then(|n| d.string(n, "platform.status"));
+            let read = d.required(&f, "read").and_then(|n| d.script(n, "platform.read"));
+            let switch = d.required(&f, "switch").and_then(|n| d.script(n, "platform.switch"));
+            let deploy = d.required(&f, "deploy").and_then(|n| d.script(n, "platform.deploy"));
+            let status = d.required(&f, "status").and_then(|n| d.script(n, "platform.status"));
             let timeout = f.get("timeout").map(|n| d.positive_duration(n, "platform.timeout")).unwrap_or(Some(Duration::from_secs(60)));
             Some(PlatformConfig::Command(CommandConfig {
                 read: read?,
@@ -475,7 +475,7 @@ fn platform(node: &Node, d: &mut Decoder<'_>) -> Option<PlatformConfig> {
             let f = d.map(node, "platform", &["kind", "path", "key", "restart", "timeout"])?;
             let path = d.required(&f, "path").and_then(|n| d.string(n, "platform.path"));
             let key = f.get("key").map(|n| d.string(n, "platform.key")).unwrap_or(Some("REDIS_URL".into()));
-            let restart = d.required(&f, "restart").and_then(|n| d.string(n, "platform.restart"));
+            let restart = d.required(&f, "restart").and_then(|n| d.script(n, "platform.restart"));
             let timeout = f.get("timeout").map(|n| d.positive_duration(n, "platform.timeout")).unwrap_or(Some(Duration::from_secs(120)));
             Some(PlatformConfig::EnvFile(EnvFileConfig { path: PathBuf::from(path?), key: key?, restart: restart?, timeout: timeout? }))
         }

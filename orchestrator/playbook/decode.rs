@@ -92,6 +92,18 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// A shell script, as written: `${NAME}` is left for the shell to expand from the
+    /// environment it inherits, so a secret used by a script never passes through the
+    /// orchestrator's own text (and so cannot reach the journal through an echo).
+    pub fn script(&mut self, node: &Node, path: &str) -> Option<String> {
+        let s = self.raw_scalar(node, path)?.to_string();
+        if s.trim().is_empty() {
+            self.problem(node.pos, format!("`{path}` is an empty command"));
+            return None;
+        }
+        Some(s)
+    }
+
     /// A string with every `${NAME}` (or `${NAME:-default}`) resolved.
     pub fn string(&mut self, node: &Node, path: &str) -> Option<String> {
         let raw = self.raw_scalar(node, path)?.to_string();
