@@ -108,16 +108,7 @@ fn remaining(port: u16) -> Result<u64> {
 enum Method {
     Script,
     Flush { batch: u32, patterns: Vec<String> },
-    /// Not the orchestrator's code: a prototype that keeps the keys inside Redis, one
-    /// short script per batch (`SCAN` + `UNLINK` server-side, cursor returned).
-    ServerSide { batch: u32 },
 }
-
-/// One batch of the server-side prototype: SCAN from the cursor, UNLINK what matched.
-pub const BATCH_SCRIPT: &str = "local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3]) \
-local n = #r[2] \
-for i = 1, n, 1000 do redis.call('UNLINK', unpack(r[2], i, math.min(i + 999, n))) end \
-return {r[1], n}";
 
 async fn one(port: u16, pid: u32, url: &RedisUrl, m: &Method, row: &mut Row) -> Result<()> {
     seed(port)?;
@@ -136,28 +127,6 @@ async fn one(port: u16, pid: u32, url: &RedisUrl, m: &Method, row: &mut Row) -> 
                 bail!("EVAL: {}", r.text());
             }
             (TOTAL_KEYS - remaining(port)?, 0)
-        }
-        Method::ServerSide { batch } => {
-            let batch = *batch;
-            let deleted = tokio::task::spawn_blocking(move || -> Result<u64> {
-                let mut c = Conn::port(port)?;
-                let sha = c.cmd(&["SCRIPT", "LOAD", BATCH_SCRIPT])?.text();
-                let (mut cursor, mut deleted) = ("0".to_string(), 0u64);
-                loop {
-                    let r = c.cmd(&["EVALSHA", &sha, "0", &cursor, "bull:*", &batch.to_string()])?;
-                    if r.is_error() {
-                        bail!("EVALSHA: {}", r.text());
-                    }
-                    let items = r.items();
-                    cursor = items.first().map(|c| c.text()).unwrap_or_default();
-                    deleted += items.get(1).map(|n| n.text().parse::<u64>().unwrap_or(0)).unwrap_or(0);
-                    if cursor == "0" || cursor.is_empty() {
-                        return Ok(deleted);
-                    }
-                }
-            })
-            .await??;
-            (deleted, 0)
         }
         Method::Flush { batch, patterns } => {
             let plan = FlushPlan { patterns: patterns.clone(), flushdb: false, batch: *batch, max_latency: Duration::from_millis(50), dry_run: false };
@@ -210,14 +179,12 @@ pub async fn run(ctx: &Ctx) -> Result<Results> {
         ("orchestrator flush".into(), Method::Flush { batch: 1000, patterns: bull.clone() }),
         ("orchestrator flush".into(), Method::Flush { batch: 2000, patterns: bull.clone() }),
         ("orchestrator flush".into(), Method::Flush { batch: 5000, patterns: bull.clone() }),
-        ("prototype, not the orchestrator's code: SCAN + UNLINK inside one EVAL per batch".into(), Method::ServerSide { batch: 1000 }),
     ];
     let mut rows = Vec::new();
     for (name, m) in &methods {
         let (batch, patterns) = match m {
             Method::Script => (None, vec!["bull:*".to_string()]),
             Method::Flush { batch, patterns } => (Some(*batch), patterns.clone()),
-            Method::ServerSide { batch } => (Some(*batch), bull.clone()),
         };
         let mut row = Row {
             method: name.clone(),

@@ -262,8 +262,8 @@ impl Report {
             o,
             "One `redis-server` holding {} keys, {} of them matching `bull:*` (string keys `bull:q:N` and `app:data:N`, \
              seeded with `DEBUG POPULATE` in {}; reseeded before every repetition). Deleted with the orchestrator's flush \
-             (`RealRedis::flush`: SCAN `COUNT batch` + UNLINK of what each SCAN returned, pausing while its own PING \
-             exceeds `max_latency` 50 ms) and with the runbook's script `EVAL \"{}\" 0`. Meanwhile a separate connection \
+             (`RealRedis::flush`: one short server-side step per batch, a SCAN `COUNT batch` and an UNLINK of exactly \
+             what it returned, so no key crosses the wire; pausing while its own PING exceeds `max_latency` 50 ms) and with the runbook's script `EVAL \"{}\" 0`. Meanwhile a separate connection \
              PINGs the same server in a loop (1 ms pause between PINGs) and records every round trip. Duration is the \
              flush call (or the EVAL round trip); keys/s = keys deleted / duration; Redis CPU = user + system CPU time of the \
              `redis-server` process during it (from `/proc/PID/stat`, 10 ms ticks). {} repetitions each: duration and keys/s \
@@ -377,8 +377,8 @@ impl Report {
         }
         let _ = writeln!(
             o,
-            "\n`attached` = joined the open incident; `cooldown` = arrived after that incident ended (journaled, no \
-             new failover). Throughput is bounded by one fsync per alert under the intake lock, by design: a 202 means \
+            "\n`attached` = joined the open incident; `failed_over` = arrived after that incident recovered (journaled; no \
+             second failover under the same playbook). Throughput is bounded by one fsync per alert under the intake lock, by design: a 202 means \
              the alert is on disk. The incident's own journal writes share SQLite's single writer with the storm's; the \
              journal queues every write of the process in arrival order, so the failover is not starved by the alerts \
              it triggered: compare the \"opened → closed\" column{}.\n",
@@ -509,10 +509,10 @@ pub fn flush_verdict(f: &flush::Results) -> (String, String) {
          commands that other clients' commands slip between (worst PING {}). It pays for that twice. (1) Redis's own \
          work: Redis used {} of CPU for the script and {} for the flush at batch 500 ({:.2}×): walking the keyspace \
          with a SCAN cursor (Redis 7.0's SCAN copies every key it visits into a list before filtering by the pattern; \
-         KEYS matches in place), sending the matches out and parsing them back in as UNLINK arguments costs more than \
-         one KEYS + DEL, so even a client that cost nothing would top out near {:.2}× the script's keys/s on this machine. \
-         (2) Waiting: Redis was busy only {:.0} % of the flush's wall time; the rest is the sequential SCAN cursor chain \
-         (each SCAN waits for the previous reply) and the client's own CPU on a 2-core machine it shares with Redis. ",
+         KEYS matches in place) and running a script per batch costs more than one KEYS + DEL, so even a client that \
+         cost nothing would top out near {:.2}× the script's keys/s on this machine. (2) Waiting: Redis was busy only \
+         {:.0} % of the flush's wall time; the rest is the sequential cursor chain (each step waits for the previous \
+         reply) and the client's own CPU on a 2-core machine it shares with Redis. ",
         fmt_ms(max(&s.duration_ms)),
         fmt_ms(dw),
         fmt_ms(scpu),
@@ -529,15 +529,6 @@ pub fn flush_verdict(f: &flush::Results) -> (String, String) {
         fmt_int(biggest.map(|r| r.keys_per_s()).unwrap_or(f64::NAN)),
         if ceiling < 0.8 { ": on this data Redis's own extra work alone rules out 0.8×" } else { "; what could close the gap is overlapping the next SCAN with the current one's UNLINK and decode (the client pipelining deeper), not bigger commands" }
     );
-    if let Some(p) = f.rows.iter().find(|r| r.method.starts_with("prototype")) {
-        let _ = write!(
-            detail,
-            "The prototype row (one short EVAL per batch doing SCAN + UNLINK inside Redis, so no key crosses the wire) \
-             reaches {:.2}× with a worst PING of {}. ",
-            p.keys_per_s() / sk,
-            fmt_ms(max(&p.ping_worst_ms))
-        );
-    }
     let _ = write!(detail, "The sandbox playbook's second pattern (`idempotent:*`) costs a second full SCAN of the keyspace, hence its slower row.");
     (verdict, detail)
 }
