@@ -29,6 +29,24 @@ async fn wait_outcome(w: &World, id: &str, limit: Duration) -> String {
     }
 }
 
+/// Sends a generic firing alert with the webhook token; returns the answer's JSON.
+async fn fire(s: &Served, summary: &str) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .post(format!("{}/webhooks/generic", s.url))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .json(&serde_json::json!({ "summary": summary }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json().await.unwrap()
+}
+
+/// Fires an alert and returns the incident it opened.
+async fn open_incident(s: &Served) -> String {
+    fire(s, "redis down").await["alerts"][0]["incident"].as_str().expect("an incident was opened").to_string()
+}
+
 const FAST: &[(&str, &str)] = &[("verify_window: 15s", "verify_window: 4s"), ("verify_interval: 500ms", "verify_interval: 200ms")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,15 +161,7 @@ async fn paused_failover_journals_alerts_without_opening_incidents() {
     let s = w.serve(FAST, false).await;
     s.daemon.exec.journal.set_setting("paused", "1", "test", chrono::Utc::now()).await.unwrap();
     let client = reqwest::Client::new();
-    let r = client
-        .post(format!("{}/webhooks/generic", s.url))
-        .bearer_auth(WEBHOOK_TOKEN)
-        .json(&serde_json::json!({"summary": "redis down"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let v: serde_json::Value = r.json().await.unwrap();
+    let v = fire(&s, "redis down").await;
     assert_eq!(v["alerts"][0]["disposition"], "paused");
     assert_eq!(incident_count(&w).await, 0);
     let m = client.get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
@@ -177,13 +187,8 @@ async fn approvals_over_http_refuse_strangers_and_count_allowed_people() {
         .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
     let id = v["alerts"][0]["incident"].as_str().unwrap().to_string();
+    wait_state(&w, &id, &["awaiting_approval"], Duration::from_secs(30)).await;
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
-    wait_until(Duration::from_secs(30), "the flush gate", || {
-        let j = j.clone();
-        let id = id.clone();
-        async move { j.incident(&id).await.unwrap().state == "awaiting_approval" }
-    })
-    .await;
 
     let r = client.post(format!("{}/incidents/{id}/approve", s.url)).json(&serde_json::json!({"comment": "lgtm"})).send().await.unwrap();
     assert_eq!(r.status(), 401, "no approver token");
@@ -235,16 +240,7 @@ async fn an_approval_that_never_comes_escalates_when_the_ttl_expires() {
     edits.push(("  steps: []", "  steps: [flush]"));
     edits.push(("  ttl: 10m", "  ttl: 2s"));
     let s = w.serve(&edits, false).await;
-    let client = reqwest::Client::new();
-    let r = client
-        .post(format!("{}/webhooks/generic", s.url))
-        .bearer_auth(WEBHOOK_TOKEN)
-        .json(&serde_json::json!({"summary": "redis down"}))
-        .send()
-        .await
-        .unwrap();
-    let v: serde_json::Value = r.json().await.unwrap();
-    let id = v["alerts"][0]["incident"].as_str().unwrap().to_string();
+    let id = open_incident(&s).await;
     assert_eq!(wait_outcome(&w, &id, Duration::from_secs(30)).await, "escalated");
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
     let t = j.transitions(&id).await.unwrap();
@@ -253,14 +249,7 @@ async fn an_approval_that_never_comes_escalates_when_the_ttl_expires() {
     assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.primary.url()), "the platform holds the original URL again");
     assert_eq!(w.sandbox.platform().stats().deploy_count, 0, "the backup was never deployed, so nothing to redeploy");
     // The cooldown after it: a new alert is journaled and starts nothing.
-    let r = client
-        .post(format!("{}/webhooks/generic", s.url))
-        .bearer_auth(WEBHOOK_TOKEN)
-        .json(&serde_json::json!({"summary": "still down"}))
-        .send()
-        .await
-        .unwrap();
-    let v: serde_json::Value = r.json().await.unwrap();
+    let v = fire(&s, "still down").await;
     assert_eq!(v["alerts"][0]["disposition"], "cooldown");
     assert_eq!(incident_count(&w).await, 1);
 }
@@ -318,22 +307,8 @@ async fn a_second_process_cannot_drive_an_incident_that_serve_drives() {
     edits.push(("  steps: []", "  steps: [flush]"));
     let s = w.serve(&edits, false).await;
     let client = reqwest::Client::new();
-    let r = client
-        .post(format!("{}/webhooks/generic", s.url))
-        .bearer_auth(WEBHOOK_TOKEN)
-        .json(&serde_json::json!({"summary": "redis down"}))
-        .send()
-        .await
-        .unwrap();
-    let v: serde_json::Value = r.json().await.unwrap();
-    let id = v["alerts"][0]["incident"].as_str().unwrap().to_string();
-    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
-    wait_until(Duration::from_secs(30), "the flush gate", || {
-        let j = j.clone();
-        let id = id.clone();
-        async move { j.incident(&id).await.unwrap().state == "awaiting_approval" }
-    })
-    .await;
+    let id = open_incident(&s).await;
+    wait_state(&w, &id, &["awaiting_approval"], Duration::from_secs(30)).await;
     let playbook = w.playbook_file(&edits);
     let cli = |args: Vec<String>| {
         let w = &w;
