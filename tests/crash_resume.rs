@@ -128,6 +128,7 @@ macro_rules! crash_tests {
 }
 
 crash_tests! {
+    killed_in_detect: "state:detect", Scenario::Failover;
     killed_in_confirm: "state:confirm", Scenario::Failover;
     killed_in_assess: "state:assess", Scenario::Failover;
     killed_in_switch: "state:switch", Scenario::Failover;

@@ -163,6 +163,8 @@ impl Executor {
         };
         let id = self.journal_retry(|| self.journal.create_incident(&new, &machine, self.now())).await?;
         self.journal_retry(|| self.journal.claim(&id, self.now())).await?;
+        // Detect is the state the incident is created in, not entered by a transition.
+        self.crash_point("state:detect");
         self.feed(&id, &mut machine, Event::Trigger { source: source.to_string(), detail: detail.to_string() }).await?;
         Ok(id)
     }
