@@ -55,7 +55,9 @@ impl Daemon {
         let journal = &self.exec.journal;
         let target = self.exec.target();
         let mut out = Vec::with_capacity(alerts.len());
-        for a in alerts {
+        for mut a in alerts {
+            // Alert text comes from outside; it may quote a connection string.
+            a.summary = self.exec.redact_text(&a.summary);
             let record = NewAlert {
                 source: source.to_string(),
                 fingerprint: a.fingerprint.clone(),

@@ -215,6 +215,13 @@ impl Executor {
         }
     }
 
+    /// `text` with every known secret and URL password masked: for text from outside
+    /// (alert summaries) before it is journaled.
+    pub fn redact_text(&self, text: &str) -> String {
+        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        crate::platform::retry::redact(text, &secrets)
+    }
+
     /// The event with every known secret and URL password masked in its text.
     fn redacted(&self, event: Event) -> Event {
         let Ok(json) = serde_json::to_string(&event) else { return event };
