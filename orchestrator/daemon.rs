@@ -23,6 +23,7 @@ pub struct Daemon {
     running: Mutex<HashSet<String>>,
     /// Incidents refused for resume (changed playbook): reported once, not every round.
     refused: Mutex<HashSet<String>>,
+    platform_cache: Mutex<Option<(std::time::Instant, bool)>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -43,6 +44,7 @@ impl Daemon {
             intake: tokio::sync::Mutex::new(()),
             running: Mutex::new(HashSet::new()),
             refused: Mutex::new(HashSet::new()),
+            platform_cache: Mutex::new(None),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
             shutdown,
         })
@@ -75,7 +77,7 @@ impl Daemon {
                 ("paused", None)
             } else if let Some((closed, outcome, hash)) = journal.last_closed_for(&target).await? {
                 let cooldown = chrono::Duration::from_std(self.exec.playbook.cooldown).unwrap_or_default();
-                if outcome == "recovered" && hash == self.exec.playbook.hash {
+                if outcome == "recovered" && hash == self.exec.playbook.hash && self.platform_holds_backup().await {
                     // The playbook's primary is no longer what the service uses: a second
                     // failover under the same playbook would flush the live Redis.
                     tracing::warn!(target = %target, "alert after a completed failover: update the playbook (swap primary and backup); no automatic failover until then");
@@ -95,9 +97,33 @@ impl Daemon {
         Ok(out)
     }
 
+    /// Whether the platform holds the backup URL (the service was failed over and
+    /// nobody moved it back). Cached briefly: a storm must not become a storm of
+    /// platform API calls. "Could not tell" is `false`: the incident's preflight asks
+    /// again and escalates to a person.
+    async fn platform_holds_backup(&self) -> bool {
+        const FRESH: Duration = Duration::from_secs(30);
+        if let Some((at, holds)) = *self.platform_cache.lock().expect("platform cache") {
+            if at.elapsed() < FRESH {
+                return holds;
+            }
+        }
+        let pb = &self.exec.playbook;
+        let holds = matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.exec.ports.platform.read_url()).await,
+            Ok(Ok(Some(v))) if v == pb.redis.backup.expose()
+        );
+        *self.platform_cache.lock().expect("platform cache") = Some((std::time::Instant::now(), holds));
+        holds
+    }
+
     async fn open_and_spawn(self: &Arc<Self>, source: &str, summary: &str) -> Result<(&'static str, Option<String>), JournalError> {
         let id = match self.exec.open(source, summary).await {
             Ok(id) => id,
+            // Another process (`orchestrator run`) opened one a moment ago: join it.
+            Err(crate::executor::ExecError::Journal(JournalError::AlreadyOpen(target))) => {
+                return Ok(("attached", self.exec.journal.open_incident_for(&target).await?.map(|i| i.id)));
+            }
             Err(crate::executor::ExecError::Journal(e)) => return Err(e),
             Err(e) => return Err(JournalError::Corrupt(e.to_string())),
         };
@@ -163,7 +189,13 @@ impl Daemon {
             if *self.shutdown.borrow() {
                 return;
             }
-            match self.resume_open().await {
+            // Under the intake lock: an incident intake is opening right now is not
+            // "nobody's" yet.
+            let adopted = {
+                let _intake = self.intake.lock().await;
+                self.resume_open().await
+            };
+            match adopted {
                 Ok(ids) if !ids.is_empty() => tracing::info!(?ids, "adopted open incidents"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not list open incidents; retrying"),
@@ -187,6 +219,7 @@ impl Daemon {
             return;
         }
         let mut conditions = crate::watch::Conditions::new(pb.watch.clone());
+        let mut blocked: std::collections::HashMap<&'static str, tokio::time::Instant> = Default::default();
         let started = tokio::time::Instant::now();
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -208,11 +241,30 @@ impl Daemon {
             for b in breaches.into_iter().filter(|_| open.is_none()) {
                 let fingerprint = b.fingerprint;
                 let alert = IncomingAlert { firing: true, fingerprint: fingerprint.into(), summary: b.summary };
-                if let Err(e) = self.intake("watch", vec![alert]).await {
-                    tracing::error!(error = %e, "watch loop could not journal its alert; retrying next round");
-                    conditions.rearm(fingerprint);
+                match self.intake("watch", vec![alert]).await {
+                    Err(e) => {
+                        tracing::error!(error = %e, "watch loop could not journal its alert; retrying next round");
+                        conditions.rearm(fingerprint);
+                    }
+                    // Held back only for now (paused, cooling down): raise it again a
+                    // little later (12 rounds, at most a minute) if it still holds, so it
+                    // is not lost when the block ends.
+                    Ok(d) if d.iter().any(|d| d.disposition == "paused" || d.disposition == "cooldown") => {
+                        let retry = (pb.watch.interval * 12).min(Duration::from_secs(60));
+                        blocked.insert(fingerprint, tokio::time::Instant::now() + retry);
+                    }
+                    Ok(_) => {}
                 }
             }
+            let now = tokio::time::Instant::now();
+            blocked.retain(|fingerprint, until| {
+                if now >= *until {
+                    conditions.rearm(fingerprint);
+                    false
+                } else {
+                    true
+                }
+            });
             tokio::select! {
                 _ = tokio::time::sleep(pb.watch.interval) => {}
                 _ = shutdown.changed() => return,

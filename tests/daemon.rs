@@ -337,3 +337,33 @@ async fn a_second_process_cannot_drive_an_incident_that_serve_drives() {
     assert_eq!(w.sandbox.platform().stats().deploy_count, 1);
     assert_eq!(incident_count(&w).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_held_back_by_pause_is_raised_again_after_unpause() {
+    let w = World::start().await;
+    let mut edits = FAST.to_vec();
+    edits.push(("  interval: 1s", "  interval: 100ms"));
+    edits.push(("  ping_fail_for: 2s", "  ping_fail_for: 300ms"));
+    let s = w.serve(&edits, true).await;
+    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
+    j.set_setting("paused", "1", "test", chrono::Utc::now()).await.unwrap();
+    w.primary.kill();
+    wait_until(Duration::from_secs(20), "the breach to be journaled as paused", || {
+        let j = j.clone();
+        async move {
+            let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE disposition = 'paused'").fetch_one(j.pool()).await.unwrap();
+            n.0 > 0
+        }
+    })
+    .await;
+    assert_eq!(incident_count(&w).await, 0, "paused: nothing opened");
+    j.set_setting("paused", "0", "test", chrono::Utc::now()).await.unwrap();
+    wait_until(Duration::from_secs(20), "an incident once unpaused", || {
+        let j = j.clone();
+        async move { !j.incidents(1).await.unwrap().is_empty() }
+    })
+    .await;
+    let id = j.incidents(1).await.unwrap()[0].id.clone();
+    assert_eq!(wait_outcome(&w, &id, Duration::from_secs(60)).await, "recovered");
+    drop(s);
+}

@@ -393,3 +393,36 @@ async fn an_abort_during_a_slow_deploy_rolls_back_without_waiting_for_the_deploy
     assert!(cmds[0].result.as_deref().unwrap().contains("deploy → rollback"), "{:?}", cmds[0].result);
     assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.primary.url()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_given_in_time_counts_even_when_applied_after_the_ttl() {
+    let w = World::start().await;
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let exec = w.executor(&edits(&[("  steps: []", "  steps: [flush]"), ("  ttl: 10m", "  ttl: 1s")])).await;
+    let id = exec.open("test", "late resume").await.unwrap();
+    assert_eq!(exec.run(&id).await.unwrap(), RunEnd::AwaitingApproval(orchestrator::model::Step::Flush));
+    exec.journal
+        .add_command(&id, orchestrator::journal::CommandKind::Approve, "oncall", "in time", "cli", chrono::Utc::now())
+        .await
+        .unwrap();
+    // Nobody resumes it until the TTL has passed (the point of the test is time passing).
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(exec.run(&id).await.unwrap(), RunEnd::Finished(Outcome::Recovered));
+
+    // An approval recorded after the TTL does not open the gate.
+    let w2 = World::start().await;
+    w2.primary.kill();
+    w2.service_sees_redis_down().await;
+    let exec2 = w2.executor(&edits(&[("  steps: []", "  steps: [flush]"), ("  ttl: 10m", "  ttl: 1s")])).await;
+    let id2 = exec2.open("test", "too late").await.unwrap();
+    assert_eq!(exec2.run(&id2).await.unwrap(), RunEnd::AwaitingApproval(orchestrator::model::Step::Flush));
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    exec2
+        .journal
+        .add_command(&id2, orchestrator::journal::CommandKind::Approve, "oncall", "too late", "cli", chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(exec2.run(&id2).await.unwrap(), RunEnd::Finished(Outcome::Escalated), "rolled back after expiry; the primary is still down");
+    assert_eq!(w2.sandbox.platform().stats().deploy_count, 0);
+}

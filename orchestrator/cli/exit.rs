@@ -36,4 +36,5 @@ pub const TABLE: &str = "Exit codes:
   5  escalated
   6  false alarm
   7  aborted
-  8  interrupted (resumable with `orchestrator resume ID`)";
+  8  interrupted (resumable with `orchestrator resume ID`)
+130  stopped at once by a second SIGINT/SIGTERM (resumable too)";

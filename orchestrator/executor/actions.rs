@@ -276,6 +276,18 @@ impl Executor {
                 });
             }
         }
+        // Nothing was deployed: the service never left the primary, so there is nothing
+        // to wait for. One look says whether it works again.
+        if !deployed_backup {
+            let (health, ping) = tokio::join!(self.ports.service.health(), self.ports.redis.check(primary, t.ping_timeout));
+            let ok = matches!(&health, Ok(h) if h.redis_status == "up") && ping.is_ok();
+            let detail = if ok {
+                format!("{primary} restored (the backup was never deployed); health up, primary answers")
+            } else {
+                format!("{primary} restored (the backup was never deployed), but the primary is still failing: a person must decide")
+            };
+            return Ok(Event::RollbackFinished { ok, detail });
+        }
         // Verify the original connection: health up and the primary answering.
         let started = tokio::time::Instant::now();
         loop {

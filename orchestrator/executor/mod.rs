@@ -105,6 +105,29 @@ pub struct Executor {
     secrets: Vec<String>,
     shutdown: watch::Receiver<bool>,
     notifications: Mutex<tokio::task::JoinSet<()>>,
+    /// Incidents whose claim another process took over while we drove them.
+    lost_claims: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// Aborts the lease renewal however a run ends (panic included), so a lease is never
+/// renewed for a driver that is gone.
+struct RenewGuard(Option<tokio::task::JoinHandle<()>>);
+
+impl RenewGuard {
+    async fn stop(mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for RenewGuard {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
 }
 
 impl Executor {
@@ -113,7 +136,16 @@ impl Executor {
     pub fn new(journal: Journal, ports: Ports, playbook: Arc<Playbook>, opts: ExecOptions, shutdown: watch::Receiver<bool>) -> Self {
         let journal = journal.owned_by(&crate::journal::process_owner());
         let secrets = playbook_secrets(&playbook);
-        Executor { journal, ports, playbook, opts, secrets, shutdown, notifications: Mutex::new(tokio::task::JoinSet::new()) }
+        Executor {
+            journal,
+            ports,
+            playbook,
+            opts,
+            secrets,
+            shutdown,
+            notifications: Mutex::new(tokio::task::JoinSet::new()),
+            lost_claims: Default::default(),
+        }
     }
 
     /// Kills the process with SIGKILL when `point` is the configured crash point: the
@@ -179,9 +211,10 @@ impl Executor {
 
     /// Feeds one event: the machine decides, the journal records, then the world hears.
     pub(crate) async fn feed(&self, id: &str, machine: &mut Machine, event: Event) -> Result<Decision, ExecError> {
-        let event = self.redacted(event);
         let before = machine.clone();
+        // The machine judges what was observed; the journal keeps it with secrets masked.
         let decision = machine.handle(&event);
+        let (event, decision) = (self.redacted(&event), self.redacted_decision(&decision));
         let at = self.now();
         let seq = match self.journal_retry(|| self.journal.record_decision(id, &event, &decision, machine, at)).await {
             Ok(seq) => seq,
@@ -222,15 +255,38 @@ impl Executor {
         crate::platform::retry::redact(text, &secrets)
     }
 
-    /// The event with every known secret and URL password masked in its text.
-    fn redacted(&self, event: Event) -> Event {
-        let Ok(json) = serde_json::to_string(&event) else { return event };
-        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        let clean = crate::platform::retry::redact(&json, &secrets);
-        if clean == json {
-            return event;
+    /// The event as it is journaled: every known secret and URL password masked in
+    /// its free-text fields (what was observed, details, comments). Only those: names,
+    /// tags and classes are the program's own words and must stay intact.
+    fn redacted(&self, event: &Event) -> Event {
+        fn walk(v: &mut serde_json::Value, clean: &dyn Fn(&str) -> String) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, child) in map.iter_mut() {
+                        match child {
+                            serde_json::Value::String(text) if matches!(k.as_str(), "detail" | "observed" | "comment" | "reason") => {
+                                *text = clean(text)
+                            }
+                            _ => walk(child, clean),
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, clean)),
+                _ => {}
+            }
         }
-        serde_json::from_str(&clean).unwrap_or(event)
+        let Ok(mut value) = serde_json::to_value(event) else { return event.clone() };
+        walk(&mut value, &|t| self.redact_text(t));
+        // Only string leaves changed, so the shape still deserialises.
+        serde_json::from_value(value).unwrap_or_else(|_| event.clone())
+    }
+
+    fn redacted_decision(&self, d: &Decision) -> Decision {
+        Decision {
+            note: d.note.as_deref().map(|n| self.redact_text(n)),
+            rejected: d.rejected.as_deref().map(|r| self.redact_text(r)),
+            ..d.clone()
+        }
     }
 
     /// Sends a notification in the background: journaled as an effect, bounded by the
@@ -298,9 +354,9 @@ impl Executor {
     /// transition and its command's verdict are journaled together.
     async fn apply_commands(&self, id: &str, machine: &mut Machine) -> Result<(), ExecError> {
         for cmd in self.journal.pending_commands(id).await? {
-            let event = self.redacted(cmd.to_event());
             let before = machine.clone();
-            let decision = machine.handle(&event);
+            let decision = machine.handle(&cmd.to_event());
+            let (event, decision) = (self.redacted(&cmd.to_event()), self.redacted_decision(&decision));
             let (accepted, result) = match &decision.rejected {
                 Some(reason) => (false, format!("refused: {reason}")),
                 None if decision.from.name() != decision.to.name() => (
@@ -336,6 +392,9 @@ impl Executor {
         let deadline = tokio::time::Instant::now() + d;
         let mut shutdown = self.shutdown.clone();
         loop {
+            if self.lost_claims.lock().expect("lost claims").contains(id) {
+                return Err(ExecError::Journal(crate::journal::JournalError::LeaseLost(id.to_string())));
+            }
             if self.shutting_down() || !self.journal.pending_commands(id).await?.is_empty() {
                 return Ok(true);
             }
@@ -386,21 +445,32 @@ impl Executor {
         // give it up however the run ends (a SIGKILL leaves it to lapse, or to be taken
         // over at once by the next process on this host).
         self.journal_retry(|| self.journal.claim(id, self.now())).await?;
-        let renew = {
+        self.lost_claims.lock().expect("lost claims").remove(id);
+        let renew = RenewGuard(Some({
             let journal = self.journal.clone();
             let clock = self.ports.clock.clone();
+            let lost = self.lost_claims.clone();
             let id = id.to_string();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(crate::journal::LEASE / 6).await;
-                    if let Err(e) = journal.claim(&id, clock.now()).await {
-                        tracing::warn!(incident = %id, error = %e, "could not renew the claim on the incident");
+                    match journal.renew(&id, clock.now()).await {
+                        Ok(()) => {}
+                        Err(crate::journal::JournalError::LeaseLost(_)) => {
+                            // Someone else drives it now: stop at the next wait, not at
+                            // the next journal write minutes later.
+                            tracing::error!(incident = %id, "the claim on the incident was taken over; stopping");
+                            lost.lock().expect("lost claims").insert(id.clone());
+                            return;
+                        }
+                        Err(e) => tracing::warn!(incident = %id, error = %e, "could not renew the claim on the incident"),
                     }
                 }
             })
-        };
+        }));
         let result = self.drive(id).await;
-        renew.abort();
+        // Stop renewing (and wait for a renewal in flight) before releasing.
+        renew.stop().await;
         if let Err(e) = self.journal.release(id).await {
             tracing::warn!(incident = id, error = %e, "could not release the claim; it lapses on its own");
         }
@@ -468,7 +538,19 @@ impl Executor {
         }
         let (entered, _) = self.entered_at(id, machine.state()).await?;
         let ttl = chrono::Duration::from_std(self.playbook.approvals.ttl).unwrap_or(chrono::Duration::MAX);
-        if self.now() >= entered + ttl {
+        let expires = entered + ttl;
+        if self.now() < expires {
+            return Ok(());
+        }
+        // A decision given in time counts even if it is applied late (the driving
+        // process was down, or `resume` ran after the TTL): apply those first.
+        let in_time = self
+            .journal
+            .pending_commands(id)
+            .await?
+            .iter()
+            .any(|c| crate::journal::parse_ts(&c.at).map(|at| at < expires).unwrap_or(false));
+        if !in_time {
             self.feed(id, machine, Event::ApprovalExpired).await?;
         }
         Ok(())

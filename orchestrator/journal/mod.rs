@@ -94,26 +94,44 @@ pub struct Journal {
 /// How long a claim on an incident lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(30);
 
-/// This process, as it appears in `incidents.owner`.
+/// This process, as it appears in `incidents.owner`: `host:pidns:pid:nonce`. The PID
+/// namespace makes "that pid is gone" meaningful only where it is (two containers
+/// may share a hostname); the nonce tells a recycled pid from the original.
 pub fn process_owner() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
-        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).to_string()
-    } else {
-        "localhost".to_string()
-    };
-    format!("{host}:{}", std::process::id())
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER
+        .get_or_init(|| {
+            let mut buf = [0u8; 256];
+            // SAFETY: gethostname writes at most buf.len() bytes into buf.
+            let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+                let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+                String::from_utf8_lossy(&buf[..end]).to_string()
+            } else {
+                "localhost".to_string()
+            };
+            format!("{host}:{}:{}:{:08x}", pid_namespace(), std::process::id(), rand::random::<u32>())
+        })
+        .clone()
 }
 
-/// Whether `owner` (host:pid) is a process on this host that no longer exists.
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.to_string_lossy().trim_start_matches("pid:[").trim_end_matches(']').to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Whether `owner` is a process in this host's PID namespace that no longer exists.
 fn owner_is_dead_here(owner: &str) -> bool {
     let me = process_owner();
-    let (Some((host, pid)), Some((my_host, _))) = (owner.rsplit_once(':'), me.rsplit_once(':')) else { return false };
-    let Ok(pid) = pid.parse::<i32>() else { return false };
+    let theirs: Vec<&str> = owner.rsplitn(4, ':').collect(); // nonce, pid, pidns, host
+    let mine: Vec<&str> = me.rsplitn(4, ':').collect();
+    if theirs.len() != 4 || mine.len() != 4 || theirs[3] != mine[3] || theirs[2] != mine[2] || theirs[2] == "?" {
+        return false;
+    }
+    let Ok(pid) = theirs[1].parse::<i32>() else { return false };
     // SAFETY: kill with signal 0 only checks whether the process exists.
-    host == my_host && unsafe { libc::kill(pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    let gone = unsafe { libc::kill(pid, 0) } != 0;
+    gone && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// How long a writer waits for another writer's lock before giving up with `Busy`.
@@ -219,6 +237,26 @@ impl Journal {
         Err(JournalError::HeldBy { id: id.to_string(), owner, until: lease.unwrap_or_default() })
     }
 
+    /// Extends this owner's lease; never takes a claim that is not already ours (a
+    /// renewal that lands after a release must not re-claim). `LeaseLost` when the
+    /// incident is no longer ours.
+    pub async fn renew(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        let Some(me) = self.owner.clone() else { return Ok(()) };
+        let _write = self.writes.lock().await;
+        let until = ts(now + chrono::Duration::from_std(LEASE).unwrap_or_default());
+        let renewed = sqlx::query("UPDATE incidents SET lease_until = ? WHERE id = ? AND owner = ?")
+            .bind(until)
+            .bind(id)
+            .bind(&*me)
+            .execute(&self.pool)
+            .await?;
+        if renewed.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(JournalError::LeaseLost(id.to_string()))
+        }
+    }
+
     /// Gives the claim up (at a gate, at the end, at shutdown).
     pub async fn release(&self, id: &str) -> Result<()> {
         let Some(me) = self.owner.clone() else { return Ok(()) };
@@ -255,9 +293,12 @@ impl Journal {
     pub async fn create_incident(&self, new: &NewIncident, machine: &Machine, at: DateTime<Utc>) -> Result<String> {
         let _write = self.writes.lock().await;
         let id = format!("inc-{}-{:04x}", at.format("%Y%m%dT%H%M%S"), rand::random::<u16>());
+        // Claimed from its first instant (when this journal has an owner): no other
+        // process can adopt it between its creation and its trigger.
+        let lease = self.owner.as_ref().map(|_| ts(at + chrono::Duration::from_std(LEASE).unwrap_or_default()));
         sqlx::query(
-            "INSERT INTO incidents (id, playbook_name, playbook_path, playbook_hash, target, state, machine, opened_at, trigger_source, trigger_detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO incidents (id, playbook_name, playbook_path, playbook_hash, target, state, machine, opened_at, trigger_source, trigger_detail, owner, lease_until)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(&new.playbook_name)
@@ -269,6 +310,8 @@ impl Journal {
         .bind(ts(at))
         .bind(&new.trigger_source)
         .bind(&new.trigger_detail)
+        .bind(self.owner.as_deref())
+        .bind(lease)
         .execute(&self.pool)
         .await
         .map_err(|e| match &e {

@@ -99,10 +99,12 @@ pub async fn run(url: &RedisUrl, plan: &FlushPlan, progress: ProgressFn<'_>) -> 
 
 type Reply<T> = JoinHandle<Result<T, RedisFailure>>;
 
-/// One flush step inside Redis: one SCAN with the pattern and COUNT, then UNLINK of
+/// One flush step inside Redis (`replicate_commands` lets Redis 3.2–4 write after the
+/// non-deterministic SCAN; later versions always do): one SCAN with the pattern and COUNT, then UNLINK of
 /// exactly the keys it returned (in chunks, as Lua's `unpack` is bounded). Returns
 /// `{next cursor, keys unlinked, keys returned}`. Bounded work, like a plain SCAN.
 const SWEEP_STEP: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
 local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local keys = r[2]
 local n = 0
