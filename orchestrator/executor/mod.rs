@@ -193,8 +193,8 @@ impl Executor {
             trigger_source: source.to_string(),
             trigger_detail: detail.to_string(),
         };
+        // Created already claimed by this process (the executor's journal has an owner).
         let id = self.journal_retry(|| self.journal.create_incident(&new, &machine, self.now())).await?;
-        self.journal_retry(|| self.journal.claim(&id, self.now())).await?;
         // Detect is the state the incident is created in, not entered by a transition.
         self.crash_point("state:detect");
         self.feed(&id, &mut machine, Event::Trigger { source: source.to_string(), detail: detail.to_string() }).await?;
