@@ -1,0 +1,150 @@
+'use strict';
+// The service's Redis side, wired the way a production NestJS + BullMQ service wires
+// it: a health connection that fails fast (no offline queue), a queue connection with
+// ioredis's command timeout, one BullMQ Queue and Worker per queue, every Redis error
+// event logged. Nothing here is made faster or cleaner than in production: start-up
+// errors, timeouts and reconnect backoffs are ioredis's and BullMQ's own.
+
+const IORedis = require('ioredis');
+const { Queue, Worker, Job } = require('bullmq');
+
+class Runtime {
+  constructor(cfg, logs) {
+    this.cfg = cfg;
+    this.logs = logs;
+
+    // Health: the offline queue is off so a PING while the connection is not ready
+    // fails at once ("Stream isn't writeable ...") instead of waiting for a reconnect,
+    // which is how health indicators in real services are set up.
+    this.health = new IORedis(cfg.redisUrl, {
+      enableOfflineQueue: false,
+      commandTimeout: cfg.commandTimeoutMs,
+      connectionName: 'health',
+    });
+    this.watch(this.health, 'Redis[health]');
+
+    // Queues: the offline queue stays on (BullMQ's producer side needs it), so a call
+    // while Redis is down waits for a reconnect until the command timeout fires.
+    this.queueConn = new IORedis(cfg.redisUrl, {
+      commandTimeout: cfg.commandTimeoutMs,
+      connectionName: 'queues',
+    });
+    this.watch(this.queueConn, 'Redis[queues]');
+
+    this.queues = new Map();
+    for (const name of cfg.queues) {
+      const q = new Queue(name, { connection: this.queueConn });
+      // The Queue re-emits its connection's errors; `watch` above already logs them once.
+      q.on('error', () => {});
+      this.queues.set(name, q);
+    }
+
+    // Workers get their own connections from BullMQ (with its defaults: no command
+    // timeout, maxRetriesPerRequest null, its exponential reconnect backoff). With
+    // workers disabled they still connect (`autorun: false`) but never take a job:
+    // the "workers connected but processing nothing" failure after a failover.
+    this.workers = [];
+    for (const name of cfg.queues) {
+      const w = new Worker(name, (job) => this.process(name, job), {
+        connection: { url: cfg.redisUrl, connectionName: `worker:${name}` },
+        concurrency: cfg.concurrency,
+        autorun: cfg.workersEnabled,
+      });
+      w.on('error', (err) => logs.error(`Worker[${name}]`, `Worker error: ${err.message}`));
+      w.on('failed', (job, err) => {
+        if (job) logs.warn(`Worker[${name}]`, `Job ${job.id} in queue ${name} failed: ${err.message}`);
+      });
+      this.workers.push(w);
+    }
+
+    this.monitor = setInterval(() => this.pingOnce(), cfg.pingIntervalMs);
+    // The first PING goes out now, before the connection can be ready: production
+    // services log exactly this error at every start.
+    this.pingOnce();
+  }
+
+  /** Logs a connection's lifecycle and every `error` event (e.g. ECONNREFUSED). */
+  watch(client, context) {
+    client.on('error', (err) => this.logs.error(context, `Redis connection error: ${err.message}`));
+    client.on('ready', () => this.logs.info(context, 'Redis connection ready'));
+    client.on('reconnecting', (ms) => this.logs.warn(context, `Redis reconnecting in ${ms} ms`));
+  }
+
+  pingOnce() {
+    this.health.ping().catch((err) => this.logs.error('RedisMonitor', `Redis ping failed: ${err.message}`));
+  }
+
+  async process(queue, job) {
+    await new Promise((r) => setTimeout(r, this.cfg.jobMs));
+    if (job.data && job.data.fail === true) {
+      throw new Error(job.data.failReason || 'Job failed: payload asked to fail');
+    }
+    return { ok: true, queue, processedBy: `Worker[${queue}]` };
+  }
+
+  /** PING on the health connection; rejects with ioredis's error. */
+  ping() {
+    return this.health.ping();
+  }
+
+  /** Per-queue counts; `waiting` includes paused and prioritized, as the sandbox's. */
+  async counts() {
+    const out = [];
+    for (const [name, q] of this.queues) {
+      const c = await q.getJobCounts('waiting', 'paused', 'prioritized', 'active', 'completed', 'failed');
+      out.push([name, { waiting: c.waiting + c.paused + c.prioritized, active: c.active, completed: c.completed, failed: c.failed }]);
+    }
+    return out;
+  }
+
+  async add(queue, name, data) {
+    const job = await this.queues.get(queue).add(name, data);
+    return String(job.id);
+  }
+
+  /** The job's state in the sandbox's shape (`unknown` when the job does not exist). */
+  async jobInfo(queue, id) {
+    const q = this.queues.get(queue);
+    const job = await Job.fromId(q, id);
+    if (!job) {
+      return { id, queue, state: 'unknown', name: null, timestamp: null, processedOn: null, finishedOn: null };
+    }
+    let state = await job.getState();
+    // The sandbox reports the waiting family as one state.
+    if (state === 'prioritized' || state === 'paused') state = 'waiting';
+    const info = {
+      id,
+      queue,
+      state,
+      name: job.name ?? null,
+      timestamp: job.timestamp ?? null,
+      processedOn: job.processedOn ?? null,
+      finishedOn: job.finishedOn ?? null,
+    };
+    if (job.failedReason) info.failedReason = job.failedReason;
+    if (job.returnvalue !== undefined && job.returnvalue !== null) info.returnvalue = job.returnvalue;
+    return info;
+  }
+
+  /**
+   * Graceful close: workers finish their current jobs, queues close, connections
+   * quit. A Redis that is down or frozen can make that wait forever, so the caller
+   * bounds it and exits regardless.
+   */
+  async close() {
+    clearInterval(this.monitor);
+    await Promise.allSettled(this.workers.map((w) => w.close()));
+    await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
+    await Promise.allSettled([this.health.quit(), this.queueConn.quit()]);
+  }
+
+  /** Drops every connection at once (after the grace of `close`). */
+  disconnect() {
+    for (const w of this.workers) w.disconnect().catch(() => {});
+    for (const q of this.queues.values()) q.disconnect().catch(() => {});
+    this.health.disconnect();
+    this.queueConn.disconnect();
+  }
+}
+
+module.exports = { Runtime };
