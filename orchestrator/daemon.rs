@@ -222,16 +222,56 @@ impl Daemon {
         let mut blocked: std::collections::HashMap<&'static str, tokio::time::Instant> = Default::default();
         let started = tokio::time::Instant::now();
         let mut shutdown = self.shutdown.clone();
+        // The service's queue metrics are read by a task of their own: a real service
+        // can take ioredis's whole timeout to answer while Redis is down, and that must
+        // never delay the Redis probe, which is what detects the failure.
+        let latest_queue: Arc<Mutex<Option<(u64, u64)>>> = Arc::default();
+        let reader = {
+            let (me, latest, every) = (self.clone(), latest_queue.clone(), pb.watch.interval);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Ok(m) = me.exec.ports.service.queue_metrics().await {
+                        *latest.lock().expect("queue sample") = Some((m.waiting_jobs, m.failed_jobs));
+                    }
+                }
+            })
+        };
+        struct AbortOnDrop(tokio::task::JoinHandle<()>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let _reader = AbortOnDrop(reader);
+        // Rounds on a fixed clock: a slow probe (a frozen Redis takes the whole ping
+        // timeout) does not push the next one back by its own length.
+        let mut tick = tokio::time::interval(pb.watch.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let (ping, metrics) = tokio::join!(
-                self.exec.ports.redis.check(&pb.redis.primary, pb.thresholds.ping_timeout),
-                self.exec.ports.service.queue_metrics()
-            );
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let ping = self.exec.ports.redis.check(&pb.redis.primary, pb.thresholds.ping_timeout).await;
+            // Our own trouble (out of descriptors, memory, no route of our own) says
+            // nothing about Redis: report it as ours and judge nothing this round.
+            if let Err(f) = &ping {
+                if f.class == crate::model::FailureClass::Local {
+                    crate::selfcheck::report(&f.message);
+                    continue;
+                }
+            }
             self.metrics.probe(ping.as_ref().ok().copied());
             let sample = crate::watch::Sample {
                 at: started.elapsed(),
                 ping: ping.map_err(|f| f.to_string()),
-                queue: metrics.ok().map(|m| (m.waiting_jobs, m.failed_jobs)),
+                queue: latest_queue.lock().expect("queue sample").take(),
             };
             // While an incident is open, new breaches are noted but not journaled: that
             // incident is already the answer.
@@ -265,13 +305,6 @@ impl Daemon {
                     true
                 }
             });
-            tokio::select! {
-                _ = tokio::time::sleep(pb.watch.interval) => {}
-                _ = shutdown.changed() => return,
-            }
-            if *self.shutdown.borrow() {
-                return;
-            }
         }
     }
 }

@@ -13,13 +13,18 @@ pub struct CheckReport {
 
 pub async fn check(pb: &Playbook, ports: &Ports) -> CheckReport {
     let probes = Probes { pb, ports };
-    let confirm = probes.confirm_checklist().await;
+    // Every item is awaited: this is a report, not a decision.
+    let confirm = probes.confirm_checklist(false).await;
     let (class, preflight) = match probes.assess().await {
-        Event::Assessed { class, detail, preflight } => (Some(format!("{class} ({detail})")), preflight),
+        // A primary that answers has no failure to classify: say so, not "unknown".
+        Event::Assessed { primary_answers: true, preflight, .. } => {
+            (Some(format!("none: the primary {} answers PING and a write now", pb.redis.primary)), preflight)
+        }
+        Event::Assessed { class, detail, preflight, .. } => (Some(format!("{class} ({detail})")), preflight),
         _ => (None, vec![]),
     };
     let since = ports.clock.now() - chrono::Duration::minutes(5);
-    let recovery = probes.recovery_checklist("dry-run", since, 1, false).await;
+    let recovery = probes.recovery_checklist("dry-run", since, "5 minutes ago (no deploy in a dry run)", 1, false).await;
     let mut flush = Vec::new();
     if pb.flush.mode == crate::model::FlushMode::Selective {
         let plan = FlushPlan {
@@ -68,7 +73,7 @@ impl CheckReport {
             let _ = writeln!(out);
         }
         if let Some(c) = &self.class {
-            let _ = writeln!(out, "If the primary failed now, it would be classified: {c}");
+            let _ = writeln!(out, "Failure class of the primary now: {c}");
         }
         out
     }

@@ -19,6 +19,7 @@ pub mod playbook;
 pub mod ports;
 pub mod probe;
 pub mod secret;
+pub mod selfcheck;
 pub mod server;
 pub mod service;
 pub mod watch;

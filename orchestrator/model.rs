@@ -46,7 +46,14 @@ named_enum!(
         MaxClients => "max_clients",
         Loading => "loading",
         ReadOnly => "read_only",
+        /// The server answers `-BUSY`: a long script or module command holds it. It is
+        /// working, not dead: a failover would abandon a primary that will answer again.
+        Busy => "busy",
         Unknown => "unknown",
+        /// The orchestrator's own trouble (out of file descriptors or memory, no route
+        /// because its own network is down): never evidence that Redis failed, and not
+        /// a class a playbook can act on.
+        Local => "local",
     }
 );
 
@@ -55,6 +62,9 @@ named_enum!(
     Action {
         Failover => "failover",
         Escalate => "escalate",
+        /// Wait and re-sample (for `busy` and `loading`: the server is working), then
+        /// escalate if it still does not answer. Never a failover.
+        Wait => "wait",
     }
 );
 
@@ -114,5 +124,8 @@ named_enum!(
         FalseAlarm => "false_alarm",
         Escalated => "escalated",
         Aborted => "aborted",
+        /// Rolling back could not help (the primary is dead): nothing more was written or
+        /// deployed, the service stays where it is best off, and a person is paged.
+        Held => "held",
     }
 );

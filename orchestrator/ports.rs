@@ -192,6 +192,9 @@ pub enum DeployPhase {
     Live,
     Failed,
     Canceled,
+    /// Replaced by a newer deploy before (or after) it went live (Render's
+    /// `deactivated`): not a failure; the deploy that replaced it is followed instead.
+    Superseded,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

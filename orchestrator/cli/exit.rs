@@ -16,6 +16,9 @@ pub const FALSE_ALARM: i32 = 6;
 pub const ABORTED: i32 = 7;
 /// Stopped by a signal mid-incident; `orchestrator resume ID` continues it.
 pub const INTERRUPTED: i32 = 8;
+/// Held: a rollback could not help (the primary is dead), so nothing more was changed;
+/// the service stays where it is best off and a person must decide.
+pub const HELD: i32 = 9;
 
 pub fn for_outcome(o: Outcome) -> i32 {
     match o {
@@ -24,6 +27,7 @@ pub fn for_outcome(o: Outcome) -> i32 {
         Outcome::Escalated => ESCALATED,
         Outcome::FalseAlarm => FALSE_ALARM,
         Outcome::Aborted => ABORTED,
+        Outcome::Held => HELD,
     }
 }
 
@@ -37,4 +41,5 @@ pub const TABLE: &str = "Exit codes:
   6  false alarm
   7  aborted
   8  interrupted (resumable with `orchestrator resume ID`)
+  9  held (rollback could not help: the primary is dead; nothing more changed, page a person)
 130  stopped at once by a second SIGINT/SIGTERM (resumable too)";

@@ -142,10 +142,11 @@ impl Executor {
 
     /// Starts a deploy once per key (reconciling by the platform's deploy list after a
     /// crash), then polls it until it is live, failed, or the deploy timeout passes.
-    async fn deploy_once(&self, id: &str, key: &str) -> Result<(DeployStatus, Option<String>, String), ExecError> {
+    async fn deploy_once(&self, id: &str, key: &str, point: &str) -> Result<(DeployStatus, Option<String>, String), ExecError> {
         let platform = &self.ports.platform;
         let done = self
-            .once(
+            .once_as(
+                point,
                 id,
                 key,
                 "deploy",
@@ -191,7 +192,7 @@ impl Executor {
                 format!("deploy could not be started: {}", done.result["error"].as_str().unwrap_or("unknown")),
             ));
         }
-        let deploy_id = done.result["deploy_id"].as_str().unwrap_or_default().to_string();
+        let mut deploy_id = done.result["deploy_id"].as_str().unwrap_or_default().to_string();
         // Platforms whose deploy finishes synchronously (env-file's restart command)
         // answered with a final phase already; after a restart they may not know the
         // id any more, so do not poll for it.
@@ -206,9 +207,34 @@ impl Executor {
         let started = self.journal.effect(key).await?.and_then(|e| crate::journal::parse_ts(&e.intent_at)).unwrap_or_else(|| self.now());
         let timeout = self.playbook.thresholds.deploy_timeout;
         let mut last_status;
+        let ours = deploy_id.clone();
         loop {
             let elapsed = (self.now() - started).to_std().unwrap_or_default();
             match platform.deploy_status(&deploy_id).await {
+                // A newer deploy replaced ours (someone deployed meanwhile, or the
+                // platform coalesced them): it carries the env var as it is now, so
+                // follow it instead of calling ours a failure.
+                Ok(DeployInfo { phase: DeployPhase::Superseded, .. }) => {
+                    let since = started - chrono::Duration::seconds(2);
+                    match platform.deploys_since(since).await {
+                        Ok(found) => match found.into_iter().find(|d| d.id != deploy_id && d.id != ours) {
+                            Some(newer) => {
+                                self.report(Progress::Info(format!("deploy {deploy_id} was replaced by {}; following it", newer.id)));
+                                tracing::info!(incident = id, replaced = %deploy_id, by = %newer.id, "deploy superseded; following the newer one");
+                                deploy_id = newer.id;
+                                continue;
+                            }
+                            None => {
+                                return Ok((
+                                    DeployStatus::Canceled,
+                                    Some(deploy_id),
+                                    "deploy deactivated, and no newer deploy replaced it".into(),
+                                ))
+                            }
+                        },
+                        Err(e) => last_status = format!("deactivated; the deploy that replaced it is unknown ({e})"),
+                    }
+                }
                 Ok(DeployInfo { phase: DeployPhase::Live, status, .. }) => {
                     return Ok((DeployStatus::Live, Some(deploy_id), format!("deploy {status}")))
                 }
@@ -236,16 +262,66 @@ impl Executor {
         }
     }
 
-    pub(super) async fn deploy_step(&self, id: &str) -> Result<Event, ExecError> {
-        let (status, deploy_id, detail) = self.deploy_once(id, &format!("{id}:deploy:switch")).await?;
+    /// Deploys the backup; attempt 1 keeps the key it always had, retries get their own.
+    pub(super) async fn deploy_step(&self, id: &str, attempt: u32) -> Result<Event, ExecError> {
+        let (key, point) = match attempt {
+            0 | 1 => (format!("{id}:deploy:switch"), "deploy"),
+            n => (format!("{id}:deploy:switch:{n}"), "deploy_retry"),
+        };
+        let (status, deploy_id, detail) = self.deploy_once(id, &key, point).await?;
         Ok(Event::DeployFinished { status, deploy_id, detail })
     }
 
-    /// Restores the primary URL, deploys it, and verifies the service is healthy on it.
-    pub(super) async fn rollback_step(&self, id: &str) -> Result<Event, ExecError> {
+    /// The runbook's remedy for a stalled queue: restart the service once, through the
+    /// platform (a redeploy of what it runs now: the backup).
+    pub(super) async fn restart_step(&self, id: &str) -> Result<Event, ExecError> {
+        let (status, deploy_id, detail) = self.deploy_once(id, &format!("{id}:deploy:restart"), "restart").await?;
+        Ok(Event::DeployFinished { status, deploy_id, detail })
+    }
+
+    /// One sentence for a hold: why rolling back cannot help, and where the service is.
+    async fn hold_sentence(&self, machine: &Machine, why: &str) -> String {
+        let pb = &self.playbook;
+        let inc = machine.incident();
+        let backup = &pb.redis.backup;
+        let backup_state = match self.ports.redis.check(backup, pb.thresholds.ping_timeout).await {
+            Ok(_) => "which answers".to_string(),
+            Err(f) => format!("which is failing too ({})", f.class),
+        };
+        let place = if inc.backup_deployed {
+            format!("the service stays on the backup {backup}, {backup_state}")
+        } else if inc.deploy_failed {
+            format!(
+                "every deploy of the backup failed, so the service still runs its old deploy on the dead primary; the platform keeps the flushed backup {backup} ({backup_state}), so the next successful deploy lands on a Redis that works"
+            )
+        } else {
+            format!("the platform keeps the backup URL {backup} ({backup_state}), not deployed; the service still runs on the dead primary")
+        };
+        format!(
+            "Holding: the primary {} fails its preflight ({why}), so rolling back to it cannot help; no platform write or deploy was made; {place}. A person must decide.",
+            pb.redis.primary
+        )
+    }
+
+    /// Rolls back only to a primary that is alive: it first passes the preflight the
+    /// backup passed; if it does not, holds (nothing written, nothing deployed). Then
+    /// restores the primary URL, deploys it when the backup may be what the service
+    /// runs, and verifies the service is healthy on it.
+    pub(super) async fn rollback_step(&self, id: &str, machine: &Machine) -> Result<Event, ExecError> {
         let pb = &self.playbook;
         let t = &pb.thresholds;
         let primary = &pb.redis.primary;
+        let inc = machine.incident();
+        // Once the restore was started (journaled), the decision is taken: a resume
+        // finishes it rather than judging the primary again halfway through.
+        if self.journal.effect(&format!("{id}:set_env:rollback")).await?.is_none() {
+            let checks = self.probes().primary_preflight().await;
+            let failing: Vec<String> = checks.iter().filter(|c| !c.holds).map(|c| format!("{}: {}", c.item, c.observed)).collect();
+            if !failing.is_empty() {
+                let detail = self.hold_sentence(machine, &failing.join("; ")).await;
+                return Ok(Event::RollbackHeld { checks, detail });
+            }
+        }
         let wrote = self.write_url_once(id, &format!("{id}:set_env:rollback"), primary).await?;
         if !wrote.ok {
             return Ok(Event::RollbackFinished {
@@ -265,10 +341,12 @@ impl Executor {
             }
         }
         // Deploy only if the backup URL may have been deployed: a switch that never
-        // reached Deploy changed nothing the running service uses.
-        let deployed_backup = self.journal.effect(&format!("{id}:deploy:switch")).await?.is_some();
+        // reached Deploy, or whose every deploy failed (the platform kept the old one
+        // live), changed nothing the running service uses.
+        let deployed_backup =
+            inc.backup_deployed || (!inc.deploy_failed && self.journal.effect(&format!("{id}:deploy:switch")).await?.is_some());
         if deployed_backup {
-            let (status, deploy_id, detail) = self.deploy_once(id, &format!("{id}:deploy:rollback")).await?;
+            let (status, deploy_id, detail) = self.deploy_once(id, &format!("{id}:deploy:rollback"), "deploy").await?;
             if status != DeployStatus::Live {
                 return Ok(Event::RollbackFinished {
                     ok: false,
@@ -281,10 +359,11 @@ impl Executor {
         if !deployed_backup {
             let (health, ping) = tokio::join!(self.ports.service.health(), self.ports.redis.check(primary, t.ping_timeout));
             let ok = matches!(&health, Ok(h) if h.redis_status == "up") && ping.is_ok();
+            let never = if inc.deploy_failed { "every deploy of the backup failed" } else { "the backup was never deployed" };
             let detail = if ok {
-                format!("{primary} restored (the backup was never deployed); health up, primary answers")
+                format!("{primary} restored ({never}, so no rollback deploy); health up, primary answers")
             } else {
-                format!("{primary} restored (the backup was never deployed), but the primary is still failing: a person must decide")
+                format!("{primary} restored ({never}, so no rollback deploy), but the service is not healthy on it: a person must decide")
             };
             return Ok(Event::RollbackFinished { ok, detail });
         }

@@ -14,23 +14,44 @@ fn ms(d: Duration) -> String {
 }
 
 impl Executor {
-    /// One sampling of the confirmation checklist. Attempts after the first are spread
-    /// evenly over the confirm window, so "confirmed" means "failing for the window".
-    pub(super) async fn confirm_step(&self, id: &str, attempt: u32) -> Result<Option<Event>, ExecError> {
+    /// One sampling of the confirmation checklist. Attempts are scheduled on the
+    /// window's clock (attempt k at `(k-1) × window / (attempts-1)` after Confirm was
+    /// entered), so a slow round does not push the later ones back: Confirm takes at
+    /// most `confirm_window` plus one round.
+    pub(super) async fn confirm_step(&self, id: &str, machine: &Machine, attempt: u32) -> Result<Option<Event>, ExecError> {
         let t = &self.playbook.thresholds;
         if attempt > 1 {
+            let (entered, _) = self.entered_at(id, machine.state()).await?;
             let gap = t.confirm_window / t.confirm_attempts.saturating_sub(1).max(1);
-            self.report(Progress::Waiting {
-                what: format!("confirm attempt {attempt} of {}", t.confirm_attempts),
-                elapsed: Duration::ZERO,
-                limit: gap,
-            });
-            if self.wait(id, gap).await? {
-                return Ok(None); // a command or shutdown arrived: handle it first
+            let due = entered + chrono::Duration::from_std(gap * (attempt - 1)).unwrap_or_default();
+            let left = (due - self.now()).to_std().unwrap_or_default();
+            if !left.is_zero() {
+                self.report(Progress::Waiting {
+                    what: format!("confirm attempt {attempt} of {}", t.confirm_attempts),
+                    elapsed: gap.saturating_sub(left),
+                    limit: gap,
+                });
+                if self.wait(id, left).await? {
+                    return Ok(None); // a command or shutdown arrived: handle it first
+                }
             }
         }
-        Ok(Some(Event::ConfirmChecked { checks: self.probes().confirm_checklist().await }))
+        Ok(Some(Event::ConfirmChecked { checks: self.probes().confirm_checklist(true).await }))
     }
+}
+
+/// Whether the confirmation rule is decided by the items answered so far, whatever the
+/// others say: every required item answered, and either one of them fails, or enough
+/// signals hold; or too few items remain for `min_signals` to be reachable.
+fn decided(rule: &crate::playbook::ConfirmPolicy, answered: &[&Check], total: usize) -> bool {
+    let holds = |name: &str| answered.iter().find(|c| c.item == name).map(|c| c.holds);
+    if rule.required.iter().any(|r| holds(r.as_str()) == Some(false)) {
+        return true; // a required item fails: the checklist cannot hold
+    }
+    let holding = answered.iter().filter(|c| c.holds).count() as u32;
+    let pending = (total - answered.len()) as u32;
+    let required_in = rule.required.iter().all(|r| holds(r.as_str()) == Some(true));
+    (required_in && holding >= rule.min_signals) || holding + pending < rule.min_signals
 }
 
 /// The measurements of the checklists, usable without an incident (`orchestrator
@@ -45,61 +66,108 @@ impl Probes<'_> {
         self.ports.clock.now()
     }
 
-    /// Measures the runbook's confirmation checklist once.
-    pub async fn confirm_checklist(&self) -> Vec<Check> {
+    /// Measures the runbook's confirmation checklist once. Each item is bounded by its
+    /// own timeout (ping timeout for Redis, request timeout for the service). With
+    /// `decide_early`, the round ends as soon as the playbook's rule (required items
+    /// and `min_signals`) is decided either way: a real service's metrics call can take
+    /// ioredis's full timeout while Redis is down, and a person who already sees the
+    /// required evidence does not wait for it either. Items not awaited are journaled as
+    /// such, not as holding.
+    pub async fn confirm_checklist(&self, decide_early: bool) -> Vec<Check> {
         let t = &self.pb.thresholds;
         let log_window = chrono::Duration::from_std(t.confirm_window.max(Duration::from_secs(60))).unwrap_or_default();
         let since = self.now() - log_window;
         let pb = self.pb;
-        let (ping, health, logs, metrics) = tokio::join!(
-            self.ports.redis.check(&pb.redis.primary, t.ping_timeout),
-            self.ports.service.health(),
-            self.ports.service.error_logs(since),
-            self.ports.service.queue_metrics(),
-        );
-        let mut checks = Vec::new();
-        checks.push(match health {
-            Ok(h) => Check::new(
-                ConfirmItem::HealthDown.as_str(),
-                h.redis_status == "down" || (h.status != "ok" && h.redis_status != "up"),
-                format!(
-                    "HTTP {}, status {}, redis {}{}",
-                    h.http_status,
-                    h.status,
-                    h.redis_status,
-                    if h.redis_message.is_empty() { String::new() } else { format!(": {}", h.redis_message) }
+        let started = tokio::time::Instant::now();
+        let ping = async {
+            match self.ports.redis.check(&pb.redis.primary, t.ping_timeout).await {
+                Ok(lat) if lat > t.ping_timeout => {
+                    Check::new(ConfirmItem::PingFailed.as_str(), true, format!("PONG after {} (timeout {})", ms(lat), fd(t.ping_timeout)))
+                }
+                Ok(lat) => Check::new(ConfirmItem::PingFailed.as_str(), false, format!("PONG in {} from {}", ms(lat), pb.redis.primary)),
+                Err(f) if f.class == FailureClass::Local => {
+                    crate::selfcheck::report(&f.message);
+                    Check::new(
+                        ConfirmItem::PingFailed.as_str(),
+                        false,
+                        format!("not evidence: the orchestrator's own trouble kept it from probing {} ({})", pb.redis.primary, f.message),
+                    )
+                }
+                Err(f) => Check::new(ConfirmItem::PingFailed.as_str(), true, format!("{} from {}: {}", f.class, pb.redis.primary, f.message)),
+            }
+        };
+        let health = async {
+            match self.ports.service.health().await {
+                Ok(h) => Check::new(
+                    ConfirmItem::HealthDown.as_str(),
+                    h.redis_status == "down" || (h.status != "ok" && h.redis_status != "up"),
+                    format!(
+                        "HTTP {}, status {}, redis {}{}",
+                        h.http_status,
+                        h.status,
+                        h.redis_status,
+                        if h.redis_message.is_empty() { String::new() } else { format!(": {}", h.redis_message) }
+                    ),
                 ),
-            ),
-            Err(e) => Check::new(ConfirmItem::HealthDown.as_str(), false, format!("health endpoint did not answer: {e}")),
-        });
-        checks.push(match ping {
-            Ok(lat) if lat > t.ping_timeout => {
-                Check::new(ConfirmItem::PingFailed.as_str(), true, format!("PONG after {} (timeout {})", ms(lat), fd(t.ping_timeout)))
+                Err(e) => Check::new(ConfirmItem::HealthDown.as_str(), false, format!("health endpoint did not answer: {e}")),
             }
-            Ok(lat) => Check::new(ConfirmItem::PingFailed.as_str(), false, format!("PONG in {} from {}", ms(lat), pb.redis.primary)),
-            Err(f) => Check::new(ConfirmItem::PingFailed.as_str(), true, format!("{} from {}: {}", f.class, pb.redis.primary, f.message)),
-        });
-        checks.push(match logs {
-            Ok(entries) => {
-                let hits: Vec<_> = entries.iter().filter(|e| is_redis_error(&e.message, &pb.service.error_patterns)).collect();
-                let latest = hits.first().map(|e| format!("; latest: {}", e.message)).unwrap_or_default();
-                Check::new(
-                    ConfirmItem::ErrorLogs.as_str(),
-                    !hits.is_empty(),
-                    format!("{} Redis error(s) in the last {}{latest}", hits.len(), fd(log_window.to_std().unwrap_or_default())),
-                )
+        };
+        let logs = async {
+            match self.ports.service.error_logs(since).await {
+                Ok(entries) => {
+                    let hits: Vec<_> = entries.iter().filter(|e| is_redis_error(&e.message, &pb.service.error_patterns)).collect();
+                    let latest = hits.first().map(|e| format!("; latest: {}", e.message)).unwrap_or_default();
+                    Check::new(
+                        ConfirmItem::ErrorLogs.as_str(),
+                        !hits.is_empty(),
+                        format!("{} Redis error(s) in the last {}{latest}", hits.len(), fd(log_window.to_std().unwrap_or_default())),
+                    )
+                }
+                Err(e) => Check::new(ConfirmItem::ErrorLogs.as_str(), false, format!("logs endpoint did not answer: {e}")),
             }
-            Err(e) => Check::new(ConfirmItem::ErrorLogs.as_str(), false, format!("logs endpoint did not answer: {e}")),
-        });
-        checks.push(match metrics {
-            Ok(m) => Check::new(
-                ConfirmItem::QueueStopped.as_str(),
-                m.active_jobs == 0 || m.connection_status != "connected",
-                format!("active_jobs {}, waiting_jobs {}, connection_status {}", m.active_jobs, m.waiting_jobs, m.connection_status),
-            ),
-            Err(e) => Check::new(ConfirmItem::QueueStopped.as_str(), false, format!("queue metrics did not answer: {e}")),
-        });
-        checks
+        };
+        let metrics = async {
+            match self.ports.service.queue_metrics().await {
+                Ok(m) => Check::new(
+                    ConfirmItem::QueueStopped.as_str(),
+                    m.active_jobs == 0 || m.connection_status != "connected",
+                    format!("active_jobs {}, waiting_jobs {}, connection_status {}", m.active_jobs, m.waiting_jobs, m.connection_status),
+                ),
+                Err(e) => Check::new(ConfirmItem::QueueStopped.as_str(), false, format!("queue metrics did not answer: {e}")),
+            }
+        };
+        let (mut ping, mut health, mut logs, mut metrics) =
+            (std::pin::pin!(ping), std::pin::pin!(health), std::pin::pin!(logs), std::pin::pin!(metrics));
+        // Slots in the journal's order: health, ping, logs, metrics.
+        let mut slots: [Option<Check>; 4] = [None, None, None, None];
+        let rule = &pb.confirm;
+        loop {
+            let answered: Vec<&Check> = slots.iter().flatten().collect();
+            if answered.len() == slots.len() || (decide_early && decided(rule, &answered, slots.len())) {
+                break;
+            }
+            tokio::select! {
+                c = &mut health, if slots[0].is_none() => slots[0] = Some(c),
+                c = &mut ping, if slots[1].is_none() => slots[1] = Some(c),
+                c = &mut logs, if slots[2].is_none() => slots[2] = Some(c),
+                c = &mut metrics, if slots[3].is_none() => slots[3] = Some(c),
+            }
+        }
+        let decided_after = started.elapsed();
+        let items = [ConfirmItem::HealthDown, ConfirmItem::PingFailed, ConfirmItem::ErrorLogs, ConfirmItem::QueueStopped];
+        slots
+            .into_iter()
+            .zip(items)
+            .map(|(slot, item)| {
+                slot.unwrap_or_else(|| {
+                    Check::new(
+                        item.as_str(),
+                        false,
+                        format!("not awaited: the checklist was decided after {} without it (still answering)", ms(decided_after)),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Classifies the primary's failure from a fresh probe and runs the backup's
@@ -114,8 +182,14 @@ impl Probes<'_> {
             self.ports.redis.latency(&pb.redis.backup, t.latency_samples, t.ping_timeout),
             self.ports.platform.read_url(),
         );
+        let primary_answers = matches!(primary, Ok(lat) if lat <= t.ping_timeout);
         let (class, detail) = match primary {
-            Err(f) => (f.class, format!("primary {}: {}", pb.redis.primary, f.message)),
+            Err(f) => {
+                if f.class == FailureClass::Local {
+                    crate::selfcheck::report(&f.message);
+                }
+                (f.class, format!("primary {}: {}", pb.redis.primary, f.message))
+            }
             Ok(lat) if lat > t.ping_timeout => (FailureClass::Timeout, format!("primary answered after {}", ms(lat))),
             Ok(lat) => (FailureClass::Unknown, format!("primary answered again during assessment (PONG in {}): unclear failure", ms(lat))),
         };
@@ -162,12 +236,48 @@ impl Probes<'_> {
             Ok(None) => Check::new("platform_url_known", false, "platform has no value for the Redis URL"),
             Err(e) => Check::new("platform_url_known", false, format!("platform did not answer: {e}")),
         });
-        Event::Assessed { class, detail, preflight }
+        Event::Assessed { class, detail, preflight, primary_answers }
+    }
+
+    /// The preflight a rollback needs: the primary answers PING and a write within the
+    /// ping timeout, with latency below the threshold (what the backup passed).
+    pub async fn primary_preflight(&self) -> Vec<Check> {
+        let pb = self.pb;
+        let t = &pb.thresholds;
+        let (check, latency) = tokio::join!(
+            self.ports.redis.check(&pb.redis.primary, t.ping_timeout),
+            self.ports.redis.latency(&pb.redis.primary, t.latency_samples, t.ping_timeout),
+        );
+        vec![
+            match check {
+                Ok(lat) if lat <= t.ping_timeout => {
+                    Check::new("primary_ping", true, format!("PONG and write in {} from {}", ms(lat), pb.redis.primary))
+                }
+                Ok(lat) => Check::new("primary_ping", false, format!("PONG after {} (timeout {})", ms(lat), fd(t.ping_timeout))),
+                Err(f) => Check::new("primary_ping", false, format!("{} from {}: {}", f.class, pb.redis.primary, f.message)),
+            },
+            match latency {
+                Ok(s) => Check::new(
+                    "primary_latency",
+                    s.median_ms < t.latency.as_secs_f64() * 1000.0,
+                    format!("median {:.1}ms, max {:.1}ms over {} PINGs (threshold {})", s.median_ms, s.max_ms, s.samples, fd(t.latency)),
+                ),
+                Err(f) => Check::new("primary_latency", false, format!("{}: {}", f.class, f.message)),
+            },
+        ]
     }
 
     /// Measures the recovery checklist against the backup. `submit_job: false` skips the
-    /// synthetic job (a dry run must not change anything).
-    pub async fn recovery_checklist(&self, id: &str, since: chrono::DateTime<chrono::Utc>, attempt: u32, submit_job: bool) -> Vec<Check> {
+    /// synthetic job (a dry run must not change anything). Redis errors count from
+    /// `errors_since`, described as `since_what` ("the first healthy sample" ...).
+    pub async fn recovery_checklist(
+        &self,
+        id: &str,
+        errors_since: chrono::DateTime<chrono::Utc>,
+        since_what: &str,
+        attempt: u32,
+        submit_job: bool,
+    ) -> Vec<Check> {
         let pb = self.pb;
         let t = &pb.thresholds;
         let svc = &self.ports.service;
@@ -205,15 +315,11 @@ impl Probes<'_> {
                 Check::new(VerifyItem::WaitingDecreasing.as_str(), false, format!("queue metrics did not answer: {e}"))
             }
         });
-        checks.push(match svc.error_logs(since).await {
+        checks.push(match svc.error_logs(errors_since).await {
             Ok(entries) => {
                 let hits: Vec<_> = entries.iter().filter(|e| is_redis_error(&e.message, &pb.service.error_patterns)).collect();
                 let latest = hits.first().map(|e| format!("; latest: {}", e.message)).unwrap_or_default();
-                Check::new(
-                    VerifyItem::NoNewErrors.as_str(),
-                    hits.is_empty(),
-                    format!("{} Redis error(s) since the deploy went live{latest}", hits.len()),
-                )
+                Check::new(VerifyItem::NoNewErrors.as_str(), hits.is_empty(), format!("{} Redis error(s) since {since_what}{latest}", hits.len()))
             }
             Err(e) => Check::new(VerifyItem::NoNewErrors.as_str(), false, format!("logs endpoint did not answer: {e}")),
         });
@@ -293,8 +399,22 @@ impl Executor {
         Probes { pb: &self.playbook, ports: &self.ports }
     }
 
-    pub(super) async fn assess_step(&self) -> Event {
-        self.probes().assess().await
+    /// Assesses; when the machine is waiting for a busy or loading primary, re-samples
+    /// only after `busy_interval`.
+    pub(super) async fn assess_step(&self, id: &str, machine: &Machine) -> Result<Option<Event>, ExecError> {
+        let waits = machine.incident().waits;
+        if waits > 0 {
+            let t = &self.playbook.thresholds;
+            self.report(Progress::Waiting {
+                what: format!("the primary is {}: re-sample {waits}", machine.incident().class.map(|c| c.as_str()).unwrap_or("busy")),
+                elapsed: t.busy_interval * (waits - 1),
+                limit: t.busy_wait,
+            });
+            if self.wait(id, t.busy_interval).await? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.probes().assess().await))
     }
 
     /// One sampling of the recovery checklist against the backup. Every item is
@@ -308,8 +428,17 @@ impl Executor {
         }
         let elapsed = (self.now() - entered).to_std().unwrap_or_default();
         self.report(Progress::Waiting { what: format!("verify attempt {attempt}"), elapsed, limit: t.verify_window });
-        let checks = self.probes().recovery_checklist(id, entered, attempt, true).await;
+        // Start-up noise that stops is not a failure: a freshly deployed service logs
+        // connection errors until its Redis client is ready. Errors count from the
+        // first sample of this verification in which health was up.
+        let healthy_since = machine.incident().healthy_since.as_deref().and_then(crate::journal::parse_ts);
+        let (since, since_what) = match healthy_since {
+            Some(at) => (at, format!("health was first up ({})", at.format("%H:%M:%S%.3fZ"))),
+            None => (entered, "verification started".to_string()),
+        };
+        let started_at = self.now();
+        let checks = self.probes().recovery_checklist(id, since, &since_what, attempt, true).await;
         let window_over = (self.now() - entered).to_std().unwrap_or_default() >= t.verify_window;
-        Ok(Some(Event::VerifyChecked { checks, window_over }))
+        Ok(Some(Event::VerifyChecked { checks, window_over, started_at: Some(crate::journal::ts(started_at)) }))
     }
 }

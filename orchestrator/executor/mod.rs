@@ -503,8 +503,8 @@ impl Executor {
                         let inc = self.journal.incident(id).await?;
                         Some(Event::Trigger { source: inc.trigger_source, detail: inc.trigger_detail })
                     }
-                    Effect::RunConfirmChecklist { attempt } => self.confirm_step(id, attempt).await?,
-                    Effect::Assess => Some(self.assess_step().await),
+                    Effect::RunConfirmChecklist { attempt } => self.confirm_step(id, &machine, attempt).await?,
+                    Effect::Assess => self.assess_step(id, &machine).await?,
                     Effect::RequestApproval { step } => match self.approval_step(id, &machine, step).await? {
                         Some(ev) => Some(ev),
                         None if !self.opts.wait_for_approval && self.journal.pending_commands(id).await?.is_empty() => {
@@ -514,9 +514,10 @@ impl Executor {
                     },
                     Effect::SetPlatformUrl { .. } => Some(self.switch_step(id).await?),
                     Effect::Flush { mode } => self.flush_step(id, &machine, mode).await?,
-                    Effect::Deploy => Some(self.deploy_step(id).await?),
+                    Effect::Deploy { attempt } => Some(self.deploy_step(id, attempt).await?),
+                    Effect::Restart => Some(self.restart_step(id).await?),
                     Effect::RunVerifyChecklist { attempt } => self.verify_step(id, &machine, attempt).await?,
-                    Effect::Rollback => Some(self.rollback_step(id).await?),
+                    Effect::Rollback => Some(self.rollback_step(id, &machine).await?),
                 })
             }
             .await;

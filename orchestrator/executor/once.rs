@@ -54,6 +54,23 @@ impl Executor {
         reconcile: impl Future<Output = Seen>,
         act: impl Future<Output = Result<Value, Value>>,
     ) -> Result<Done, ExecError> {
+        self.once_as(kind, incident, key, kind, intent, reconcile, act).await
+    }
+
+    /// [`Executor::once`] with its own crash-point name (`intent:<point>`,
+    /// `outcome:<point>`), for effects of one kind that drills must tell apart (a
+    /// deploy retry, the restart for stalled workers).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn once_as(
+        &self,
+        point: &str,
+        incident: &str,
+        key: &str,
+        kind: &str,
+        intent: Value,
+        reconcile: impl Future<Output = Seen>,
+        act: impl Future<Output = Result<Value, Value>>,
+    ) -> Result<Done, ExecError> {
         let existing = self.journal_retry(|| self.journal.effect_intent(incident, key, kind, &intent, self.now())).await?;
         if let Some(row) = existing {
             if let Some(outcome) = &row.outcome {
@@ -74,12 +91,12 @@ impl Executor {
                 Seen::NotDone => tracing::info!(incident, key, "effect intent without outcome and not visible in the world; issuing it"),
             }
         }
-        self.crash_point(&format!("intent:{kind}"));
+        self.crash_point(&format!("intent:{point}"));
         let (ok, result) = match act.await {
             Ok(v) => (true, v),
             Err(v) => (false, v),
         };
-        self.crash_point(&format!("outcome:{kind}"));
+        self.crash_point(&format!("outcome:{point}"));
         let outcome = if ok { "ok" } else { "failed" };
         self.journal_retry(|| self.journal.effect_outcome(key, outcome, &result, self.now())).await?;
         Ok(Done { ok, result })

@@ -714,6 +714,7 @@ fn checks_of(event: &Event) -> Option<(&'static str, &[crate::machine::Check])> 
         Event::Assessed { preflight, .. } => Some(("preflight", preflight)),
         Event::FlushBlocked { checks, .. } => Some(("flush_guard", checks)),
         Event::VerifyChecked { checks, .. } => Some(("verify", checks)),
+        Event::RollbackHeld { checks, .. } => Some(("rollback_preflight", checks)),
         _ => None,
     }
 }

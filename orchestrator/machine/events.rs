@@ -28,6 +28,17 @@ pub enum DeployStatus {
     TimedOut,
 }
 
+impl DeployStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployStatus::Live => "live",
+            DeployStatus::Failed => "failed",
+            DeployStatus::Canceled => "canceled",
+            DeployStatus::TimedOut => "timed_out",
+        }
+    }
+}
+
 /// Everything that can happen to an incident. Observations are measured by the
 /// executor; the machine only judges them against the pinned policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +58,9 @@ pub enum Event {
         class: FailureClass,
         detail: String,
         preflight: Vec<Check>,
+        /// The primary answered PING and the write within the timeout this time.
+        #[serde(default)]
+        primary_answers: bool,
     },
     /// The platform write of the target URL and its read-back.
     Switched {
@@ -77,9 +91,19 @@ pub enum Event {
     VerifyChecked {
         checks: Vec<Check>,
         window_over: bool,
+        /// When this sample started (RFC 3339), so "no new errors" can count from the
+        /// first sample in which health was up.
+        #[serde(default)]
+        started_at: Option<String>,
     },
     RollbackFinished {
         ok: bool,
+        detail: String,
+    },
+    /// The primary failed the preflight a rollback needs: nothing is restored.
+    /// `detail` says in one sentence what holds and what does not.
+    RollbackHeld {
+        checks: Vec<Check>,
         detail: String,
     },
     Approve {
@@ -112,6 +136,7 @@ impl Event {
             Event::DeployFinished { .. } => "deploy_finished",
             Event::VerifyChecked { .. } => "verify_checked",
             Event::RollbackFinished { .. } => "rollback_finished",
+            Event::RollbackHeld { .. } => "rollback_held",
             Event::Approve { .. } => "approve",
             Event::Reject { .. } => "reject",
             Event::ApprovalExpired => "approval_expired",
@@ -159,11 +184,17 @@ pub enum Effect {
     Flush {
         mode: FlushMode,
     },
-    Deploy,
+    /// Deploy the backup; `attempt` > 1 after failed deploys (each its own effect).
+    Deploy {
+        attempt: u32,
+    },
+    /// Restart the service once (a redeploy) for workers that process nothing.
+    Restart,
     RunVerifyChecklist {
         attempt: u32,
     },
-    /// Restore the original URL, deploy it and verify it.
+    /// Preflight the primary; if it is alive restore its URL, deploy it when the backup
+    /// was deployed, and verify it; if not, hold.
     Rollback,
     /// The incident has ended.
     Close,

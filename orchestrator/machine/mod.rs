@@ -29,6 +29,16 @@ pub struct Policy {
     pub gated_steps: Vec<Step>,
     pub approvers: Vec<String>,
     pub approvals_required: u32,
+    /// Re-samples of a `busy`/`loading` primary before escalating (`busy_wait` /
+    /// `busy_interval`). Defaults keep incidents journaled before these existed readable.
+    #[serde(default)]
+    pub busy_attempts: u32,
+    /// Retries of a failed deploy of the backup.
+    #[serde(default)]
+    pub deploy_retries: u32,
+    /// Restart the service once when its workers are connected but process nothing.
+    #[serde(default)]
+    pub restart_on_stall: bool,
 }
 
 impl Policy {
@@ -43,6 +53,9 @@ impl Policy {
             gated_steps: pb.approvals.steps.clone(),
             approvers: pb.approvals.approvers.clone(),
             approvals_required: pb.approvals.required,
+            busy_attempts: (pb.thresholds.busy_wait.as_millis() / pb.thresholds.busy_interval.as_millis().max(1)).max(1) as u32,
+            deploy_retries: pb.thresholds.deploy_retries,
+            restart_on_stall: pb.verify.restart_on_stall,
         }
     }
 }
@@ -55,6 +68,32 @@ pub struct Incident {
     /// Set on entering Switch (the platform may hold the backup URL from then on);
     /// afterwards abort, rejection and giving up mean Rollback, not a plain stop.
     pub switched: bool,
+    /// Re-samples of a busy or loading primary so far.
+    #[serde(default)]
+    pub waits: u32,
+    /// Deploys of the backup that ended failed (build_failed, update_failed,
+    /// pre_deploy_failed, canceled) so far; each retry is its own effect.
+    #[serde(default)]
+    pub failed_deploys: u32,
+    /// Every deploy of the backup failed: the platform kept the old deploy live, so the
+    /// service never left the primary and a rollback needs no deploy.
+    #[serde(default)]
+    pub deploy_failed: bool,
+    /// A deploy of the backup went live (or may have: it timed out): the service may run
+    /// on the backup, so a rollback must deploy.
+    #[serde(default)]
+    pub backup_deployed: bool,
+    /// The service was restarted once for stalled workers.
+    #[serde(default)]
+    pub restarted: bool,
+    /// Recovery items that held in at least one sample of the current verification,
+    /// so a failed verification can say which item never held.
+    #[serde(default)]
+    pub verify_held: Vec<String>,
+    /// When the first sample of the current verification in which health was up
+    /// started: Redis errors count from then (start-up noise before it is not a failure).
+    #[serde(default)]
+    pub healthy_since: Option<String>,
 }
 
 /// Per-event scratch the handlers fill in: why an event was refused, or a note on
@@ -115,9 +154,37 @@ impl Incident {
     #[state(superstate = "open")]
     fn assess(&mut self, context: &mut Ctx, event: &Event) -> Outcome<State> {
         match event {
-            Event::Assessed { class, preflight, .. } => {
+            Event::Assessed { class, preflight, primary_answers, .. } => {
                 self.class = Some(*class);
+                if *class == FailureClass::Local {
+                    context.note = Some(
+                        "the orchestrator's own trouble (not Redis's) kept it from assessing the primary: no failover on that evidence; a person must look"
+                            .into(),
+                    );
+                    return Transition(State::escalated());
+                }
+                // The primary answers again after we waited for it: it was busy, not dead.
+                if *primary_answers && self.waits > 0 {
+                    context.note = Some(format!("the primary answers again after {} re-sample(s): it was working, not down", self.waits));
+                    return Transition(State::false_alarm());
+                }
                 let action = self.policy.actions.get(class).copied().unwrap_or(Action::Escalate);
+                if action == Action::Wait {
+                    if self.waits < self.policy.busy_attempts.max(1) {
+                        self.waits += 1;
+                        context.note = Some(format!(
+                            "class {class}: the primary is working, not dead; waiting and re-sampling ({} of {}), never a failover",
+                            self.waits,
+                            self.policy.busy_attempts.max(1)
+                        ));
+                        return Handled;
+                    }
+                    context.note = Some(format!(
+                        "class {class}: the primary is still {class} after {} re-samples; a person must decide (a failover would abandon a working primary)",
+                        self.waits
+                    ));
+                    return Transition(State::escalated());
+                }
                 if action == Action::Escalate {
                     context.note = Some(format!("class {class}: the playbook says escalate"));
                     return Transition(State::escalated());
@@ -221,11 +288,58 @@ impl Incident {
     }
 
     #[state(superstate = "open")]
-    fn deploy(context: &mut Ctx, event: &Event) -> Outcome<State> {
+    fn deploy(&mut self, context: &mut Ctx, event: &Event) -> Outcome<State> {
         match event {
-            Event::DeployFinished { status: DeployStatus::Live, .. } => Transition(State::verify(1)),
-            Event::DeployFinished { status, .. } => {
-                context.note = Some(format!("deploy ended {status:?}"));
+            Event::DeployFinished { status: DeployStatus::Live, .. } => {
+                self.backup_deployed = true;
+                self.verify_held.clear();
+                self.healthy_since = None;
+                Transition(State::verify(1))
+            }
+            // A failed deploy changed nothing for the service (the platform keeps the
+            // previous deploy live); transient build failures are common: try again.
+            Event::DeployFinished { status: status @ (DeployStatus::Failed | DeployStatus::Canceled), detail, .. } => {
+                self.failed_deploys += 1;
+                if self.failed_deploys <= self.policy.deploy_retries {
+                    context.note = Some(format!(
+                        "deploy ended {} ({detail}); retrying ({} of {})",
+                        status.as_str(),
+                        self.failed_deploys,
+                        self.policy.deploy_retries
+                    ));
+                    return Transition(State::deploy());
+                }
+                self.deploy_failed = true;
+                context.note = Some(format!(
+                    "deploy ended {} after {} attempt(s): the old deploy is still live, so no rollback deploy",
+                    status.as_str(),
+                    self.failed_deploys
+                ));
+                Transition(State::rollback())
+            }
+            // Timed out: it may still go live, so the rollback must deploy.
+            Event::DeployFinished { status, detail, .. } => {
+                self.backup_deployed = true;
+                context.note = Some(format!("deploy ended {} ({detail})", status.as_str()));
+                Transition(State::rollback())
+            }
+            _ => Super,
+        }
+    }
+
+    /// The runbook's remedy for "Queue Processing Stalled": one restart (a redeploy),
+    /// then the recovery checklist again.
+    #[state(superstate = "open")]
+    fn restart(&mut self, context: &mut Ctx, event: &Event) -> Outcome<State> {
+        match event {
+            Event::DeployFinished { status: DeployStatus::Live, .. } => {
+                self.verify_held.clear();
+                self.healthy_since = None;
+                context.note = Some("service restarted; verifying again".into());
+                Transition(State::verify(1))
+            }
+            Event::DeployFinished { status, detail, .. } => {
+                context.note = Some(format!("restart ended {} ({detail})", status.as_str()));
                 Transition(State::rollback())
             }
             _ => Super,
@@ -235,7 +349,10 @@ impl Incident {
     #[state(superstate = "open")]
     fn verify(&mut self, context: &mut Ctx, attempt: &mut u32, event: &Event) -> Outcome<State> {
         match event {
-            Event::VerifyChecked { checks, window_over } => {
+            Event::VerifyChecked { checks, window_over, started_at } => {
+                if self.healthy_since.is_none() && checks.iter().any(|c| c.item == VerifyItem::HealthUp.as_str() && c.holds) {
+                    self.healthy_since = started_at.clone();
+                }
                 let failing: Vec<&str> = self
                     .policy
                     .verify_required
@@ -243,11 +360,37 @@ impl Incident {
                     .map(|i| i.as_str())
                     .filter(|name| !checks.iter().any(|c| c.item == *name && c.holds))
                     .collect();
+                for c in checks.iter().filter(|c| c.holds) {
+                    if !self.verify_held.contains(&c.item) {
+                        self.verify_held.push(c.item.clone());
+                    }
+                }
                 if failing.is_empty() {
                     context.note = Some(format!("recovery checklist holds on attempt {attempt}"));
                     Transition(State::recovered())
                 } else if *window_over {
-                    context.note = Some(format!("verify window over; failing: {}", failing.join(", ")));
+                    let holds = |item: &str| checks.iter().any(|c| c.item == item && c.holds);
+                    // Connected workers that process nothing: restart once before deciding.
+                    let stalled = holds(VerifyItem::HealthUp.as_str())
+                        && holds(VerifyItem::QueueConnected.as_str())
+                        && !holds(VerifyItem::SyntheticJob.as_str());
+                    let why = failing
+                        .iter()
+                        .map(|item| {
+                            let seen = checks.iter().find(|c| c.item == *item).map(|c| c.observed.as_str()).unwrap_or("not measured");
+                            let when = if self.verify_held.iter().any(|h| h == item) { "did not hold in the last sample" } else { "never held" };
+                            format!("{item} {when} (last seen: {seen})")
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    if stalled && self.policy.restart_on_stall && !self.restarted {
+                        self.restarted = true;
+                        context.note = Some(format!(
+                            "verify window over: workers connected but processing nothing; restarting the service once ({why})"
+                        ));
+                        return Transition(State::restart());
+                    }
+                    context.note = Some(format!("verify window over: {why}"));
                     Transition(State::rollback())
                 } else {
                     context.note = Some(format!("attempt {attempt}: failing {}", failing.join(", ")));
@@ -266,6 +409,12 @@ impl Incident {
             Event::RollbackFinished { ok: false, detail } => {
                 context.note = Some(format!("rollback failed: {detail}"));
                 Transition(State::escalated())
+            }
+            // The primary failed its preflight: restoring it cannot help. Nothing more
+            // is written or deployed; a person is paged.
+            Event::RollbackHeld { detail, .. } => {
+                context.note = Some(detail.clone());
+                Transition(State::held())
             }
             // Already rolling back: a second abort changes nothing, and says so.
             Event::Abort { .. } => {
@@ -322,6 +471,12 @@ impl Incident {
         Super
     }
 
+    #[state(superstate = "any")]
+    fn held(event: &Event) -> Outcome<State> {
+        let _ = event;
+        Super
+    }
+
     /// Every event that reaches here was not accepted by the current state.
     #[superstate]
     fn any(context: &mut Ctx, event: &Event) -> Outcome<State> {
@@ -370,12 +525,14 @@ impl State {
             State::Flush { .. } => "flush",
             State::Deploy {} => "deploy",
             State::Verify { .. } => "verify",
+            State::Restart {} => "restart",
             State::Rollback {} => "rollback",
             State::Recovered {} => "recovered",
             State::RolledBack {} => "rolled_back",
             State::FalseAlarm {} => "false_alarm",
             State::Escalated {} => "escalated",
             State::Aborted {} => "aborted",
+            State::Held {} => "held",
         }
     }
 
@@ -386,6 +543,7 @@ impl State {
             State::FalseAlarm {} => Some(IncidentOutcome::FalseAlarm),
             State::Escalated {} => Some(IncidentOutcome::Escalated),
             State::Aborted {} => Some(IncidentOutcome::Aborted),
+            State::Held {} => Some(IncidentOutcome::Held),
             _ => None,
         }
     }
@@ -401,7 +559,8 @@ pub fn effects_for(incident: &Incident, state: &State) -> Vec<Effect> {
         State::AwaitingApproval { step, .. } => vec![Effect::RequestApproval { step: *step }],
         State::Switch {} => vec![Effect::SetPlatformUrl { target: Target::Backup }],
         State::Flush { .. } => vec![Effect::Flush { mode: incident.policy.flush_mode }],
-        State::Deploy {} => vec![Effect::Deploy],
+        State::Deploy {} => vec![Effect::Deploy { attempt: incident.failed_deploys + 1 }],
+        State::Restart {} => vec![Effect::Restart],
         State::Verify { attempt } => vec![Effect::RunVerifyChecklist { attempt: *attempt }],
         State::Rollback {} => vec![Effect::Rollback],
         _ => vec![Effect::Close],
@@ -436,7 +595,21 @@ impl std::fmt::Debug for Machine {
 
 impl Machine {
     pub fn new(policy: Policy) -> Self {
-        Machine { sm: Incident { policy, class: None, switched: false }.state_machine() }
+        Machine {
+            sm: Incident {
+                policy,
+                class: None,
+                switched: false,
+                waits: 0,
+                failed_deploys: 0,
+                deploy_failed: false,
+                backup_deployed: false,
+                restarted: false,
+                verify_held: Vec::new(),
+                healthy_since: None,
+            }
+            .state_machine(),
+        }
     }
 
     pub fn state(&self) -> &State {

@@ -18,6 +18,9 @@ fn policy() -> Policy {
         gated_steps: vec![Step::Flush],
         approvers: vec!["alice".into(), "bob".into()],
         approvals_required: 1,
+        busy_attempts: 2,
+        deploy_retries: 0,
+        restart_on_stall: false,
     }
 }
 
@@ -35,13 +38,18 @@ fn confirmed() -> Event {
     Event::ConfirmChecked { checks: vec![ok("ping_failed"), ok("health_down"), bad("error_logs"), bad("queue_stopped")] }
 }
 fn assessed(class: FailureClass) -> Event {
-    Event::Assessed { class, detail: "".into(), preflight: vec![ok("backup_ping"), ok("backup_latency"), ok("backup_distinct")] }
+    Event::Assessed {
+        class,
+        detail: "".into(),
+        preflight: vec![ok("backup_ping"), ok("backup_latency"), ok("backup_distinct")],
+        primary_answers: false,
+    }
 }
 fn approve(who: &str) -> Event {
     Event::Approve { approver: who.into(), comment: "".into() }
 }
 fn all_verified(window_over: bool) -> Event {
-    Event::VerifyChecked { checks: VerifyItem::ALL.iter().map(|i| ok(i.as_str())).collect(), window_over }
+    Event::VerifyChecked { checks: VerifyItem::ALL.iter().map(|i| ok(i.as_str())).collect(), window_over, started_at: None }
 }
 fn deploy(status: DeployStatus) -> Event {
     Event::DeployFinished { status, deploy_id: Some("dep-1".into()), detail: "".into() }
@@ -137,6 +145,7 @@ fn assess_to_escalated_when_backup_fails_preflight() {
         class: FailureClass::ConnectionRefused,
         detail: "".into(),
         preflight: vec![bad("backup_ping"), ok("backup_distinct")],
+        primary_answers: false,
     });
     assert_eq!(d.to.name(), "escalated");
     assert!(!m.incident().switched, "nothing was switched");
@@ -172,7 +181,7 @@ fn flush_gated_by_default_then_flush_to_deploy() {
     drive(&mut m, &[approve("alice")]);
     assert_eq!(m.state().name(), "flush");
     let d = m.handle(&Event::Flushed { mode: FlushMode::Selective, deleted: 10, detail: "".into() });
-    assert_eq!((d.to.name(), d.effects.clone()), ("deploy", vec![Effect::Deploy]));
+    assert_eq!((d.to.name(), d.effects.clone()), ("deploy", vec![Effect::Deploy { attempt: 1 }]));
 }
 
 #[test]
@@ -240,6 +249,7 @@ fn verify_keeps_sampling_then_rolls_back_when_window_ends() {
     let failing = |over| Event::VerifyChecked {
         checks: VerifyItem::ALL.iter().map(|i| if *i == VerifyItem::SyntheticJob { bad(i.as_str()) } else { ok(i.as_str()) }).collect(),
         window_over: over,
+        started_at: None,
     };
     assert_eq!(m.handle(&failing(false)).to, State::verify(2));
     let d = m.handle(&failing(true));
@@ -250,7 +260,7 @@ fn verify_keeps_sampling_then_rolls_back_when_window_ends() {
 #[test]
 fn rollback_to_rolled_back_or_escalated() {
     let mut m = at_verify();
-    drive(&mut m, &[Event::VerifyChecked { checks: vec![], window_over: true }]);
+    drive(&mut m, &[Event::VerifyChecked { checks: vec![], window_over: true, started_at: None }]);
     let mut m2 = m.clone();
     assert_eq!(m.handle(&Event::RollbackFinished { ok: true, detail: "".into() }).to.name(), "rolled_back");
     assert_eq!(m2.handle(&Event::RollbackFinished { ok: false, detail: "deploy failed".into() }).to.name(), "escalated");
@@ -377,4 +387,195 @@ fn machine_round_trips_through_json_mid_incident() {
     assert!(back.incident().switched);
     drive(&mut back, &[approve("alice")]);
     assert_eq!(back.state().name(), "flush");
+}
+
+// ---------------------------------------------------------------- never make it worse
+
+fn at_deploy(p: Policy) -> Machine {
+    let mut m = machine_with(Policy { gated_steps: vec![], ..p });
+    drive(
+        &mut m,
+        &[
+            trigger(),
+            confirmed(),
+            confirmed(),
+            assessed(FailureClass::ConnectionRefused),
+            Event::Switched { ok: true, detail: "".into() },
+            Event::Flushed { mode: FlushMode::Selective, deleted: 0, detail: "".into() },
+        ],
+    );
+    assert_eq!(m.state().name(), "deploy");
+    m
+}
+
+fn verify_sample(holding: &[VerifyItem], over: bool) -> Event {
+    Event::VerifyChecked {
+        checks: VerifyItem::ALL.iter().map(|i| if holding.contains(i) { ok(i.as_str()) } else { bad(i.as_str()) }).collect(),
+        window_over: over,
+        started_at: Some("2026-12-01T00:00:01.000Z".into()),
+    }
+}
+
+#[test]
+fn a_failed_deploy_is_retried_as_its_own_effect_then_rolls_back_without_a_deploy() {
+    let mut m = at_deploy(Policy { deploy_retries: 2, ..policy() });
+    let d = m.handle(&deploy(DeployStatus::Failed));
+    assert_eq!((d.to.name(), d.rejected.clone()), ("deploy", None));
+    assert_eq!(m.effects(), vec![Effect::Deploy { attempt: 2 }], "the retry is a new effect, with its own key");
+    assert!(d.note.unwrap().contains("retrying (1 of 2)"));
+    m.handle(&deploy(DeployStatus::Canceled));
+    assert_eq!(m.effects(), vec![Effect::Deploy { attempt: 3 }]);
+    let d = m.handle(&deploy(DeployStatus::Failed));
+    assert_eq!(d.to.name(), "rollback");
+    assert!(m.incident().deploy_failed && !m.incident().backup_deployed, "the old deploy is still live: no rollback deploy");
+}
+
+#[test]
+fn a_deploy_that_goes_live_after_a_retry_verifies() {
+    let mut m = at_deploy(Policy { deploy_retries: 1, ..policy() });
+    m.handle(&deploy(DeployStatus::Failed));
+    assert_eq!(m.handle(&deploy(DeployStatus::Live)).to.name(), "verify");
+    assert!(m.incident().backup_deployed && !m.incident().deploy_failed);
+}
+
+#[test]
+fn a_timed_out_deploy_may_still_land_so_rollback_deploys() {
+    let mut m = at_deploy(Policy { deploy_retries: 3, ..policy() });
+    assert_eq!(m.handle(&deploy(DeployStatus::TimedOut)).to.name(), "rollback", "a timeout is not retried: it may still go live");
+    assert!(m.incident().backup_deployed);
+}
+
+#[test]
+fn start_up_noise_that_stops_is_not_a_failure() {
+    use VerifyItem::*;
+    let mut m = at_verify();
+    // First sample: the service is still connecting.
+    assert_eq!(m.handle(&verify_sample(&[Latency, QueueConnected], false)).to.name(), "verify");
+    // Items hold later, all in the same sample: recovered.
+    assert_eq!(m.handle(&verify_sample(&[HealthUp, QueueConnected, SyntheticJob, WaitingDecreasing, Latency], false)).to.name(), "verify");
+    assert_eq!(m.incident().healthy_since.as_deref(), Some("2026-12-01T00:00:01.000Z"), "errors count from the first healthy sample");
+    assert_eq!(m.handle(&all_verified(false)).to.name(), "recovered");
+}
+
+#[test]
+fn a_failed_verification_says_which_item_never_held_and_what_was_seen() {
+    use VerifyItem::*;
+    let mut m = at_verify();
+    m.handle(&verify_sample(&[HealthUp, QueueConnected, NoNewErrors, Latency, WaitingDecreasing], false));
+    let d = m.handle(&verify_sample(&[HealthUp, QueueConnected, Latency, WaitingDecreasing], true));
+    let note = d.note.unwrap();
+    assert!(note.contains("synthetic_job never held (last seen: observed)"), "{note}");
+    assert!(note.contains("no_new_errors did not hold in the last sample"), "{note}");
+}
+
+#[test]
+fn stalled_workers_get_one_restart_then_verify_again() {
+    use VerifyItem::*;
+    let mut m = machine_with(Policy { restart_on_stall: true, gated_steps: vec![], ..policy() });
+    drive(
+        &mut m,
+        &[
+            trigger(),
+            confirmed(),
+            confirmed(),
+            assessed(FailureClass::ConnectionRefused),
+            Event::Switched { ok: true, detail: "".into() },
+            Event::Flushed { mode: FlushMode::Selective, deleted: 0, detail: "".into() },
+            deploy(DeployStatus::Live),
+        ],
+    );
+    let stalled = [HealthUp, QueueConnected, NoNewErrors, Latency, WaitingDecreasing];
+    let d = m.handle(&verify_sample(&stalled, true));
+    assert_eq!((d.to.name(), d.effects.clone()), ("restart", vec![Effect::Restart]));
+    assert_eq!(m.handle(&deploy(DeployStatus::Live)).to, State::verify(1), "a fresh verification after the restart");
+    assert!(m.incident().verify_held.is_empty() && m.incident().healthy_since.is_none());
+    // Still stalled: no second restart.
+    assert_eq!(m.handle(&verify_sample(&stalled, true)).to.name(), "rollback");
+}
+
+#[test]
+fn a_service_that_is_down_is_not_restarted_for_a_stall() {
+    use VerifyItem::*;
+    let mut m = machine_with(Policy { restart_on_stall: true, gated_steps: vec![], ..policy() });
+    drive(
+        &mut m,
+        &[
+            trigger(),
+            confirmed(),
+            confirmed(),
+            assessed(FailureClass::ConnectionRefused),
+            Event::Switched { ok: true, detail: "".into() },
+            Event::Flushed { mode: FlushMode::Selective, deleted: 0, detail: "".into() },
+            deploy(DeployStatus::Live),
+        ],
+    );
+    assert_eq!(m.handle(&verify_sample(&[Latency], true)).to.name(), "rollback", "health down: not a stall");
+}
+
+#[test]
+fn rollback_holds_when_the_primary_is_dead() {
+    let mut m = at_verify();
+    drive(&mut m, &[Event::VerifyChecked { checks: vec![], window_over: true, started_at: None }]);
+    let d = m.handle(&Event::RollbackHeld { checks: vec![bad("primary_ping")], detail: "Holding: the primary is down".into() });
+    assert_eq!(d.to.name(), "held");
+    assert_eq!(d.to.outcome(), Some(crate::model::Outcome::Held));
+    assert_eq!(d.effects, vec![Effect::Close]);
+    assert_eq!(d.note.as_deref(), Some("Holding: the primary is down"));
+}
+
+fn busy_policy() -> Policy {
+    let mut p = policy();
+    p.actions.insert(FailureClass::Busy, Action::Wait);
+    p
+}
+
+#[test]
+fn a_busy_primary_is_waited_for_never_failed_over() {
+    let mut m = machine_with(busy_policy());
+    drive(&mut m, &[trigger(), confirmed(), confirmed()]);
+    let d = m.handle(&assessed(FailureClass::Busy));
+    assert_eq!((d.to.name(), d.rejected), ("assess", None));
+    assert_eq!(m.effects(), vec![Effect::Assess], "re-sample");
+    m.handle(&assessed(FailureClass::Busy));
+    let d = m.handle(&assessed(FailureClass::Busy));
+    assert_eq!(d.to.name(), "escalated", "still busy after the wait: a person decides");
+    assert!(!m.incident().switched);
+}
+
+#[test]
+fn a_busy_primary_that_answers_again_was_a_false_alarm() {
+    let mut m = machine_with(busy_policy());
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Busy)]);
+    let d = m.handle(&Event::Assessed { class: FailureClass::Unknown, detail: "".into(), preflight: vec![], primary_answers: true });
+    assert_eq!(d.to.name(), "false_alarm");
+}
+
+#[test]
+fn the_orchestrators_own_trouble_never_leads_to_a_failover() {
+    let mut m = machine_with(policy()); // the test policy says failover for every class
+    drive(&mut m, &[trigger(), confirmed(), confirmed()]);
+    let d = m.handle(&assessed(FailureClass::Local));
+    assert_eq!(d.to.name(), "escalated");
+    assert!(!m.incident().switched);
+}
+
+#[test]
+fn incidents_journaled_before_these_fields_existed_still_load() {
+    let m = at_verify();
+    let mut v: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
+    // Strip every field added for the decisions work, wherever statig keeps them.
+    fn strip(v: &mut serde_json::Value) {
+        if let Some(o) = v.as_object_mut() {
+            for k in
+                ["waits", "failed_deploys", "deploy_failed", "backup_deployed", "restarted", "verify_held", "healthy_since", "busy_attempts", "deploy_retries", "restart_on_stall"]
+            {
+                o.remove(k);
+            }
+            o.values_mut().for_each(strip);
+        }
+    }
+    strip(&mut v);
+    let back = Machine::from_json(&v.to_string()).expect("old machine JSON loads");
+    assert_eq!(back.state().name(), "verify");
+    assert_eq!(back.incident().failed_deploys, 0);
 }

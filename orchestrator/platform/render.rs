@@ -243,14 +243,16 @@ impl Platform for RenderPlatform {
     }
 }
 
-/// Render's deploy status in the orchestrator's terms. `deactivated` (replaced by a
-/// later deploy) is not live, so it counts as canceled; unknown words are taken as
-/// still in progress, so the deploy timeout decides.
+/// Render's deploy status in the orchestrator's terms. `deactivated` means a later
+/// deploy replaced this one: not a failure, the executor follows the replacement (it
+/// carries the env var as it is now). Unknown words are taken as still in progress, so
+/// the deploy timeout decides.
 pub fn render_phase(status: &str) -> DeployPhase {
     match status {
         "live" => DeployPhase::Live,
         "build_failed" | "update_failed" | "pre_deploy_failed" => DeployPhase::Failed,
-        "canceled" | "deactivated" => DeployPhase::Canceled,
+        "canceled" => DeployPhase::Canceled,
+        "deactivated" => DeployPhase::Superseded,
         _ => DeployPhase::InProgress,
     }
 }

@@ -32,6 +32,9 @@ const TOP: &[&str] = &[
 fn default_action(class: FailureClass) -> Action {
     match class {
         FailureClass::Network | FailureClass::ConnectionRefused | FailureClass::Timeout => Action::Failover,
+        // A server that is loading its dataset or running a long script is working:
+        // wait for it, never fail over from it.
+        FailureClass::Busy | FailureClass::Loading => Action::Wait,
         _ => Action::Escalate,
     }
 }
@@ -52,10 +55,10 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
     };
     let confirm =
         opt_section(&top, "confirm", d, confirm_policy, || ConfirmPolicy { required: vec![ConfirmItem::PingFailed], min_signals: 2 });
-    let verify = opt_section(&top, "verify", d, verify_policy, || VerifyPolicy { required: VerifyItem::ALL.to_vec() });
+    let verify = opt_section(&top, "verify", d, verify_policy, || VerifyPolicy { required: VerifyItem::ALL.to_vec(), restart_on_stall: true });
     let actions = match top.get("actions") {
         Some(n) => actions(n, d),
-        None => Some(FailureClass::ALL.iter().map(|c| (*c, default_action(*c))).collect()),
+        None => Some(FailureClass::ALL.iter().filter(|c| **c != FailureClass::Local).map(|c| (*c, default_action(*c))).collect()),
     };
     let flush = opt_section(&top, "flush", d, flush_policy, default_flush);
     let approvals = opt_section(&top, "approvals", d, approval_policy, || ApprovalPolicy {
@@ -243,6 +246,9 @@ fn default_thresholds() -> Thresholds {
         deploy_timeout: Duration::from_secs(600),
         deploy_poll: Duration::from_secs(5),
         latency_samples: 5,
+        deploy_retries: 2,
+        busy_wait: Duration::from_secs(30),
+        busy_interval: Duration::from_secs(2),
     }
 }
 
@@ -259,6 +265,9 @@ fn thresholds(node: &Node, d: &mut Decoder<'_>) -> Option<Thresholds> {
         "deploy_timeout",
         "deploy_poll",
         "latency_samples",
+        "deploy_retries",
+        "busy_wait",
+        "busy_interval",
     ];
     let f = d.map(node, "thresholds", &keys)?;
     let mut t = default_thresholds();
@@ -281,6 +290,14 @@ fn thresholds(node: &Node, d: &mut Decoder<'_>) -> Option<Thresholds> {
         dur("verify_interval", &mut t.verify_interval);
         dur("deploy_timeout", &mut t.deploy_timeout);
         dur("deploy_poll", &mut t.deploy_poll);
+        dur("busy_wait", &mut t.busy_wait);
+        dur("busy_interval", &mut t.busy_interval);
+    }
+    if let Some(n) = f.get("deploy_retries") {
+        match d.uint(n, "thresholds.deploy_retries", 0, 10) {
+            Some(v) => t.deploy_retries = v as u32,
+            None => ok = false,
+        }
     }
     if let Some(n) = f.get("confirm_attempts") {
         match d.uint(n, "thresholds.confirm_attempts", 1, 100) {
@@ -317,7 +334,8 @@ fn confirm_policy(node: &Node, d: &mut Decoder<'_>) -> Option<ConfirmPolicy> {
 }
 
 fn verify_policy(node: &Node, d: &mut Decoder<'_>) -> Option<VerifyPolicy> {
-    let f = d.map(node, "verify", &["required"])?;
+    let f = d.map(node, "verify", &["required", "restart_on_stall"])?;
+    let restart = f.get("restart_on_stall").map(|n| d.boolean(n, "verify.restart_on_stall")).unwrap_or(Some(true));
     let required = f
         .get("required")
         .map(|n| d.names(n, "verify.required", VerifyItem::parse, &VerifyItem::names()))
@@ -326,22 +344,35 @@ fn verify_policy(node: &Node, d: &mut Decoder<'_>) -> Option<VerifyPolicy> {
         d.problem(f.pos, "`verify.required` is empty: recovery would be declared without evidence");
         return None;
     }
-    Some(VerifyPolicy { required })
+    Some(VerifyPolicy { required, restart_on_stall: restart? })
 }
 
+/// The action per failure class. `local` (the orchestrator's own trouble) is not a
+/// class a playbook can act on: it is never evidence about Redis. `wait` only makes
+/// sense for a server that is working (`busy`, `loading`).
 fn actions(node: &Node, d: &mut Decoder<'_>) -> Option<BTreeMap<FailureClass, Action>> {
-    let known: Vec<&str> = FailureClass::ALL.iter().map(|c| c.as_str()).collect();
+    let classes: Vec<FailureClass> = FailureClass::ALL.iter().copied().filter(|c| *c != FailureClass::Local).collect();
+    let known: Vec<&str> = classes.iter().map(|c| c.as_str()).collect();
     let f = d.map(node, "actions", &known)?;
     let mut out = BTreeMap::new();
     let mut ok = true;
-    for class in FailureClass::ALL {
+    for class in classes {
         let action = match f.get(class.as_str()) {
-            Some(n) => d.name(n, &format!("actions.{class}"), Action::parse, &Action::names()),
-            None => Some(default_action(*class)),
+            Some(n) => match d.name(n, &format!("actions.{class}"), Action::parse, &Action::names()) {
+                Some(Action::Wait) if !matches!(class, FailureClass::Busy | FailureClass::Loading) => {
+                    d.problem(
+                        n.pos,
+                        format!("`actions.{class}: wait` waits for a server that is working; only `busy` and `loading` can wait (use failover or escalate)"),
+                    );
+                    None
+                }
+                other => other,
+            },
+            None => Some(default_action(class)),
         };
         match action {
             Some(a) => {
-                out.insert(*class, a);
+                out.insert(class, a);
             }
             None => ok = false,
         }

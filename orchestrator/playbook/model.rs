@@ -62,6 +62,13 @@ pub struct Thresholds {
     pub deploy_timeout: Duration,
     pub deploy_poll: Duration,
     pub latency_samples: u32,
+    /// A deploy of the backup that fails (`build_failed` ...) changed nothing for the
+    /// service: it is tried again this many times before giving up.
+    pub deploy_retries: u32,
+    /// How long a `busy` or `loading` primary is waited for (re-sampled every
+    /// `busy_interval`) before escalating.
+    pub busy_wait: Duration,
+    pub busy_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +80,10 @@ pub struct ConfirmPolicy {
 #[derive(Debug, Clone)]
 pub struct VerifyPolicy {
     pub required: Vec<VerifyItem>,
+    /// Workers connected but processing nothing (health up, queue connected, the
+    /// synthetic job never completes): restart the service once, as the runbook's
+    /// "Queue Processing Stalled" says, and verify again before rolling back.
+    pub restart_on_stall: bool,
 }
 
 #[derive(Debug, Clone)]

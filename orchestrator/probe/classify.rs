@@ -27,6 +27,29 @@ pub struct ErrorShape<'a> {
     pub code: Option<&'a str>,
     /// A rustls error was found in the source chain.
     pub tls: bool,
+    /// The OS error number of the innermost `std::io::Error`, when it has one.
+    pub os_error: Option<i32>,
+}
+
+/// OS errors that describe the orchestrator's own host, not the Redis it talks to: out
+/// of file descriptors (process or system), out of memory or socket buffers, no local
+/// address to bind, no route at all (its own network is down). Never evidence that
+/// Redis failed.
+const LOCAL_OS_ERRORS: &[i32] =
+    &[libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOBUFS, libc::EADDRNOTAVAIL, libc::ENETUNREACH, libc::ENETDOWN];
+
+/// Whether an error of this shape and text is the orchestrator's own trouble.
+pub fn is_local(shape: ErrorShape<'_>, text: &str) -> bool {
+    if shape.os_error.is_some_and(|e| LOCAL_OS_ERRORS.contains(&e)) {
+        return true;
+    }
+    if matches!(shape.io_kind, Some(io::ErrorKind::OutOfMemory | io::ErrorKind::NetworkDown | io::ErrorKind::NetworkUnreachable)) {
+        return true;
+    }
+    let lower = text.to_ascii_lowercase();
+    ["too many open files", "cannot allocate memory", "no buffer space available", "cannot assign requested address", "network is unreachable", "network is down"]
+        .iter()
+        .any(|needle| lower.contains(needle))
 }
 
 /// The pure mapping: error shape plus the error's full text (the whole source chain,
@@ -43,6 +66,11 @@ pub fn classify_parts(shape: ErrorShape<'_>, text: &str) -> FailureClass {
     let has = |needle: &str| lower.contains(needle);
     let code = shape.code.map(str::to_ascii_uppercase);
     let code = code.as_deref();
+
+    // Our own trouble first: a server answer cannot arrive through an fd we never got.
+    if shape.code.is_none() && is_local(shape, text) {
+        return FailureClass::Local;
+    }
 
     // Server answers.
     if matches!(shape.redis_kind, Some(ErrorKind::AuthenticationFailed))
@@ -64,6 +92,11 @@ pub fn classify_parts(shape: ErrorShape<'_>, text: &str) -> FailureClass {
     }
     if has("max number of clients reached") {
         return FailureClass::MaxClients;
+    }
+    // `-BUSY Redis is busy running a script`: a long EVAL or module command. The
+    // server is alive and will answer once it is done.
+    if matches!(code, Some("BUSY")) || has("busy redis is busy") || has("redis is busy running") {
+        return FailureClass::Busy;
     }
     if matches!(shape.redis_kind, Some(ErrorKind::Server(ServerErrorKind::BusyLoading)))
         || matches!(code, Some("LOADING"))
@@ -143,14 +176,15 @@ pub fn classify_parts(shape: ErrorShape<'_>, text: &str) -> FailureClass {
 /// ("connect", "PING" ...); the message names the endpoint by its masked URL.
 pub fn from_redis(url: &RedisUrl, what: &str, err: &RedisError) -> RedisFailure {
     let text = chain_text(err);
-    let shape = ErrorShape { io_kind: io_kind_in_chain(err), redis_kind: Some(err.kind()), code: err.code(), tls: rustls_in_chain(err) };
+    let (io_kind, os_error) = io_in_chain(err);
+    let shape = ErrorShape { io_kind, redis_kind: Some(err.kind()), code: err.code(), tls: rustls_in_chain(err), os_error };
     failure(url, classify_parts(shape, &text), what, &text)
 }
 
 /// Classifies a bare I/O error (not wrapped by the redis crate).
 pub fn from_io(url: &RedisUrl, what: &str, err: &io::Error) -> RedisFailure {
     let text = chain_text(err);
-    let shape = ErrorShape { io_kind: Some(err.kind()), tls: rustls_in_chain(err), ..ErrorShape::default() };
+    let shape = ErrorShape { io_kind: Some(err.kind()), tls: rustls_in_chain(err), os_error: err.raw_os_error(), ..ErrorShape::default() };
     failure(url, classify_parts(shape, &text), what, &text)
 }
 
@@ -208,12 +242,13 @@ fn chain_text(err: &(dyn StdError + 'static)) -> String {
     out
 }
 
-fn io_kind_in_chain(err: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
-    let mut found = None;
+/// The kind and OS error number of the innermost `std::io::Error` in the chain.
+fn io_in_chain(err: &(dyn StdError + 'static)) -> (Option<io::ErrorKind>, Option<i32>) {
+    let mut found = (None, None);
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(io) = e.downcast_ref::<io::Error>() {
-            found = Some(io.kind());
+            found = (Some(io.kind()), io.raw_os_error().or(found.1));
         }
         cur = e.source();
     }
@@ -270,7 +305,7 @@ mod tests {
         assert_eq!(io(io::ErrorKind::TimedOut, "timed out"), Timeout);
         assert_eq!(io(io::ErrorKind::ConnectionReset, "Connection reset by peer"), Network);
         assert_eq!(io(io::ErrorKind::HostUnreachable, "No route to host"), Network);
-        assert_eq!(io(io::ErrorKind::NetworkUnreachable, "Network is unreachable"), Network);
+        assert_eq!(io(io::ErrorKind::NetworkUnreachable, "Network is unreachable"), Local, "no route at all: our own network");
         assert_eq!(io(io::ErrorKind::UnexpectedEof, "early eof"), Network);
         assert_eq!(text("Connection refused"), ConnectionRefused);
         assert_eq!(text("operation timed out"), Timeout);
@@ -313,6 +348,24 @@ mod tests {
             ErrorShape { redis_kind: Some(ErrorKind::Server(ServerErrorKind::ReadOnly)), code: Some("READONLY"), ..ErrorShape::default() };
         assert_eq!(classify_parts(ro, "ReadOnly: You can't write against a read only replica."), ReadOnly);
         assert_eq!(text("READONLY You can't write against a read only replica."), ReadOnly);
+    }
+
+    #[test]
+    fn our_own_trouble_is_local() {
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        let url = RedisUrl::parse("redis://127.0.0.1:7001").unwrap();
+        assert_eq!(from_io(&url, "connect", &emfile).class, Local);
+        assert_eq!(from_redis(&url, "connect", &RedisError::from(emfile)).class, Local);
+        assert_eq!(text("Too many open files (os error 24)"), Local);
+        assert_eq!(from_io(&url, "connect", &io::Error::from_raw_os_error(libc::ENOMEM)).class, Local);
+        // A remote host that is unreachable is the network's trouble, not ours.
+        assert_eq!(io(io::ErrorKind::HostUnreachable, "No route to host"), Network);
+    }
+
+    #[test]
+    fn busy_is_its_own_class() {
+        assert_eq!(code("BUSY", "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."), Busy);
+        assert_eq!(text("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."), Busy);
     }
 
     #[test]

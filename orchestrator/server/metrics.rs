@@ -98,6 +98,13 @@ impl Metrics {
         let _ = writeln!(out, "orchestrator_probe_failures_total {}", self.probe_failures.load(Ordering::Relaxed));
         let _ = writeln!(
             out,
+            "# HELP orchestrator_self_errors_total Errors of the orchestrator's own host (descriptors, memory, its own network) seen while probing; never counted against Redis.\n# TYPE orchestrator_self_errors_total counter"
+        );
+        let _ = writeln!(out, "orchestrator_self_errors_total {}", crate::selfcheck::count());
+        let _ = writeln!(out, "# HELP orchestrator_self_healthy 0 while the orchestrator's own host is in trouble (a local error within the last 30 s).\n# TYPE orchestrator_self_healthy gauge");
+        let _ = writeln!(out, "orchestrator_self_healthy {}", u8::from(crate::selfcheck::unhealthy().is_none()));
+        let _ = writeln!(
+            out,
             "# HELP orchestrator_paused Whether automatic failover is paused.\n# TYPE orchestrator_paused gauge\norchestrator_paused {}",
             u8::from(paused)
         );

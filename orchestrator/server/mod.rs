@@ -198,6 +198,18 @@ async fn abort(State(d): State<AppState>, Path(id): Path<String>, headers: Heade
 async fn healthz(State(d): State<AppState>) -> Response {
     let journal = &d.exec.journal;
     match (journal.paused().await, journal.open_incidents().await) {
+        // The orchestrator's own host in trouble (out of descriptors, memory, its own
+        // network): it cannot be trusted to judge Redis now, and says so.
+        (Ok(paused), Ok(open)) if crate::selfcheck::unhealthy().is_some() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "unhealthy",
+                "reason": format!("the orchestrator's own host: {}", crate::selfcheck::unhealthy().unwrap_or_default()),
+                "paused": paused,
+                "open_incidents": open.len(),
+            })),
+        )
+            .into_response(),
         (Ok(paused), Ok(open)) => Json(json!({ "status": "ok", "paused": paused, "open_incidents": open.len() })).into_response(),
         (Err(e), _) | (_, Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, format!("journal unavailable: {e}")),
     }
