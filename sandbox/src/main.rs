@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Parser, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "sandbox", version, about = "Stand-in for the runbook's service and Render's platform API, backed by real Redis")]
@@ -39,6 +39,16 @@ struct Args {
     /// Delay of each deploy step (build, update), in ms.
     #[arg(long, default_value_t = 150)]
     deploy_steps_ms: u64,
+    /// Which service runs: the in-process stand-in, or the real BullMQ service
+    /// (`bullmq-service/`, needs node and `npm ci --prefix bullmq-service`).
+    #[arg(long, value_enum, default_value_t = Kind::InProcess)]
+    service: Kind,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    InProcess,
+    Bullmq,
 }
 
 #[tokio::main]
@@ -60,6 +70,10 @@ async fn main() -> anyhow::Result<()> {
         job_ms: a.job_ms,
         workers_enabled: a.workers_enabled,
         deploy_steps_ms: a.deploy_steps_ms,
+        service_kind: match a.service {
+            Kind::InProcess => sandbox::ServiceKind::InProcess,
+            Kind::Bullmq => sandbox::ServiceKind::Bullmq,
+        },
     };
     // Debug of the config masks the keys and the Redis password.
     tracing::info!(?config, "starting sandbox");

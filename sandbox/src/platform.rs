@@ -1,5 +1,6 @@
 //! A Render-compatible platform API for one service: env vars, deploys that restart
-//! the in-process service with the `REDIS_URL` they were created with, and fault
+//! the hosted service (in-process or the BullMQ process, see [`Host`]) with the
+//! `REDIS_URL` they were created with, and fault
 //! injection (failed deploys, 429/500 answers, slow answers) for the orchestrator's
 //! tests and drills.
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::task::AbortHandle;
 
+use crate::host::Host;
 use crate::service::{Service, ServiceConfig};
 
 /// The platform's settings.
@@ -140,7 +142,7 @@ pub struct Platform {
 
 struct Inner {
     config: PlatformConfig,
-    service: Service,
+    host: Host,
     /// Settings of the service other than `REDIS_URL` and `workers_enabled`.
     template: ServiceConfig,
     state: Mutex<Books>,
@@ -152,9 +154,14 @@ fn now() -> String {
 }
 
 impl Platform {
-    /// A platform hosting `service`, whose env var `REDIS_URL` starts as
+    /// A platform hosting the in-process `service`, whose env var `REDIS_URL` starts as
     /// `template.redis_url`. Deploys restart `service` with `template` plus the env.
     pub fn new(config: PlatformConfig, service: Service, template: ServiceConfig) -> Platform {
+        Platform::hosting(config, Host::InProcess(service), template)
+    }
+
+    /// A platform hosting `host` (either kind of service); otherwise as [`Platform::new`].
+    pub fn hosting(config: PlatformConfig, host: Host, template: ServiceConfig) -> Platform {
         let mut env = BTreeMap::new();
         env.insert("REDIS_URL".to_string(), template.redis_url.clone());
         let faults = Faults {
@@ -169,7 +176,7 @@ impl Platform {
         Platform {
             inner: Arc::new(Inner {
                 config,
-                service,
+                host,
                 template,
                 state: Mutex::new(Books {
                     env,
@@ -314,7 +321,11 @@ impl Platform {
         let mut config = self.inner.template.clone();
         config.redis_url = redis_url;
         config.workers_enabled = workers_enabled;
-        self.inner.service.restart(config).await;
+        if let Err(e) = self.inner.host.restart(config).await {
+            // As on Render when the new instance never passes its health check.
+            tracing::warn!(deploy = %id, "deploy failed: {e}");
+            return self.set_status(&id, "update_failed", true);
+        }
         let t = now();
         let mut st = self.inner.state.lock().unwrap();
         for d in st.deploys.iter_mut() {
