@@ -7,8 +7,12 @@ build:
 demo: build
 	./scripts/demo.sh
 
-test:
+test: bullmq-service/node_modules/.package-lock.json
 	cargo test --workspace
+
+# The real BullMQ service some tests run against, installed exactly as locked.
+bullmq-service/node_modules/.package-lock.json: bullmq-service/package-lock.json
+	npm ci --prefix bullmq-service --no-audit --no-fund
 
 bench:
 	./scripts/bench.sh

@@ -33,11 +33,21 @@ pub struct WorldOptions {
     pub backup_password: Option<&'static str>,
     /// Delay of each of the sandbox platform's two deploy steps.
     pub deploy_steps_ms: u64,
+    /// Run the real BullMQ service (`bullmq-service/`, a Node process on a fixed port)
+    /// instead of the in-process stand-in; needs `npm ci --prefix bullmq-service`.
+    pub bullmq: bool,
 }
 
 impl Default for WorldOptions {
     fn default() -> Self {
-        WorldOptions { workers_enabled: true, primary_args: vec![], primary_password: None, backup_password: None, deploy_steps_ms: 50 }
+        WorldOptions {
+            workers_enabled: true,
+            primary_args: vec![],
+            primary_password: None,
+            backup_password: None,
+            deploy_steps_ms: 50,
+            bullmq: false,
+        }
     }
 }
 
@@ -74,6 +84,9 @@ impl World {
         cfg.workers_enabled = opts.workers_enabled;
         cfg.deploy_steps_ms = opts.deploy_steps_ms;
         cfg.job_ms = 5;
+        if opts.bullmq {
+            cfg.service_kind = sandbox::ServiceKind::Bullmq;
+        }
         let sandbox = sandbox::start(cfg).await.expect("sandbox");
         let mut env = HashMap::new();
         env.insert("SANDBOX_PRIMARY_URL".to_string(), primary_url);
