@@ -19,8 +19,16 @@ enum Scenario {
     Failover,
     /// Flush behind an approval gate; `oncall` approves between crash and resume.
     Gated,
-    /// The first deploy fails; the primary comes back before resume.
+    /// Every deploy of the backup fails (two: one retry); the primary comes back before
+    /// resume, so the rollback restores its URL (no rollback deploy: the old one stayed live).
     Rollback,
+    /// Every deploy fails and the primary stays dead: the rollback holds.
+    Held,
+    /// The first deploy fails, its retry goes live.
+    DeployRetry,
+    /// Deploys start the service with its workers stopped; workers are enabled before
+    /// resume, so the one restart (if not already requested) brings them back.
+    Stalled,
 }
 
 async fn orchestrator(w: &World, args: &[&str], crash_at: Option<&str>) -> std::process::ExitStatus {
@@ -46,11 +54,19 @@ async fn orchestrator(w: &World, args: &[&str], crash_at: Option<&str>) -> std::
 
 async fn crash_then_resume(point: &str, scenario: Scenario) {
     let w = World::start().await;
-    if scenario == Scenario::Rollback {
+    let failing = match scenario {
+        Scenario::Rollback | Scenario::Held => 2,
+        Scenario::DeployRetry => 1,
+        _ => 0,
+    };
+    if failing > 0 {
         w.sandbox
             .platform()
-            .set_faults(sandbox::FaultsPatch { fail_next_deploys: Some(1), fail_status: Some("build_failed".into()), ..Default::default() })
+            .set_faults(sandbox::FaultsPatch { fail_next_deploys: Some(failing), fail_status: Some("build_failed".into()), ..Default::default() })
             .unwrap();
+    }
+    if scenario == Scenario::Stalled {
+        w.sandbox.platform().set_faults(sandbox::FaultsPatch { workers_enabled: Some(false), ..Default::default() }).unwrap();
     }
     w.primary.kill();
     w.service_sees_redis_down().await;
@@ -74,14 +90,19 @@ async fn crash_then_resume(point: &str, scenario: Scenario) {
     if scenario == Scenario::Rollback {
         w.primary.restart().unwrap();
     }
+    if scenario == Scenario::Stalled {
+        w.sandbox.platform().set_faults(sandbox::FaultsPatch { workers_enabled: Some(true), ..Default::default() }).unwrap();
+    }
     let status = orchestrator(&w, &["resume", &id, "--playbook", pb], None).await;
-    let expected = if scenario == Scenario::Rollback { 4 } else { 0 };
-    assert_eq!(
-        status.code(),
-        Some(expected),
-        "resume after a crash at {point} ends {}",
-        if expected == 0 { "Recovered" } else { "RolledBack" }
-    );
+    let (expected, name) = match scenario {
+        Scenario::Rollback => (4, "RolledBack"),
+        Scenario::Held => (9, "Held"),
+        // The restart was already requested (with workers stopped) before the crash:
+        // still stalled after it, the primary dead, so the incident holds on the backup.
+        Scenario::Stalled if point == "outcome:restart" => (9, "Held"),
+        _ => (0, "Recovered"),
+    };
+    assert_eq!(status.code(), Some(expected), "resume after a crash at {point} ends {name}");
 
     // Exactly once: one write per target value, one deploy per deploy intent.
     let stats = w.sandbox.platform().stats();
@@ -93,6 +114,9 @@ async fn crash_then_resume(point: &str, scenario: Scenario) {
     assert!(journal.effects(&id).await.unwrap().iter().all(|e| e.outcome.is_some()), "no effect left in flight");
     let expected_writes = if scenario == Scenario::Rollback { 2 } else { 1 };
     assert_eq!(stats.env_write_counts.len(), expected_writes);
+    if expected == 9 {
+        assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.backup.url()), "held: never handed the dead primary's URL");
+    }
     check_no_dup_transitions(&journal, &id).await;
 }
 
@@ -143,4 +167,10 @@ crash_tests! {
     killed_after_deploy_request: "outcome:deploy", Scenario::Failover;
     killed_in_verify: "state:verify", Scenario::Failover;
     killed_in_rollback: "state:rollback", Scenario::Rollback;
+    killed_in_rollback_that_holds: "state:rollback", Scenario::Held;
+    killed_after_deploy_retry_intent: "intent:deploy_retry", Scenario::DeployRetry;
+    killed_after_deploy_retry_request: "outcome:deploy_retry", Scenario::DeployRetry;
+    killed_in_restart: "state:restart", Scenario::Stalled;
+    killed_after_restart_intent: "intent:restart", Scenario::Stalled;
+    killed_after_restart_request: "outcome:restart", Scenario::Stalled;
 }

@@ -241,13 +241,14 @@ async fn an_approval_that_never_comes_escalates_when_the_ttl_expires() {
     edits.push(("  ttl: 10m", "  ttl: 2s"));
     let s = w.serve(&edits, false).await;
     let id = open_incident(&s).await;
-    assert_eq!(wait_outcome(&w, &id, Duration::from_secs(30)).await, "escalated");
+    assert_eq!(wait_outcome(&w, &id, Duration::from_secs(30)).await, "held");
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
     let t = j.transitions(&id).await.unwrap();
-    assert!(t.iter().any(|t| t.event == "approval_expired" && t.to_state == "rollback"), "the switch is undone first");
-    assert!(t.iter().any(|t| t.from_state == "rollback" && t.to_state == "escalated"), "the primary is still down");
-    assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.primary.url()), "the platform holds the original URL again");
-    assert_eq!(w.sandbox.platform().stats().deploy_count, 0, "the backup was never deployed, so nothing to redeploy");
+    assert!(t.iter().any(|t| t.event == "approval_expired" && t.to_state == "rollback"), "giving up after the switch goes through rollback");
+    let held = t.iter().find(|t| t.from_state == "rollback" && t.to_state == "held").expect("held: the primary is still down");
+    assert!(held.note.as_deref().unwrap_or("").contains("not deployed"), "{:?}", held.note);
+    assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.backup.url()), "no write back to a dead primary");
+    assert_eq!(w.sandbox.platform().stats().deploy_count, 0, "and no deploy");
     // The cooldown after it: a new alert is journaled and starts nothing.
     let v = fire(&s, "still down").await;
     assert_eq!(v["alerts"][0]["disposition"], "cooldown");

@@ -121,25 +121,31 @@ async fn failed_deploy_rolls_back_to_the_restored_primary() {
     let w = World::start().await;
     w.sandbox
         .platform()
-        .set_faults(sandbox::FaultsPatch { fail_next_deploys: Some(1), fail_status: Some("update_failed".into()), ..Default::default() })
+        .set_faults(sandbox::FaultsPatch { fail_next_deploys: Some(2), fail_status: Some("update_failed".into()), ..Default::default() })
         .unwrap();
     w.primary.kill();
     w.service_sees_redis_down().await;
-    let exec = std::sync::Arc::new(w.executor(FAST).await);
+    // Deploy gated, so the primary is back (for certain) before the deploys fail.
+    let mut edits = FAST.to_vec();
+    edits.push(("  steps: []", "  steps: [deploy]"));
+    let exec = std::sync::Arc::new(w.executor(&edits).await);
     let id = exec.open("test", "deploy will fail").await.unwrap();
-    let runner = spawn_run(&exec, &id);
-    // The original primary comes back while the incident rolls back to it.
-    wait_state(&w, &id, &["rollback"], Duration::from_secs(30)).await;
+    assert_eq!(exec.run(&id).await.unwrap(), RunEnd::AwaitingApproval(orchestrator::model::Step::Deploy));
     w.primary.restart().unwrap();
-    let end = runner.await.unwrap();
+    exec.journal
+        .add_command(&id, orchestrator::journal::CommandKind::Approve, "oncall", "go", "cli", chrono::Utc::now())
+        .await
+        .unwrap();
+    let end = exec.run(&id).await.unwrap();
     assert_eq!(end, RunEnd::Finished(Outcome::RolledBack));
     let t = transitions(&w, &id).await;
+    assert!(t.iter().any(|(f, to, e)| f == "deploy" && to == "deploy" && e == "deploy_finished"), "retried once: {t:?}");
     assert!(t.iter().any(|(f, to, e)| f == "deploy" && to == "rollback" && e == "deploy_finished"), "{t:?}");
     assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.primary.url()), "original restored");
     let writes = w.env_writes();
     assert_eq!(writes, vec![("REDIS_URL".to_string(), w.backup.url()), ("REDIS_URL".to_string(), w.primary.url())]);
-    assert_eq!(w.sandbox.platform().stats().deploy_count, 2, "the failed one and the rollback");
-    assert!(w.job_completes(Duration::from_secs(5)).await, "jobs run on the restored primary");
+    assert_eq!(w.sandbox.platform().stats().deploy_count, 2, "the failed deploy and its retry; no rollback deploy (the old one stayed live)");
+    assert!(w.job_completes(Duration::from_secs(5)).await, "jobs run on the primary");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,8 +158,9 @@ async fn workers_that_never_resume_fail_verify_and_roll_back() {
     let exec = std::sync::Arc::new(w.executor(FAST).await);
     let id = exec.open("test", "workers stuck").await.unwrap();
     let runner = spawn_run(&exec, &id);
-    wait_state(&w, &id, &["rollback"], Duration::from_secs(30)).await;
-    w.sandbox.platform().set_faults(sandbox::FaultsPatch { workers_enabled: Some(true), ..Default::default() }).unwrap();
+    // The runbook's remedy first: one restart. The primary is back meanwhile, so the
+    // rollback that follows the second failed verification can help.
+    wait_state(&w, &id, &["restart"], Duration::from_secs(30)).await;
     w.primary.restart().unwrap();
     let end = runner.await.unwrap();
     let journal = orchestrator::journal::Journal::open_existing(&w.journal_path()).await.unwrap();
@@ -164,5 +171,8 @@ async fn workers_that_never_resume_fail_verify_and_roll_back() {
     assert!(verify.iter().all(|c| c.item != "synthetic_job" || !c.holds), "the synthetic job never completed");
     assert!(verify.iter().any(|c| c.item == "queue_connected" && c.holds), "yet the queue reported connected");
     let t = transitions(&w, &id).await;
-    assert!(t.iter().any(|(f, to, _)| f == "verify" && to == "rollback"), "{t:?}");
+    let path: Vec<&str> = t.iter().filter(|(f, to, _)| f != to).map(|(_, to, _)| to.as_str()).collect();
+    assert!(path.ends_with(&["verify", "restart", "verify", "rollback", "rolled_back"]), "one restart, then rollback: {path:?}");
+    let deploys = w.sandbox.platform().stats().deploy_count;
+    assert_eq!(deploys, 3, "the switch's deploy, the one restart, the rollback's deploy");
 }

@@ -96,12 +96,16 @@ async fn transient_500s_at_deploy_are_retried_and_recover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_500s_at_deploy_roll_back_then_escalate() {
     let (w, id, end) = platform_fails_at_deploy(100_000).await;
-    assert_eq!(end, RunEnd::Finished(Outcome::Escalated), "the deploy fails, and so does the rollback's write");
+    // The deploy cannot be started (nor retried); the primary is dead, so rolling
+    // back cannot help: hold, with the flushed backup in the platform's env var.
+    assert_eq!(end, RunEnd::Finished(Outcome::Held), "the deploy fails and the primary is dead");
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
     let t: Vec<_> = j.transitions(&id).await.unwrap().into_iter().map(|t| (t.from_state, t.to_state)).collect();
+    assert!(t.contains(&("deploy".into(), "deploy".into())), "retried once: {t:?}");
     assert!(t.contains(&("deploy".into(), "rollback".into())), "{t:?}");
-    assert!(t.contains(&("rollback".into(), "escalated".into())), "{t:?}");
+    assert!(t.contains(&("rollback".into(), "held".into())), "{t:?}");
     assert_eq!(w.sandbox.platform().stats().deploy_count, 0);
+    assert_eq!(w.env_writes().len(), 1, "no write back to the dead primary");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,6 +427,7 @@ async fn an_approval_given_in_time_counts_even_when_applied_after_the_ttl() {
         .add_command(&id2, orchestrator::journal::CommandKind::Approve, "oncall", "too late", "cli", chrono::Utc::now())
         .await
         .unwrap();
-    assert_eq!(exec2.run(&id2).await.unwrap(), RunEnd::Finished(Outcome::Escalated), "rolled back after expiry; the primary is still down");
+    assert_eq!(exec2.run(&id2).await.unwrap(), RunEnd::Finished(Outcome::Held), "expired after the switch; the primary is still down: hold");
     assert_eq!(w2.sandbox.platform().stats().deploy_count, 0);
+    assert_eq!(w2.env_writes(), vec![("REDIS_URL".to_string(), w2.backup.url())], "nothing written back to the dead primary");
 }

@@ -18,6 +18,9 @@ fn policy() -> Policy {
         gated_steps: vec![orchestrator::model::Step::Flush],
         approvers: vec!["alice".into()],
         approvals_required: 1,
+        busy_attempts: 1,
+        deploy_retries: 0,
+        restart_on_stall: false,
     }
 }
 
@@ -72,6 +75,7 @@ async fn an_incident_resumes_from_the_journal_alone() {
                 class: FailureClass::ConnectionRefused,
                 detail: "".into(),
                 preflight: vec![Check::new("backup_ping", true, "PONG")],
+                primary_answers: false,
             },
         )
         .await;

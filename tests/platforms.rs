@@ -362,7 +362,7 @@ async fn render_deploy_and_status_mapping() {
         ("update_failed", DeployPhase::Failed),
         ("pre_deploy_failed", DeployPhase::Failed),
         ("canceled", DeployPhase::Canceled),
-        ("deactivated", DeployPhase::Canceled),
+        ("deactivated", DeployPhase::Superseded),
     ];
     for (i, (status, phase)) in cases.iter().enumerate() {
         let id = format!("dep-s{i}");
@@ -422,7 +422,7 @@ async fn render_deploys_since_filters_and_orders_newest_first() {
     let got = p.deploys_since(since).await.unwrap();
     let ids: Vec<_> = got.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids, ["dep-c", "dep-b"]);
-    assert_eq!(got[1].phase, DeployPhase::Canceled);
+    assert_eq!(got[1].phase, DeployPhase::Superseded);
     assert!(requests(&s).iter().any(|(m, p, _)| m == "GET" && p == "/v1/services/srv-test/deploys?limit=20"));
 }
 
@@ -477,7 +477,7 @@ fn command_status_words() {
     assert_eq!(command_phase("live"), Some(DeployPhase::Live));
     assert_eq!(command_phase("failed"), Some(DeployPhase::Failed));
     assert_eq!(command_phase("pre_deploy_failed"), Some(DeployPhase::Failed));
-    assert_eq!(command_phase("deactivated"), Some(DeployPhase::Canceled));
+    assert_eq!(command_phase("deactivated"), Some(DeployPhase::Superseded));
     assert_eq!(command_phase("queued"), Some(DeployPhase::InProgress));
     assert_eq!(command_phase("banana"), None);
 }
