@@ -37,7 +37,10 @@ pub fn service_dir() -> PathBuf {
 /// Whether `node` runs and the service's packages are installed; the error says what
 /// to run. Tests call it first so a missing install fails with that, not a timeout.
 pub fn check_installed() -> Result<PathBuf, String> {
-    let dir = service_dir();
+    check_installed_in(service_dir())
+}
+
+fn check_installed_in(dir: PathBuf) -> Result<PathBuf, String> {
     for pkg in ["bullmq", "ioredis"] {
         if !dir.join("node_modules").join(pkg).join("package.json").is_file() {
             return Err(format!(
@@ -102,7 +105,21 @@ impl NodeService {
     /// and waits until it answers liveness — not until Redis is connected.
     pub async fn start(addr: SocketAddr, config: ServiceConfig) -> anyhow::Result<NodeService> {
         let dir = check_installed().map_err(anyhow::Error::msg)?;
-        let addr = if addr.port() == 0 { SocketAddr::new(addr.ip(), free_port()?) } else { addr };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let chosen = if addr.port() == 0 { SocketAddr::new(addr.ip(), free_port()?) } else { addr };
+            let svc = NodeService::new(chosen, dir.clone())?;
+            match svc.restart(config.clone()).await {
+                Ok(()) => return Ok(svc),
+                // A free port can be taken between choosing it and node binding it.
+                Err(e) if addr.port() == 0 && attempt < 3 && e.contains("EADDRINUSE") => continue,
+                Err(e) => return Err(anyhow::Error::msg(e)),
+            }
+        }
+    }
+
+    fn new(addr: SocketAddr, dir: PathBuf) -> io::Result<NodeService> {
         let log_dir = std::env::temp_dir().join(format!(
             "sandbox-bullmq-{}-{}-{}",
             std::process::id(),
@@ -110,11 +127,8 @@ impl NodeService {
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&log_dir)?;
-        let svc = NodeService {
-            inner: Arc::new(Inner { addr, dir, log_dir, current: Mutex::new(None), restarting: tokio::sync::Mutex::new(()) }),
-        };
-        svc.restart(config).await.map_err(anyhow::Error::msg)?;
-        Ok(svc)
+        let inner = Inner { addr, dir, log_dir, current: Mutex::new(None), restarting: tokio::sync::Mutex::new(()) };
+        Ok(NodeService { inner: Arc::new(inner) })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -292,4 +306,19 @@ fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_install_names_the_command_to_run() {
+        let dir = std::env::temp_dir().join(format!("sandbox-bullmq-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = check_installed_in(dir.clone()).unwrap_err();
+        assert!(e.contains("run `npm ci --prefix bullmq-service`"), "{e}");
+        assert!(e.contains("node_modules/bullmq"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
