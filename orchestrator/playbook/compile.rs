@@ -214,7 +214,22 @@ fn service_section(node: &Node, d: &mut Decoder<'_>) -> Option<ServiceSection> {
     let request_timeout =
         f.get("request_timeout").map(|n| d.positive_duration(n, "service.request_timeout")).unwrap_or(Some(Duration::from_secs(5)));
     let error_patterns = f.get("error_patterns").map(|n| d.strings(n, "service.error_patterns")).unwrap_or_else(|| {
-        Some(["Redis connection failed", "ECONNREFUSED", "Connection timeout", "Redis ping exceeded timeout"].map(String::from).to_vec())
+        // The runbook's phrases, and what an ioredis client logs while it cannot reach
+        // Redis (a real BullMQ service's errors).
+        Some(
+            [
+                "Redis connection failed",
+                "ECONNREFUSED",
+                "Connection timeout",
+                "Redis ping exceeded timeout",
+                "Redis ping failed",
+                "Stream isn't writeable",
+                "Connection is closed",
+                "ETIMEDOUT",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
     });
     let [health, metrics, logs, trigger] = paths.map(|(_, v)| v);
     if !ok {
