@@ -5,17 +5,18 @@
 //
 // Env: PORT, HOST (127.0.0.1), REDIS_URL, API_KEY, WORKERS_ENABLED (true), JOB_MS (20),
 // WORKERS_PER_QUEUE (2), QUEUES (critical,default,bulk), COMMAND_TIMEOUT_MS (1000),
-// PING_INTERVAL_MS (1000), REQUEST_TIMEOUT_MS (5000), EXIT_WITH_PARENT (false). SIGTERM/SIGINT close it gracefully within SHUTDOWN_GRACE_MS.
+// PING_INTERVAL_MS (1000), REQUEST_TIMEOUT_MS (5000), EXIT_WITH_PARENT (false),
+// REDIS_CONNECT_DELAY_MS (0: a slow path to Redis for the health and queue connections). SIGTERM/SIGINT close it gracefully within SHUTDOWN_GRACE_MS.
 
 const { load, redactor, ConfigError } = require('./lib/config');
 const { LogBuffer } = require('./lib/logs');
-const { Runtime } = require('./lib/runtime');
+const { Runtime, slowPath } = require('./lib/runtime');
 const { createServer } = require('./lib/http');
 
 // A platform sends SIGKILL a little after SIGTERM; the host here after 2 s.
 const SHUTDOWN_GRACE_MS = 1500;
 
-function main() {
+async function main() {
   let cfg;
   try {
     cfg = load(process.env);
@@ -31,6 +32,9 @@ function main() {
   // service down (the default in Node 20 would exit).
   process.on('unhandledRejection', (err) => logs.error('Process', `Unhandled rejection: ${err && err.message ? err.message : err}`));
 
+  if (cfg.connectDelayMs > 0) {
+    cfg.viaUrl = (await slowPath(cfg.redisUrl, cfg.connectDelayMs)).url;
+  }
   const rt = new Runtime(cfg, logs);
   const server = createServer(cfg, rt, logs);
   server.on('error', (err) => {
@@ -69,4 +73,7 @@ function main() {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-main();
+main().catch((err) => {
+  process.stderr.write(`bullmq-service: ${err && err.stack ? err.stack : err}\n`);
+  process.exit(1);
+});

@@ -101,6 +101,10 @@ function load(env) {
     requestTimeoutMs: int('REQUEST_TIMEOUT_MS', env.REQUEST_TIMEOUT_MS, 5000, 1),
     // How often the background monitor PINGs Redis.
     pingIntervalMs: int('PING_INTERVAL_MS', env.PING_INTERVAL_MS, 1000, 10),
+    // The health and queue connections connect this long after start, as they do to a
+    // remote Redis behind slow DNS or TLS: requests that arrive first meet a client
+    // that is not ready (health 503, "Stream isn't writeable" logged).
+    connectDelayMs: int('REDIS_CONNECT_DELAY_MS', env.REDIS_CONNECT_DELAY_MS, 0, 0),
     // Exit when the parent process goes (a test harness killed with SIGKILL must not
     // leave a service reconnecting forever).
     exitWithParent: bool('EXIT_WITH_PARENT', env.EXIT_WITH_PARENT, false),

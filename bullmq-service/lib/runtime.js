@@ -5,7 +5,51 @@
 // event logged. Nothing here is made faster or cleaner than in production: start-up
 // errors, timeouts and reconnect backoffs are ioredis's and BullMQ's own.
 
+const net = require('net');
 const IORedis = require('ioredis');
+
+/**
+ * A slow path to Redis (slow DNS, a TLS handshake across regions): a local TCP relay
+ * that accepts at once but passes no byte either way until `delayMs` after start. The
+ * clients behind it are connected but not ready, so a PING on a client without an
+ * offline queue fails with ioredis's own "Stream isn't writeable ..." until then.
+ * Returns the URL to use instead of `redisUrl`.
+ */
+function slowPath(redisUrl, delayMs) {
+  const target = new URL(redisUrl);
+  const host = target.hostname;
+  const port = Number(target.port || 6379);
+  const openAt = Date.now() + delayMs;
+  const relay = net.createServer((client) => {
+    client.pause();
+    const wait = Math.max(0, openAt - Date.now());
+    setTimeout(() => {
+      const upstream = net.connect(port, host, () => {
+        client.pipe(upstream);
+        upstream.pipe(client);
+        client.resume();
+      });
+      const close = () => {
+        client.destroy();
+        upstream.destroy();
+      };
+      upstream.on('error', close);
+      client.on('error', close);
+      upstream.on('close', close);
+      client.on('close', close);
+    }, wait).unref();
+  });
+  relay.listen(0, '127.0.0.1');
+  relay.unref();
+  return new Promise((resolve) =>
+    relay.on('listening', () => {
+      const u = new URL(redisUrl);
+      u.hostname = '127.0.0.1';
+      u.port = String(relay.address().port);
+      resolve({ url: u.toString(), relay });
+    }),
+  );
+}
 const { Queue, Worker, Job } = require('bullmq');
 
 class Runtime {
@@ -16,7 +60,9 @@ class Runtime {
     // Health: the offline queue is off so a PING while the connection is not ready
     // fails at once ("Stream isn't writeable ...") instead of waiting for a reconnect,
     // which is how health indicators in real services are set up.
-    this.health = new IORedis(cfg.redisUrl, {
+    // The health and queue connections go through the slow path when one is set.
+    const viaUrl = cfg.viaUrl || cfg.redisUrl;
+    this.health = new IORedis(viaUrl, {
       enableOfflineQueue: false,
       commandTimeout: cfg.commandTimeoutMs,
       connectionName: 'health',
@@ -25,7 +71,7 @@ class Runtime {
 
     // Queues: the offline queue stays on (BullMQ's producer side needs it), so a call
     // while Redis is down waits for a reconnect until the command timeout fires.
-    this.queueConn = new IORedis(cfg.redisUrl, {
+    this.queueConn = new IORedis(viaUrl, {
       commandTimeout: cfg.commandTimeoutMs,
       connectionName: 'queues',
     });
@@ -147,4 +193,4 @@ class Runtime {
   }
 }
 
-module.exports = { Runtime };
+module.exports = { slowPath, Runtime };

@@ -354,29 +354,23 @@ impl Executor {
                 });
             }
         }
-        // Nothing was deployed: the service never left the primary, so there is nothing
-        // to wait for. One look says whether it works again.
-        if !deployed_backup {
-            let (health, ping) = tokio::join!(self.ports.service.health(), self.ports.redis.check(primary, t.ping_timeout));
-            let ok = matches!(&health, Ok(h) if h.redis_status == "up") && ping.is_ok();
-            let never = if inc.deploy_failed { "every deploy of the backup failed" } else { "the backup was never deployed" };
-            let detail = if ok {
-                format!("{primary} restored ({never}, so no rollback deploy); health up, primary answers")
-            } else {
-                format!("{primary} restored ({never}, so no rollback deploy), but the service is not healthy on it: a person must decide")
-            };
-            return Ok(Event::RollbackFinished { ok, detail });
-        }
+        // Nothing was deployed: the service never left the primary, but it may still be
+        // reconnecting to it (a real client backs off while its Redis was down), so it
+        // gets the same window as after a rollback deploy.
+        let how = if deployed_backup {
+            "deploy live".to_string()
+        } else if inc.deploy_failed {
+            "no rollback deploy (every deploy of the backup failed, the old one stayed live)".to_string()
+        } else {
+            "no rollback deploy (the backup was never deployed)".to_string()
+        };
         // Verify the original connection: health up and the primary answering.
         let started = tokio::time::Instant::now();
         loop {
             let (health, ping) = tokio::join!(self.ports.service.health(), self.ports.redis.check(primary, t.ping_timeout));
             let health_up = matches!(&health, Ok(h) if h.redis_status == "up");
             if health_up && ping.is_ok() {
-                return Ok(Event::RollbackFinished {
-                    ok: true,
-                    detail: format!("{primary} restored, deploy live, health up, primary answers"),
-                });
+                return Ok(Event::RollbackFinished { ok: true, detail: format!("{primary} restored, {how}, health up, primary answers") });
             }
             if started.elapsed() >= t.verify_window {
                 let why = match (&health, &ping) {
@@ -386,10 +380,7 @@ impl Executor {
                 };
                 return Ok(Event::RollbackFinished {
                     ok: false,
-                    detail: format!(
-                        "restored and deployed, but not healthy within {}: {why}",
-                        crate::duration::format_duration(t.verify_window)
-                    ),
+                    detail: format!("{primary} restored, {how}, but not healthy within {}: {why}", crate::duration::format_duration(t.verify_window)),
                 });
             }
             self.report(Progress::Waiting { what: "rollback verification".into(), elapsed: started.elapsed(), limit: t.verify_window });

@@ -64,6 +64,9 @@ pub struct SandboxConfig {
     /// Which service runs; `Bullmq` uses `service_addr`'s port for every incarnation
     /// (port 0: a free one, chosen once).
     pub service_kind: ServiceKind,
+    /// The BullMQ service only: delay of its Redis connections after each start
+    /// ([`ServiceConfig::connect_delay_ms`]).
+    pub connect_delay_ms: u64,
 }
 
 impl SandboxConfig {
@@ -84,6 +87,7 @@ impl SandboxConfig {
             workers_enabled: true,
             deploy_steps_ms: 150,
             service_kind: ServiceKind::InProcess,
+            connect_delay_ms: 0,
         }
     }
 }
@@ -132,6 +136,7 @@ pub async fn start(config: SandboxConfig) -> anyhow::Result<Sandbox> {
         workers_per_queue: config.workers_per_queue,
         job_ms: config.job_ms,
         workers_enabled: config.workers_enabled,
+        connect_delay_ms: config.connect_delay_ms,
     };
     let (stop, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();

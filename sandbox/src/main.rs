@@ -74,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
             Kind::InProcess => sandbox::ServiceKind::InProcess,
             Kind::Bullmq => sandbox::ServiceKind::Bullmq,
         },
+        connect_delay_ms: 0,
     };
     // Debug of the config masks the keys and the Redis password.
     tracing::info!(?config, "starting sandbox");

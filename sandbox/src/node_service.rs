@@ -228,6 +228,7 @@ impl NodeService {
             .env("JOB_MS", config.job_ms.to_string())
             .env("QUEUES", QUEUES.join(","))
             .env("EXIT_WITH_PARENT", "true")
+            .env("REDIS_CONNECT_DELAY_MS", config.connect_delay_ms.to_string())
             // Settings from the developer's shell must not change the service's behaviour.
             .env_remove("NODE_OPTIONS")
             .env_remove("COMMAND_TIMEOUT_MS")

@@ -36,12 +36,23 @@ pub struct ServiceConfig {
     /// `false` starts only the HTTP side: jobs are accepted but never processed, the
     /// "workers never resume after failover" fault.
     pub workers_enabled: bool,
+    /// The BullMQ service only: its health and queue connections connect this long after
+    /// start (a remote Redis behind slow DNS or TLS), so requests that arrive first
+    /// meet a client that is not ready, as a freshly deployed real service does.
+    pub connect_delay_ms: u64,
 }
 
 impl ServiceConfig {
     /// Defaults: 2 workers per queue, 20 ms jobs, workers enabled.
     pub fn new(redis_url: impl Into<String>, api_key: impl Into<String>) -> ServiceConfig {
-        ServiceConfig { redis_url: redis_url.into(), api_key: api_key.into(), workers_per_queue: 2, job_ms: 20, workers_enabled: true }
+        ServiceConfig {
+            redis_url: redis_url.into(),
+            api_key: api_key.into(),
+            workers_per_queue: 2,
+            job_ms: 20,
+            workers_enabled: true,
+            connect_delay_ms: 0,
+        }
     }
 }
 

@@ -36,6 +36,8 @@ pub struct WorldOptions {
     /// Run the real BullMQ service (`bullmq-service/`, a Node process on a fixed port)
     /// instead of the in-process stand-in; needs `npm ci --prefix bullmq-service`.
     pub bullmq: bool,
+    /// The BullMQ service's Redis connections come up this long after each start.
+    pub connect_delay_ms: u64,
 }
 
 impl Default for WorldOptions {
@@ -47,6 +49,7 @@ impl Default for WorldOptions {
             backup_password: None,
             deploy_steps_ms: 50,
             bullmq: false,
+            connect_delay_ms: 0,
         }
     }
 }
@@ -87,6 +90,7 @@ impl World {
         if opts.bullmq {
             cfg.service_kind = sandbox::ServiceKind::Bullmq;
         }
+        cfg.connect_delay_ms = opts.connect_delay_ms;
         let sandbox = sandbox::start(cfg).await.expect("sandbox");
         let mut env = HashMap::new();
         env.insert("SANDBOX_PRIMARY_URL".to_string(), primary_url);
