@@ -8,7 +8,7 @@ demo: build
 	./scripts/demo.sh
 
 test: bullmq-service/node_modules/.package-lock.json
-	cargo test --workspace
+	./scripts/test.sh
 
 # The real BullMQ service some tests run against, installed exactly as locked.
 bullmq-service/node_modules/.package-lock.json: bullmq-service/package-lock.json

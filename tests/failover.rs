@@ -75,6 +75,9 @@ async fn primary_requiring_a_password_is_classified_auth_and_escalated_without_s
     let client = redis::Client::open(w.primary.url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("rotated-pw-77").query_async(&mut con).await.unwrap();
+    // A rotated password only affects new connections: a real service keeps working on
+    // its authenticated ones until it reconnects. Drop them, as a restart would.
+    let _: redis::Value = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").arg("SKIPME").arg("yes").query_async(&mut con).await.unwrap();
     w.service_sees_redis_down().await;
 
     let exec = w.executor(FAST).await;
@@ -90,6 +93,9 @@ async fn primary_requiring_a_password_is_classified_auth_and_escalated_without_s
     let client = redis::Client::open(w2.primary.url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("rotated-pw-77").query_async(&mut con).await.unwrap();
+    // A rotated password only affects new connections: a real service keeps working on
+    // its authenticated ones until it reconnects. Drop them, as a restart would.
+    let _: redis::Value = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").arg("SKIPME").arg("yes").query_async(&mut con).await.unwrap();
     w2.service_sees_redis_down().await;
     let mut edits = FAST.to_vec();
     edits.push(("  auth: escalate", "  auth: failover"));
@@ -145,7 +151,13 @@ async fn failed_deploy_rolls_back_to_the_restored_primary() {
     let writes = w.env_writes();
     assert_eq!(writes, vec![("REDIS_URL".to_string(), w.backup.url()), ("REDIS_URL".to_string(), w.primary.url())]);
     assert_eq!(w.sandbox.platform().stats().deploy_count, 2, "the failed deploy and its retry; no rollback deploy (the old one stayed live)");
-    assert!(w.job_completes(Duration::from_secs(5)).await, "jobs run on the primary");
+    // The service never left the primary, but its workers were cut off while it was
+    // down: BullMQ's workers reconnect on their own backoff (up to 20 s), not at once.
+    assert!(
+        w.job_completes(Duration::from_secs(30)).await,
+        "jobs run on the primary: {}",
+        w.sandbox.node_service().map(|n| n.log_tail(30)).unwrap_or_default()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,7 +48,9 @@ impl Default for WorldOptions {
             primary_password: None,
             backup_password: None,
             deploy_steps_ms: 50,
-            bullmq: false,
+            // `ORCH_TEST_SERVICE=bullmq` runs every world on the real BullMQ service
+            // (`make test` does so for the failover, fault and crash suites).
+            bullmq: std::env::var("ORCH_TEST_SERVICE").is_ok_and(|v| v == "bullmq"),
             connect_delay_ms: 0,
         }
     }
@@ -136,21 +138,25 @@ impl World {
     }
 
     /// Submits a job through the service and waits (deadline) until it completes.
+    /// A real service may refuse the trigger (503) while its queue connection is still
+    /// reconnecting: submitting is retried until the deadline too.
     pub async fn job_completes(&self, within: Duration) -> bool {
         let client = reqwest::Client::new();
-        let resp = client
-            .post(format!("{}/api/v1/triggers/check", self.sandbox.service_url()))
-            .header("X-API-Key", SERVICE_KEY)
-            .json(&serde_json::json!({"check": true}))
-            .send()
-            .await;
-        let Ok(resp) = resp else { return false };
-        if !resp.status().is_success() {
-            return false;
-        }
-        let body: serde_json::Value = resp.json().await.unwrap();
-        let (id, queue) = (body["jobId"].as_str().unwrap().to_string(), body["queue"].as_str().unwrap().to_string());
         let deadline = tokio::time::Instant::now() + within;
+        let body: serde_json::Value = loop {
+            let resp = client
+                .post(format!("{}/api/v1/triggers/check", self.sandbox.service_url()))
+                .header("X-API-Key", SERVICE_KEY)
+                .json(&serde_json::json!({"check": true}))
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status().is_success() => break r.json().await.unwrap(),
+                _ if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+                _ => return false,
+            }
+        };
+        let (id, queue) = (body["jobId"].as_str().unwrap().to_string(), body["queue"].as_str().unwrap().to_string());
         while tokio::time::Instant::now() < deadline {
             let state: serde_json::Value = client
                 .get(format!("{}/api/v1/jobs/{queue}/{id}", self.sandbox.service_url()))
