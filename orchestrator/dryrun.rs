@@ -23,8 +23,12 @@ pub async fn check(pb: &Playbook, ports: &Ports) -> CheckReport {
         Event::Assessed { class, detail, preflight, .. } => (Some(format!("{class} ({detail})")), preflight),
         _ => (None, vec![]),
     };
-    let since = ports.clock.now() - chrono::Duration::minutes(5);
-    let recovery = probes.recovery_checklist("dry-run", since, "5 minutes ago (no deploy in a dry run)", 1, false).await;
+    // No deploy happened in a dry run: "new" errors are those within the window the
+    // playbook judges a failure over (`confirm_window`), i.e. is it still erroring now.
+    let span = pb.thresholds.confirm_window;
+    let since = ports.clock.now() - chrono::Duration::from_std(span).unwrap_or_default();
+    let what = format!("{} ago (the confirm window; no deploy in a dry run)", crate::duration::format_duration(span));
+    let recovery = probes.recovery_checklist("dry-run", since, &what, 1, false).await;
     let mut flush = Vec::new();
     if pb.flush.mode == crate::model::FlushMode::Selective {
         let plan = FlushPlan {

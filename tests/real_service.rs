@@ -246,3 +246,40 @@ async fn a_busy_primary_is_waited_for_never_failed_over() {
     assert!(w.env_writes().is_empty());
     assert_eq!(w.sandbox.platform().stats().deploy_count, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_on_a_healthy_world_reads_as_healthy() {
+    let w = world(WorldOptions::default()).await;
+    // The service has been up a moment: its one start-up line is older than what
+    // `check` counts, and its Redis is ready.
+    assert!(w.job_completes(Duration::from_secs(15)).await);
+    // `check` counts errors within the confirm window (1 s here): wait until the
+    // service's start-up line is older than that.
+    let client = reqwest::Client::new();
+    support::world::wait_until(Duration::from_secs(10), "the start-up error to age", || {
+        let client = client.clone();
+        let url = format!("{}/api/v1/logs?level=error&limit=50", w.sandbox.service_url());
+        async move {
+            let Ok(r) = client.get(url).header("X-API-Key", support::world::SERVICE_KEY).send().await else { return false };
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            let newest = v["data"].as_array().and_then(|l| l.iter().filter_map(|e| e["timestamp"].as_str()).max().map(str::to_string));
+            newest.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()).is_none_or(|t| chrono::Utc::now() - t.to_utc() > chrono::Duration::milliseconds(1500))
+        }
+    })
+    .await;
+    let playbook = w.playbook_file(EDITS);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["check", "--playbook", playbook.to_str().unwrap()])
+        .envs(&w.env)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let recovery: Vec<&str> =
+        text.split("Recovery checklist").nth(1).unwrap().split("\n\n").next().unwrap().lines().skip(1).collect();
+    assert!(recovery.iter().all(|l| l.trim_start().starts_with('✓')), "a healthy world reads as healthy:\n{text}");
+    assert!(!text.contains("since the deploy went live"), "{text}");
+    assert!(text.contains("Failure class of the primary now: none: the primary"), "{text}");
+    assert!(!text.contains(PRIMARY_PW) && !text.contains(BACKUP_PW), "{text}");
+}
