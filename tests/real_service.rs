@@ -283,3 +283,30 @@ async fn check_on_a_healthy_world_reads_as_healthy() {
     assert!(text.contains("Failure class of the primary now: none: the primary"), "{text}");
     assert!(!text.contains(PRIMARY_PW) && !text.contains(BACKUP_PW), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmation_does_not_wait_for_a_service_call_it_does_not_need() {
+    // While Redis is down the real service's metrics call takes ioredis's whole 1 s
+    // command timeout. Confirm needs ping_failed plus one more signal: the error logs
+    // answer at once, so each round is decided without the metrics call.
+    let w = world(WorldOptions::default()).await;
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let exec = w.executor(EDITS).await;
+    let id = exec.open("test", "redis down").await.unwrap();
+    assert_eq!(exec.run(&id).await.unwrap(), RunEnd::Finished(Outcome::Recovered));
+    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
+    let confirm: Vec<_> = j.checks(&id).await.unwrap().into_iter().filter(|c| c.phase == "confirm").collect();
+    let skipped = confirm.iter().filter(|c| c.observed.starts_with("not awaited")).count();
+    assert!(skipped >= 1, "a round was decided without the slow call: {confirm:#?}");
+    assert!(confirm.iter().filter(|c| c.observed.starts_with("not awaited")).all(|c| !c.holds), "never counted as holding");
+    // On the window's clock: Confirm lasts the window plus at most one bounded round
+    // (the slowest bound here is the service's 2 s request timeout).
+    let t = j.transitions(&id).await.unwrap();
+    let at = |to: &str| {
+        let row = t.iter().find(|r| r.to_state == to && r.from_state != to).unwrap();
+        orchestrator::journal::parse_ts(&row.at).unwrap()
+    };
+    let took = (at("assess") - at("confirm")).to_std().unwrap();
+    assert!(took < Duration::from_secs(3), "confirm took {took:?} for a 1 s window");
+}

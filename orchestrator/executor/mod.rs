@@ -242,7 +242,9 @@ impl Executor {
             rejected: decision.rejected.clone(),
         });
         if decision.rejected.is_none() && decision.from.name() != decision.to.name() {
-            let title = format!("{}: {} → {}", id, decision.from.name(), decision.to.name());
+            // Held and escalated incidents need a person now: the title says so.
+            let page = if matches!(decision.to.name(), "held" | "escalated") { " — a person must act" } else { "" };
+            let title = format!("{}: {} → {}{page}", id, decision.from.name(), decision.to.name());
             let text = decision.note.clone().unwrap_or_default();
             self.notify(id, seq, title, text);
         }
