@@ -280,7 +280,7 @@ impl Executor {
     }
 
     /// One sentence for a hold: why rolling back cannot help, and where the service is.
-    async fn hold_sentence(&self, machine: &Machine, why: &str) -> String {
+    async fn hold_sentence(&self, id: &str, machine: &Machine, why: &str) -> String {
         let pb = &self.playbook;
         let inc = machine.incident();
         let backup = &pb.redis.backup;
@@ -295,7 +295,11 @@ impl Executor {
                 "every deploy of the backup failed, so the service still runs its old deploy on the dead primary; the platform keeps the flushed backup {backup} ({backup_state}), so the next successful deploy lands on a Redis that works"
             )
         } else {
-            format!("the platform keeps the backup URL {backup} ({backup_state}), not deployed; the service still runs on the dead primary")
+            let flushed = matches!(self.journal.effect(&format!("{id}:flush")).await, Ok(Some(e)) if e.outcome.as_deref() == Some("ok"));
+            let flushed = if flushed { "flushed" } else { "not flushed: a deploy now would land on stale data" };
+            format!(
+                "the platform keeps the backup URL {backup} ({backup_state}; {flushed}), not deployed; the service still runs on the dead primary"
+            )
         };
         format!(
             "Holding: the primary {} fails its preflight ({why}), so rolling back to it cannot help; no platform write or deploy was made; {place}. A person must decide.",
@@ -318,7 +322,7 @@ impl Executor {
             let checks = self.probes().primary_preflight().await;
             let failing: Vec<String> = checks.iter().filter(|c| !c.holds).map(|c| format!("{}: {}", c.item, c.observed)).collect();
             if !failing.is_empty() {
-                let detail = self.hold_sentence(machine, &failing.join("; ")).await;
+                let detail = self.hold_sentence(id, machine, &failing.join("; ")).await;
                 return Ok(Event::RollbackHeld { checks, detail });
             }
         }
