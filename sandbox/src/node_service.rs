@@ -237,6 +237,19 @@ impl NodeService {
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));
+        // Dies with the test process even when that is SIGKILLed (a nextest time limit, a
+        // killed run): a service left behind reconnecting forever to a busy Redis once
+        // wrote 8 MB of log a second. EXIT_WITH_PARENT alone cannot be relied on: a hot
+        // BullMQ error loop starves the service's own timers. The signal follows the
+        // spawning thread, a runtime worker that lives as long as the test.
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl(2) is async-signal-safe and touches only the child's own state.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         cmd.spawn().map_err(|e| format!("cannot run `node` for the BullMQ service: {e}"))
     }
 
