@@ -174,6 +174,10 @@ async fn workers_that_never_resume_fail_verify_and_roll_back() {
     // rollback that follows the second failed verification can help.
     wait_state(&w, &id, &["restart"], Duration::from_secs(30)).await;
     w.primary.restart().unwrap();
+    // Workers come back for the deploys after the restart's (the rollback's): its
+    // verification processes a job on the primary.
+    support::world::wait_until(Duration::from_secs(30), "the restart's deploy", || async { w.sandbox.platform().stats().deploy_count >= 2 }).await;
+    w.sandbox.platform().set_faults(sandbox::FaultsPatch { workers_enabled: Some(true), ..Default::default() }).unwrap();
     let end = runner.await.unwrap();
     let journal = orchestrator::journal::Journal::open_existing(&w.journal_path()).await.unwrap();
     assert_eq!(end, RunEnd::Finished(Outcome::RolledBack));

@@ -169,6 +169,9 @@ async fn a_primary_alive_again_when_verification_fails_is_rolled_back_to() {
     let runner = spawn_run(&exec, &id);
     wait_state(&w, &id, &["restart"], Duration::from_secs(30)).await;
     w.primary.restart().unwrap();
+    // Workers come back for the rollback's deploy (not the restart's), whose
+    // verification processes a job on the primary.
+    support::world::wait_until(Duration::from_secs(30), "the restart's deploy", || async { platform.stats().deploy_count >= 2 }).await;
     platform.set_faults(sandbox::FaultsPatch { workers_enabled: Some(true), ..Default::default() }).unwrap();
     assert_eq!(runner.await.unwrap(), RunEnd::Finished(Outcome::RolledBack));
     assert_eq!(

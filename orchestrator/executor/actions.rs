@@ -368,19 +368,32 @@ impl Executor {
         } else {
             "no rollback deploy (the backup was never deployed)".to_string()
         };
-        // Verify the original connection: health up and the primary answering.
+        // Verify the original connection: health up, the primary answering, and a job
+        // processed on it (a reconnect is not proof that the queue works: a BullMQ queue
+        // whose start-up was cut off by the outage stays broken while health is up).
         let started = tokio::time::Instant::now();
+        let mut attempt = 0;
         loop {
             let (health, ping) = tokio::join!(self.ports.service.health(), self.ports.redis.check(primary, t.ping_timeout));
             let health_up = matches!(&health, Ok(h) if h.redis_status == "up");
+            let mut job = None;
             if health_up && ping.is_ok() {
-                return Ok(Event::RollbackFinished { ok: true, detail: format!("{primary} restored, {how}, health up, primary answers") });
+                attempt += 1;
+                let check = self.probes().synthetic_job(id, 1000 + attempt, primary, None).await;
+                if check.holds {
+                    return Ok(Event::RollbackFinished {
+                        ok: true,
+                        detail: format!("{primary} restored, {how}, health up, primary answers, {}", check.observed),
+                    });
+                }
+                job = Some(check.observed);
             }
             if started.elapsed() >= t.verify_window {
-                let why = match (&health, &ping) {
-                    (_, Err(f)) => format!("primary still failing ({}: {})", f.class, f.message),
-                    (Ok(h), _) => format!("health shows redis {}", h.redis_status),
-                    (Err(e), _) => format!("health endpoint: {e}"),
+                let why = match (&health, &ping, job) {
+                    (_, _, Some(job)) => format!("health up and the primary answers, but the queue does not process: {job}"),
+                    (_, Err(f), _) => format!("primary still failing ({}: {})", f.class, f.message),
+                    (Ok(h), _, _) => format!("health shows redis {}", h.redis_status),
+                    (Err(e), _, _) => format!("health endpoint: {e}"),
                 };
                 return Ok(Event::RollbackFinished {
                     ok: false,

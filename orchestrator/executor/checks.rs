@@ -302,7 +302,7 @@ impl Probes<'_> {
         });
         // A reconnect is not proof that workers process again: submit a real job.
         if submit_job {
-            checks.push(self.synthetic_job(id, attempt, before.as_ref().ok().map(|m| m.completed_jobs)).await);
+            checks.push(self.synthetic_job(id, attempt, &pb.redis.backup, before.as_ref().ok().map(|m| m.completed_jobs)).await);
         }
         let after = svc.queue_metrics().await;
         checks.push(match (&before, &after) {
@@ -343,7 +343,10 @@ impl Probes<'_> {
 
     /// Submits a job through the trigger endpoint and waits for BullMQ to record it as
     /// completed in the new Redis, within the job timeout.
-    async fn synthetic_job(&self, id: &str, attempt: u32, completed_before: Option<u64>) -> Check {
+    /// Submits a job through the trigger endpoint and waits for BullMQ to record it as
+    /// completed in `target` (the Redis the service should be using), within the job
+    /// timeout.
+    pub async fn synthetic_job(&self, id: &str, attempt: u32, target: &crate::secret::RedisUrl, completed_before: Option<u64>) -> Check {
         let pb = self.pb;
         let t = &pb.thresholds;
         let item = VerifyItem::SyntheticJob.as_str();
@@ -363,7 +366,7 @@ impl Probes<'_> {
         let mut last = JobState::Unknown;
         loop {
             let done = match &job.job_id {
-                Some(job_id) => match self.ports.redis.job_state(&pb.redis.backup, &queue, job_id, t.ping_timeout).await {
+                Some(job_id) => match self.ports.redis.job_state(target, &queue, job_id, t.ping_timeout).await {
                     Ok(state) => {
                         last = state;
                         matches!(state, JobState::Completed | JobState::Failed)

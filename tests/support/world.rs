@@ -101,7 +101,14 @@ impl World {
         env.insert("SANDBOX_SERVICE_API_KEY".to_string(), SERVICE_KEY.to_string());
         env.insert("SANDBOX_PLATFORM_URL".to_string(), sandbox.platform_url());
         env.insert("SANDBOX_PLATFORM_API_KEY".to_string(), PLATFORM_KEY.to_string());
-        World { primary, backup, sandbox, dir: tempfile::tempdir().unwrap(), env }
+        let world = World { primary, backup, sandbox, dir: tempfile::tempdir().unwrap(), env };
+        if opts.bullmq {
+            // A real service is only up once its queues work: BullMQ's start-up cut off
+            // by a Redis outage leaves a queue that never enqueues again. Tests fault a
+            // service that has finished starting, as production does.
+            assert!(world.job_completes(Duration::from_secs(30)).await, "the BullMQ service processes a job after start");
+        }
+        world
     }
 
     pub fn journal_path(&self) -> PathBuf {
