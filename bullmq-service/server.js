@@ -6,7 +6,10 @@
 // Env: PORT, HOST (127.0.0.1), REDIS_URL, API_KEY, WORKERS_ENABLED (true), JOB_MS (20),
 // WORKERS_PER_QUEUE (2), QUEUES (critical,default,bulk), COMMAND_TIMEOUT_MS (1000),
 // PING_INTERVAL_MS (1000), REQUEST_TIMEOUT_MS (5000), EXIT_WITH_PARENT (false),
-// REDIS_CONNECT_DELAY_MS (0: a slow path to Redis for the health and queue connections). SIGTERM/SIGINT close it gracefully within SHUTDOWN_GRACE_MS.
+// REDIS_CONNECT_DELAY_MS (0: a slow path to Redis for the health and queue connections),
+// REDIS_SENTINELS (host:port,...) + REDIS_SENTINEL_NAME: every connection finds the
+// master through those sentinels (ioredis's Sentinel support); REDIS_URL then optional.
+// SIGTERM/SIGINT close it gracefully within SHUTDOWN_GRACE_MS.
 
 const { load, redactor, ConfigError } = require('./lib/config');
 const { LogBuffer } = require('./lib/logs');

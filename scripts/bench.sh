@@ -7,6 +7,10 @@
 #   3. alert storm (100 / 1,000 / 10,000 duplicate webhooks against `serve`)
 #   4. journal (one fsynced transition; 1,000 incidents; `incidents` and `audit` on them)
 #   5. footprint (start-up, idle RSS, binary size)
+#   6. failover on the real BullMQ service (`bullmq-service/`, Node): the orchestrator
+#      vs the same service on ioredis's own Sentinel support, at D = 1 s and D = 3 s
+#      (kill → first job completed again, kill → health up, jobs lost; the
+#      orchestrator's time per step and its own overhead)
 #
 # Benchmarks print numbers; they never fail on speed. Extra arguments go to the
 # harness, e.g. `./scripts/bench.sh --only flush,storm --reps 3` (see `--help`); a
@@ -25,10 +29,22 @@ if ! command -v redis-server >/dev/null; then
   apt-get install -y -qq redis-server
 fi
 
+# Node 20 runs the BullMQ service of benchmark 6, with its packages exactly as locked.
+if ! command -v node >/dev/null; then
+  say "installing node"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq nodejs npm
+fi
+if [ ! -f bullmq-service/node_modules/.package-lock.json ] || [ bullmq-service/package-lock.json -nt bullmq-service/node_modules/.package-lock.json ]; then
+  say "installing the BullMQ service's packages (npm ci --prefix bullmq-service)"
+  npm ci --prefix bullmq-service --no-audit --no-fund
+fi
+
 say "building the workspace in release (cargo build --release --workspace)"
 cargo build --release --workspace
 
-say "running the benchmarks (about 2-3 minutes)"
+say "running the benchmarks (about 6-8 minutes)"
 # Temporary journals and Redis files go to TMPDIR (default /tmp): keep it on a real disk
 # so fsync costs what it costs in production.
 target/release/bench --root "$PWD" --out BENCHMARKS.md "$@"

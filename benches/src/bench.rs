@@ -2,12 +2,13 @@
 //! writing the numbers, with the machine they ran on, to BENCHMARKS.md.
 //!
 //! ```text
-//! bench [--root DIR] [--out FILE] [--reps N] [--only failover,flush,storm,journal,footprint] [--quick]
+//! bench [--root DIR] [--out FILE] [--reps N] [--only failover,flush,storm,journal,footprint,bullmq] [--quick]
 //! ```
 //!
 //! Benchmarks print numbers; none of them fails on speed. The process exits non-zero
 //! only when a benchmark could not run at all (its error is in the report too).
 
+mod bullmq;
 mod failover;
 mod flush;
 mod footprint;
@@ -21,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use util::*;
 
-const SECTIONS: &[&str] = &["failover", "flush", "storm", "journal", "footprint"];
+pub const SECTIONS: &[&str] = &["failover", "flush", "storm", "journal", "footprint", "bullmq"];
 
 struct Args {
     root: PathBuf,
@@ -123,6 +124,12 @@ async fn main() -> Result<()> {
         match footprint::run(&ctx, big).await {
             Ok(r) => rep.footprint = Some(r),
             Err(e) => rep.error("footprint", e),
+        }
+    }
+    if want("bullmq") {
+        match bullmq::run(&ctx).await {
+            Ok(r) => rep.bullmq = Some(r),
+            Err(e) => rep.error("bullmq", e),
         }
     }
     rep.journal = journal_results;

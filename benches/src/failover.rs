@@ -165,26 +165,8 @@ async fn orchestrator_once(ctx: &Ctx) -> Result<(OrchRun, Recorded, u64, u64)> {
 
     let opened = parse_ts(&inc.opened_at).ok_or_else(|| anyhow!("bad opened_at"))?;
     let rows = journal.transitions(&inc.id).await?;
-    let since = |t: DateTime<Utc>, from: DateTime<Utc>| (t - from).num_microseconds().unwrap_or(0) as f64 / 1000.0;
-    let mut steps = vec![0.0; STEPS.len()];
-    steps[0] = since(opened, t0_utc);
-    let mut entered = opened;
-    let mut end = opened;
-    let mut verify_attempts = 0;
-    for r in &rows {
-        let at = parse_ts(&r.at).unwrap_or(opened);
-        if r.event == "verify_checked" {
-            verify_attempts += 1;
-        }
-        if r.rejected.is_none() && r.from_state != r.to_state {
-            if let Some(i) = STEPS.iter().position(|s| *s == r.from_state) {
-                // Detect's own time (trigger → Confirm) is counted with detection.
-                steps[i] += since(at, entered);
-            }
-            entered = at;
-            end = at;
-        }
-    }
+    let split = split_steps(&rows, opened, t0_utc);
+    let (steps, end, verify_attempts) = (split.steps, split.end, split.verify_attempts);
     let flushed = journal
         .effects(&inc.id)
         .await?
@@ -218,19 +200,63 @@ async fn orchestrator_once(ctx: &Ctx) -> Result<(OrchRun, Recorded, u64, u64)> {
     Ok((run, recorded, world.deploy_steps_ms, world.job_ms))
 }
 
+/// Milliseconds from `from` to `t`.
+pub fn since(t: DateTime<Utc>, from: DateTime<Utc>) -> f64 {
+    (t - from).num_microseconds().unwrap_or(0) as f64 / 1000.0
+}
+
+/// An incident's time per step, from its journaled transitions.
+pub struct StepSplit {
+    /// Milliseconds per step, in STEPS order: detection (kill → incident opened) then
+    /// the time spent in each state.
+    pub steps: Vec<f64>,
+    /// The last state change (the incident's end once it has one).
+    pub end: DateTime<Utc>,
+    pub verify_attempts: usize,
+}
+
+/// Splits an incident into STEPS from its transitions; `t0` is the kill.
+pub fn split_steps(rows: &[orchestrator::journal::TransitionRow], opened: DateTime<Utc>, t0: DateTime<Utc>) -> StepSplit {
+    let mut steps = vec![0.0; STEPS.len()];
+    steps[0] = since(opened, t0);
+    let mut entered = opened;
+    let mut end = opened;
+    let mut verify_attempts = 0;
+    for r in rows {
+        let at = parse_ts(&r.at).unwrap_or(opened);
+        if r.event == "verify_checked" {
+            verify_attempts += 1;
+        }
+        if r.rejected.is_none() && r.from_state != r.to_state {
+            if let Some(i) = STEPS.iter().position(|s| *s == r.from_state) {
+                // Detect's own time (trigger → Confirm) is counted with detection.
+                steps[i] += since(at, entered);
+            }
+            entered = at;
+            end = at;
+        }
+    }
+    StepSplit { steps, end, verify_attempts }
+}
+
 // ------------------------------------------------------------------ Redis Sentinel
 
-struct Sentinels {
-    procs: Vec<Proc>,
-    ports: Vec<u16>,
+pub struct Sentinels {
+    pub procs: Vec<Proc>,
+    pub ports: Vec<u16>,
     _dir: tempfile::TempDir,
 }
 
-fn addr(port: u16) -> SocketAddr {
+pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn start_sentinels(master_port: u16) -> Result<Sentinels> {
+    start_sentinels_with(master_port, CONFIRM_WINDOW_MS, 10000)
+}
+
+/// Three sentinels (quorum 2) monitoring `mymaster` at `master_port`.
+pub fn start_sentinels_with(master_port: u16, down_after_ms: u64, failover_timeout_ms: u64) -> Result<Sentinels> {
     let dir = tempfile::Builder::new().prefix("bench-sentinel-").tempdir()?;
     let mut procs = Vec::new();
     let mut ports = Vec::new();
@@ -242,8 +268,8 @@ fn start_sentinels(master_port: u16) -> Result<Sentinels> {
             format!(
                 "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {d}\nlogfile {d}/sentinel-{port}.log\n\
                  sentinel monitor mymaster 127.0.0.1 {master_port} 2\n\
-                 sentinel down-after-milliseconds mymaster {CONFIRM_WINDOW_MS}\n\
-                 sentinel failover-timeout mymaster 10000\n\
+                 sentinel down-after-milliseconds mymaster {down_after_ms}\n\
+                 sentinel failover-timeout mymaster {failover_timeout_ms}\n\
                  sentinel parallel-syncs mymaster 1\n",
                 d = dir.path().display()
             ),
@@ -262,12 +288,12 @@ fn start_sentinels(master_port: u16) -> Result<Sentinels> {
     Ok(Sentinels { procs, ports, _dir: dir })
 }
 
-fn query(port: u16, args: &[&str]) -> Result<Reply> {
+pub fn query(port: u16, args: &[&str]) -> Result<Reply> {
     let mut c = Conn::connect(addr(port), Duration::from_millis(200), Duration::from_millis(500))?;
     Ok(c.cmd(args)?)
 }
 
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + limit;
     while !cond() {
         if Instant::now() > deadline {

@@ -198,6 +198,12 @@ pub struct World {
 
 impl World {
     pub async fn start(ctx: &Ctx) -> Result<World> {
+        World::start_with(ctx, |_| {}).await
+    }
+
+    /// As [`World::start`], with the sandbox's configuration changed by `tweak` (e.g.
+    /// the BullMQ service instead of the in-process one).
+    pub async fn start_with(ctx: &Ctx, tweak: impl FnOnce(&mut SandboxConfig)) -> Result<World> {
         orchestrator::wiring::install_crypto();
         let primary = RedisServer::start().context("primary redis-server")?;
         let backup = RedisServer::start_with(&["--enable-debug-command", "yes"]).context("backup redis-server")?;
@@ -207,11 +213,12 @@ impl World {
         c.cmd(&["DEBUG", "POPULATE", "1000", "bull:stale"])?;
         c.cmd(&["DEBUG", "POPULATE", "100", "idempotent:old"])?;
         c.cmd(&["SET", "keep:settings", "untouched"])?;
-        let cfg = SandboxConfig {
+        let mut cfg = SandboxConfig {
             service_api_key: SERVICE_KEY.into(),
             platform_api_key: PLATFORM_KEY.into(),
             ..SandboxConfig::new(primary.url())
         };
+        tweak(&mut cfg);
         let (deploy_steps_ms, job_ms) = (cfg.deploy_steps_ms, cfg.job_ms);
         let sandbox = sandbox::start(cfg).await?;
         let mut env = HashMap::new();

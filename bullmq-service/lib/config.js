@@ -55,9 +55,32 @@ function redactor(secret) {
   };
 }
 
+/**
+ * `REDIS_SENTINELS` (`host:port,host:port,...`) as ioredis's `sentinels` list, or null
+ * when unset.
+ */
+function sentinelList(raw) {
+  if (raw === undefined || raw.trim() === '') return null;
+  const out = [];
+  for (const item of raw.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const m = /^(.+):(\d+)$/.exec(item);
+    const port = m ? Number(m[2]) : 0;
+    if (!m || port < 1 || port > 65535) throw new ConfigError(`REDIS_SENTINELS entries must be host:port, got ${JSON.stringify(item)}`);
+    out.push({ host: m[1].replace(/^\[(.*)\]$/, '$1'), port });
+  }
+  if (out.length === 0) throw new ConfigError('REDIS_SENTINELS names no sentinel');
+  return out;
+}
+
 /** Reads and validates the environment; throws ConfigError (never echoing a secret). */
 function load(env) {
-  const redisUrl = required(env, 'REDIS_URL');
+  // With REDIS_SENTINELS every connection finds the master through those sentinels
+  // (ioredis's own Sentinel support, `{ sentinels, name }`) instead of REDIS_URL;
+  // REDIS_URL is then optional and only lends its username and password to the
+  // connections to the master.
+  const sentinels = sentinelList(env.REDIS_SENTINELS);
+  const sentinelName = sentinels ? required(env, 'REDIS_SENTINEL_NAME') : null;
+  const redisUrl = sentinels && (env.REDIS_URL === undefined || env.REDIS_URL === '') ? 'redis://sentinel-master' : required(env, 'REDIS_URL');
   let parsed;
   try {
     parsed = new URL(redisUrl);
@@ -67,6 +90,15 @@ function load(env) {
   if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
     throw new ConfigError(`REDIS_URL must be redis:// or rediss://, got ${parsed.protocol}//`);
   }
+  const connectDelayMs = int('REDIS_CONNECT_DELAY_MS', env.REDIS_CONNECT_DELAY_MS, 0, 0);
+  if (sentinels && connectDelayMs > 0) throw new ConfigError('REDIS_CONNECT_DELAY_MS is not supported with REDIS_SENTINELS');
+  let sentinel = null;
+  if (sentinels) {
+    sentinel = { sentinels, name: sentinelName };
+    if (parsed.username) sentinel.username = decodeURIComponent(parsed.username);
+    if (parsed.password) sentinel.password = decodeURIComponent(parsed.password);
+  }
+  const sentinelDisplay = sentinels ? `sentinel ${sentinelName} via ${sentinels.map((s) => `${s.host}:${s.port}`).join(',')}` : null;
   const queues = (env.QUEUES || DEFAULT_QUEUES)
     .split(',')
     .map((q) => q.trim())
@@ -80,9 +112,12 @@ function load(env) {
     port: int('PORT', required(env, 'PORT'), 0, 1),
     host: env.HOST || '127.0.0.1',
     redisUrl,
-    redisDisplay: maskUrl(redisUrl),
+    redisDisplay: sentinelDisplay || maskUrl(redisUrl),
     // `host:port` as ioredis names it in `connect ECONNREFUSED host:port`.
     redisHostPort: `${parsed.hostname || 'localhost'}:${parsed.port || 6379}`,
+    // ioredis options `{ sentinels, name[, username, password] }` when REDIS_SENTINELS
+    // is set (every connection then uses them instead of REDIS_URL), else null.
+    sentinel,
     secret,
     apiKey: required(env, 'API_KEY'),
     workersEnabled: bool('WORKERS_ENABLED', env.WORKERS_ENABLED, true),
@@ -104,7 +139,7 @@ function load(env) {
     // The health and queue connections connect this long after start, as they do to a
     // remote Redis behind slow DNS or TLS: requests that arrive first meet a client
     // that is not ready (health 503, "Stream isn't writeable" logged).
-    connectDelayMs: int('REDIS_CONNECT_DELAY_MS', env.REDIS_CONNECT_DELAY_MS, 0, 0),
+    connectDelayMs,
     // Exit when the parent process goes (a test harness killed with SIGKILL must not
     // leave a service reconnecting forever).
     exitWithParent: bool('EXIT_WITH_PARENT', env.EXIT_WITH_PARENT, false),

@@ -61,8 +61,11 @@ class Runtime {
     // fails at once ("Stream isn't writeable ...") instead of waiting for a reconnect,
     // which is how health indicators in real services are set up.
     // The health and queue connections go through the slow path when one is set.
+    // With Sentinel (cfg.sentinel) every connection asks the sentinels for the master
+    // instead (ioredis's own Sentinel support), with the same options otherwise.
     const viaUrl = cfg.viaUrl || cfg.redisUrl;
-    this.health = new IORedis(viaUrl, {
+    const connect = (opts) => (cfg.sentinel ? new IORedis({ ...cfg.sentinel, ...opts }) : new IORedis(viaUrl, opts));
+    this.health = connect({
       enableOfflineQueue: false,
       commandTimeout: cfg.commandTimeoutMs,
       connectionName: 'health',
@@ -71,7 +74,7 @@ class Runtime {
 
     // Queues: the offline queue stays on (BullMQ's producer side needs it), so a call
     // while Redis is down waits for a reconnect until the command timeout fires.
-    this.queueConn = new IORedis(viaUrl, {
+    this.queueConn = connect({
       commandTimeout: cfg.commandTimeoutMs,
       connectionName: 'queues',
     });
@@ -92,7 +95,7 @@ class Runtime {
     this.workers = [];
     for (const name of cfg.queues) {
       const w = new Worker(name, (job) => this.process(name, job), {
-        connection: { url: cfg.redisUrl, connectionName: `worker:${name}` },
+        connection: cfg.sentinel ? { ...cfg.sentinel, connectionName: `worker:${name}` } : { url: cfg.redisUrl, connectionName: `worker:${name}` },
         concurrency: cfg.concurrency,
         autorun: cfg.workersEnabled,
       });
