@@ -225,7 +225,7 @@ impl Daemon {
         // The service's queue metrics are read by a task of their own: a real service
         // can take ioredis's whole timeout to answer while Redis is down, and that must
         // never delay the Redis probe, which is what detects the failure.
-        let latest_queue: Arc<Mutex<Option<(u64, u64)>>> = Arc::default();
+        let latest_queue: Arc<Mutex<Option<(tokio::time::Instant, (u64, u64))>>> = Arc::default();
         let reader = {
             let (me, latest, every) = (self.clone(), latest_queue.clone(), pb.watch.interval);
             tokio::spawn(async move {
@@ -234,7 +234,7 @@ impl Daemon {
                 loop {
                     tick.tick().await;
                     if let Ok(m) = me.exec.ports.service.queue_metrics().await {
-                        *latest.lock().expect("queue sample") = Some((m.waiting_jobs, m.failed_jobs));
+                        *latest.lock().expect("queue sample") = Some((tokio::time::Instant::now(), (m.waiting_jobs, m.failed_jobs)));
                     }
                 }
             })
@@ -271,7 +271,13 @@ impl Daemon {
             let sample = crate::watch::Sample {
                 at: started.elapsed(),
                 ping: ping.map_err(|f| f.to_string()),
-                queue: latest_queue.lock().expect("queue sample").take(),
+                // The last answer while it is recent (a slow metrics call must not read as
+                // "no backlog" and re-arm the queue conditions every other round).
+                queue: latest_queue
+                    .lock()
+                    .expect("queue sample")
+                    .filter(|(at, _)| at.elapsed() < pb.watch.interval * 3 + pb.service.request_timeout)
+                    .map(|(_, q)| q),
             };
             // While an incident is open, new breaches are noted but not journaled: that
             // incident is already the answer.

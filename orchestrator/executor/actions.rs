@@ -186,11 +186,14 @@ impl Executor {
             )
             .await?;
         if !done.ok {
-            return Ok((
-                DeployStatus::Failed,
-                None,
-                format!("deploy could not be started: {}", done.result["error"].as_str().unwrap_or("unknown")),
-            ));
+            let error = done.result["error"].as_str().unwrap_or("unknown");
+            // Refused (4xx): certainly not created, a clean failure. Anything else (5xx,
+            // timeouts until the deadline, an interrupted attempt we cannot see): the
+            // platform may have created it after all, and it may still go live on the
+            // backup, so it counts as timed out (the rollback deploys).
+            let refused = error.starts_with("platform refused the request");
+            let status = if refused { DeployStatus::Failed } else { DeployStatus::TimedOut };
+            return Ok((status, None, format!("deploy could not be started: {error}")));
         }
         let mut deploy_id = done.result["deploy_id"].as_str().unwrap_or_default().to_string();
         // Platforms whose deploy finishes synchronously (env-file's restart command)
@@ -207,31 +210,46 @@ impl Executor {
         let started = self.journal.effect(key).await?.and_then(|e| crate::journal::parse_ts(&e.intent_at)).unwrap_or_else(|| self.now());
         let timeout = self.playbook.thresholds.deploy_timeout;
         let mut last_status;
-        let ours = deploy_id.clone();
+        // Deploys followed after ours was replaced: each at most once, so following can
+        // never loop.
+        let mut followed: Vec<String> = vec![deploy_id.clone()];
         loop {
             let elapsed = (self.now() - started).to_std().unwrap_or_default();
             match platform.deploy_status(&deploy_id).await {
-                // A newer deploy replaced ours (someone deployed meanwhile, or the
-                // platform coalesced them): it carries the env var as it is now, so
-                // follow it instead of calling ours a failure.
-                Ok(DeployInfo { phase: DeployPhase::Superseded, .. }) => {
+                // Render deactivates a deploy when a later one replaced it. The one that
+                // replaced it (the next one created after it) carries the env var as it
+                // is now: follow it instead of calling ours a failure. None found: ours
+                // was replaced by one we cannot see, which Render only does after that
+                // one went live.
+                Ok(DeployInfo { phase: DeployPhase::Superseded, created_at, .. }) => {
                     let since = started - chrono::Duration::seconds(2);
                     match platform.deploys_since(since).await {
-                        Ok(found) => match found.into_iter().find(|d| d.id != deploy_id && d.id != ours) {
-                            Some(newer) => {
-                                self.report(Progress::Info(format!("deploy {deploy_id} was replaced by {}; following it", newer.id)));
-                                tracing::info!(incident = id, replaced = %deploy_id, by = %newer.id, "deploy superseded; following the newer one");
-                                deploy_id = newer.id;
-                                continue;
+                        Ok(found) => {
+                            let next = found
+                                .into_iter()
+                                .filter(|d| !followed.contains(&d.id))
+                                .filter(|d| match (created_at, d.created_at) {
+                                    (Some(ours), Some(theirs)) => theirs >= ours,
+                                    _ => true,
+                                })
+                                .last(); // newest first: the last is the next one after ours
+                            match next {
+                                Some(next) => {
+                                    self.report(Progress::Info(format!("deploy {deploy_id} was replaced by {}; following it", next.id)));
+                                    tracing::info!(incident = id, replaced = %deploy_id, by = %next.id, "deploy superseded; following the one that replaced it");
+                                    last_status = format!("replaced by {}", next.id);
+                                    deploy_id = next.id;
+                                    followed.push(deploy_id.clone());
+                                }
+                                None => {
+                                    return Ok((
+                                        DeployStatus::Live,
+                                        Some(deploy_id),
+                                        "deploy went live and was replaced by a later one (deactivated)".into(),
+                                    ))
+                                }
                             }
-                            None => {
-                                return Ok((
-                                    DeployStatus::Canceled,
-                                    Some(deploy_id),
-                                    "deploy deactivated, and no newer deploy replaced it".into(),
-                                ))
-                            }
-                        },
+                        }
                         Err(e) => last_status = format!("deactivated; the deploy that replaced it is unknown ({e})"),
                     }
                 }
@@ -288,8 +306,18 @@ impl Executor {
             Ok(_) => "which answers".to_string(),
             Err(f) => format!("which is failing too ({})", f.class),
         };
-        let place = if inc.backup_deployed {
+        let went_live = self
+            .journal
+            .transitions(id)
+            .await
+            .map(|t| t.iter().any(|t| t.event == "deploy_finished" && t.to_state == "verify"))
+            .unwrap_or(false);
+        let place = if inc.backup_deployed && went_live {
             format!("the service stays on the backup {backup}, {backup_state}")
+        } else if inc.backup_deployed {
+            format!(
+                "a deploy of the backup {backup} ({backup_state}) may have started (the platform did not confirm it) and is left as it is"
+            )
         } else if inc.deploy_failed {
             format!(
                 "every deploy of the backup failed, so the service still runs its old deploy on the dead primary; the platform keeps the flushed backup {backup} ({backup_state}), so the next successful deploy lands on a Redis that works"
@@ -316,12 +344,26 @@ impl Executor {
         let t = &pb.thresholds;
         let primary = &pb.redis.primary;
         let inc = machine.incident();
-        // Once the restore was started (journaled), the decision is taken: a resume
-        // finishes it rather than judging the primary again halfway through.
-        if self.journal.effect(&format!("{id}:set_env:rollback")).await?.is_none() {
+        // Once the restore is known to have happened (its outcome journaled, or the
+        // platform already holds the primary's URL), the decision is taken: a resume
+        // finishes it. Otherwise (never started, or interrupted before the write) the
+        // primary is judged again: it may have died meanwhile.
+        let restore_key = format!("{id}:set_env:rollback");
+        let restore = self.journal.effect(&restore_key).await?;
+        let committed = match &restore {
+            Some(e) if e.outcome.is_some() => true,
+            Some(_) => !matches!(self.ports.platform.read_url().await, Ok(Some(v)) if v != primary.expose()),
+            None => false,
+        };
+        if !committed {
             let checks = self.probes().primary_preflight().await;
             let failing: Vec<String> = checks.iter().filter(|c| !c.holds).map(|c| format!("{}: {}", c.item, c.observed)).collect();
             if !failing.is_empty() {
+                if restore.is_some() {
+                    // The interrupted restore never reached the platform: close it as not done.
+                    let result = error_value("not issued: the primary failed its preflight when the rollback resumed");
+                    self.journal_retry(|| self.journal.effect_outcome(&restore_key, "failed", &result, self.now())).await?;
+                }
                 let detail = self.hold_sentence(id, machine, &failing.join("; ")).await;
                 return Ok(Event::RollbackHeld { checks, detail });
             }
@@ -379,7 +421,8 @@ impl Executor {
             let mut job = None;
             if health_up && ping.is_ok() {
                 attempt += 1;
-                let check = self.probes().synthetic_job(id, 1000 + attempt, primary, None).await;
+                let before = self.ports.service.queue_metrics().await.ok().map(|m| m.completed_jobs);
+                let check = self.probes().synthetic_job(id, 1000 + attempt, primary, before).await;
                 if check.holds {
                     return Ok(Event::RollbackFinished {
                         ok: true,

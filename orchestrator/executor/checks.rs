@@ -9,6 +9,9 @@ use crate::ports::JobState;
 use crate::service::is_redis_error;
 use std::time::Duration;
 
+/// How a check the orchestrator's own trouble kept from measuring begins.
+const LOCAL_NOT_EVIDENCE: &str = "not evidence: the orchestrator's own trouble";
+
 fn ms(d: Duration) -> String {
     format!("{:.1}ms", d.as_secs_f64() * 1000.0)
 }
@@ -21,7 +24,13 @@ impl Executor {
     pub(super) async fn confirm_step(&self, id: &str, machine: &Machine, attempt: u32) -> Result<Option<Event>, ExecError> {
         let t = &self.playbook.thresholds;
         if attempt > 1 {
-            let (entered, _) = self.entered_at(id, machine.state()).await?;
+            // The clock starts at the first sample, not at the trigger: an incident opened
+            // by `trigger` and driven later must not run its overdue attempts back to back.
+            let first = self.journal.transitions(id).await?.into_iter().find(|t| t.event == "confirm_checked" && t.rejected.is_none());
+            let entered = match first.and_then(|t| crate::journal::parse_ts(&t.at)) {
+                Some(at) => at,
+                None => self.entered_at(id, machine.state()).await?.0,
+            };
             let gap = t.confirm_window / t.confirm_attempts.saturating_sub(1).max(1);
             let due = entered + chrono::Duration::from_std(gap * (attempt - 1)).unwrap_or_default();
             let left = (due - self.now()).to_std().unwrap_or_default();
@@ -36,7 +45,16 @@ impl Executor {
                 }
             }
         }
-        Ok(Some(Event::ConfirmChecked { checks: self.probes().confirm_checklist(true).await }))
+        let checks = self.probes().confirm_checklist(true).await;
+        // The orchestrator's own trouble kept it from probing: that is no answer at all,
+        // not "Redis answers". Deciding now would end a real outage as a false alarm (and
+        // start the cooldown); sample again once the ping timeout has passed.
+        if checks.iter().any(|c| c.observed.starts_with(LOCAL_NOT_EVIDENCE)) {
+            self.report(Progress::Info("the orchestrator's own host is in trouble; confirming again".into()));
+            self.wait(id, t.ping_timeout).await?;
+            return Ok(None);
+        }
+        Ok(Some(Event::ConfirmChecked { checks }))
     }
 }
 
@@ -90,7 +108,7 @@ impl Probes<'_> {
                     Check::new(
                         ConfirmItem::PingFailed.as_str(),
                         false,
-                        format!("not evidence: the orchestrator's own trouble kept it from probing {} ({})", pb.redis.primary, f.message),
+                        format!("{LOCAL_NOT_EVIDENCE} kept it from probing {} ({})", pb.redis.primary, f.message),
                     )
                 }
                 Err(f) => Check::new(ConfirmItem::PingFailed.as_str(), true, format!("{} from {}: {}", f.class, pb.redis.primary, f.message)),

@@ -168,7 +168,12 @@ impl Incident {
                     context.note = Some(format!("the primary answers again after {} re-sample(s): it was working, not down", self.waits));
                     return Transition(State::false_alarm());
                 }
-                let action = self.policy.actions.get(class).copied().unwrap_or(Action::Escalate);
+                let mut action = self.policy.actions.get(class).copied().unwrap_or(Action::Escalate);
+                // Once waiting for a busy or loading primary, a slow answer is that same
+                // primary still draining: keep waiting, never fail over from it.
+                if self.waits > 0 && *class == FailureClass::Timeout {
+                    action = Action::Wait;
+                }
                 if action == Action::Wait {
                     if self.waits < self.policy.busy_attempts.max(1) {
                         self.waits += 1;
@@ -383,7 +388,10 @@ impl Incident {
                         })
                         .collect::<Vec<_>>()
                         .join("; ");
-                    if stalled && self.policy.restart_on_stall && !self.restarted {
+                    // A restart is a deploy: where deploys need approval, it is not done
+                    // unasked (the rollback below decides instead).
+                    let deploy_gated = self.policy.gated_steps.contains(&Step::Deploy);
+                    if stalled && self.policy.restart_on_stall && !self.restarted && !deploy_gated {
                         self.restarted = true;
                         context.note = Some(format!(
                             "verify window over: workers connected but processing nothing; restarting the service once ({why})"

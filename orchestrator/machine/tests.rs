@@ -579,3 +579,33 @@ fn incidents_journaled_before_these_fields_existed_still_load() {
     assert_eq!(back.state().name(), "verify");
     assert_eq!(back.incident().failed_deploys, 0);
 }
+
+#[test]
+fn a_slow_answer_after_waiting_for_a_busy_primary_is_still_waited_for() {
+    let mut m = machine_with(busy_policy()); // the test policy says failover for timeout
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::Busy)]);
+    let d = m.handle(&assessed(FailureClass::Timeout));
+    assert_eq!(d.to.name(), "assess", "draining after its script: keep waiting");
+    assert!(!m.incident().switched);
+}
+
+#[test]
+fn no_restart_unasked_where_deploys_need_approval() {
+    use VerifyItem::*;
+    let mut m = machine_with(Policy { restart_on_stall: true, gated_steps: vec![Step::Deploy], ..policy() });
+    drive(
+        &mut m,
+        &[
+            trigger(),
+            confirmed(),
+            confirmed(),
+            assessed(FailureClass::ConnectionRefused),
+            Event::Switched { ok: true, detail: "".into() },
+            Event::Flushed { mode: FlushMode::Selective, deleted: 0, detail: "".into() },
+            approve("alice"),
+            deploy(DeployStatus::Live),
+        ],
+    );
+    let stalled = [HealthUp, QueueConnected, NoNewErrors, Latency, WaitingDecreasing];
+    assert_eq!(m.handle(&verify_sample(&stalled, true)).to.name(), "rollback");
+}

@@ -33,21 +33,21 @@ pub struct ErrorShape<'a> {
 
 /// OS errors that describe the orchestrator's own host, not the Redis it talks to: out
 /// of file descriptors (process or system), out of memory or socket buffers, no local
-/// address to bind, no route at all (its own network is down). Never evidence that
-/// Redis failed.
-const LOCAL_OS_ERRORS: &[i32] =
-    &[libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOBUFS, libc::EADDRNOTAVAIL, libc::ENETUNREACH, libc::ENETDOWN];
+/// address to bind, its own network interface down. Never evidence that Redis failed.
+/// Not ENETUNREACH: a router on the path answers "net unreachable" when the primary's
+/// network is cut off, and that is exactly the failure to fail over from.
+const LOCAL_OS_ERRORS: &[i32] = &[libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOBUFS, libc::EADDRNOTAVAIL, libc::ENETDOWN];
 
 /// Whether an error of this shape and text is the orchestrator's own trouble.
 pub fn is_local(shape: ErrorShape<'_>, text: &str) -> bool {
     if shape.os_error.is_some_and(|e| LOCAL_OS_ERRORS.contains(&e)) {
         return true;
     }
-    if matches!(shape.io_kind, Some(io::ErrorKind::OutOfMemory | io::ErrorKind::NetworkDown | io::ErrorKind::NetworkUnreachable)) {
+    if matches!(shape.io_kind, Some(io::ErrorKind::OutOfMemory | io::ErrorKind::NetworkDown)) {
         return true;
     }
     let lower = text.to_ascii_lowercase();
-    ["too many open files", "cannot allocate memory", "no buffer space available", "cannot assign requested address", "network is unreachable", "network is down"]
+    ["too many open files", "cannot allocate memory", "no buffer space available", "cannot assign requested address", "network is down"]
         .iter()
         .any(|needle| lower.contains(needle))
 }
@@ -305,7 +305,8 @@ mod tests {
         assert_eq!(io(io::ErrorKind::TimedOut, "timed out"), Timeout);
         assert_eq!(io(io::ErrorKind::ConnectionReset, "Connection reset by peer"), Network);
         assert_eq!(io(io::ErrorKind::HostUnreachable, "No route to host"), Network);
-        assert_eq!(io(io::ErrorKind::NetworkUnreachable, "Network is unreachable"), Local, "no route at all: our own network");
+        assert_eq!(io(io::ErrorKind::NetworkUnreachable, "Network is unreachable"), Network, "a router's answer about the path");
+        assert_eq!(io(io::ErrorKind::NetworkDown, "Network is down"), Local, "our own interface");
         assert_eq!(io(io::ErrorKind::UnexpectedEof, "early eof"), Network);
         assert_eq!(text("Connection refused"), ConnectionRefused);
         assert_eq!(text("operation timed out"), Timeout);
