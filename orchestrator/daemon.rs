@@ -17,6 +17,9 @@ pub struct Daemon {
     pub exec: Arc<Executor>,
     pub metrics: Arc<Metrics>,
     pub auth: crate::server::auth::AuthConfig,
+    /// The playbook's secrets and the daemon's own tokens: everything that arrives from
+    /// outside is redacted with it before it is stored or echoed.
+    pub redactor: Arc<crate::redact::Redactor>,
     /// Serialises "is there an open incident? if not, open one": a storm of duplicate
     /// alerts opens exactly one incident.
     intake: tokio::sync::Mutex<()>,
@@ -37,7 +40,14 @@ pub struct Disposition {
 
 impl Daemon {
     pub fn new(exec: Arc<Executor>, auth: crate::server::auth::AuthConfig, shutdown: watch::Receiver<bool>) -> Arc<Daemon> {
+        let mut redactor = (*exec.redactor).clone();
+        for s in auth.secrets() {
+            redactor.add_secret(&s);
+        }
+        crate::redact::install(&redactor);
+        let redactor = Arc::new(redactor);
         Arc::new(Daemon {
+            redactor,
             exec,
             metrics: Arc::new(Metrics::default()),
             auth,
@@ -59,7 +69,8 @@ impl Daemon {
         let mut out = Vec::with_capacity(alerts.len());
         for mut a in alerts {
             // Alert text comes from outside; it may quote a connection string.
-            a.summary = self.exec.redact_text(&a.summary);
+            a.summary = self.redactor.redact(&a.summary);
+            a.fingerprint = self.redactor.redact(&a.fingerprint);
             let record = NewAlert {
                 source: source.to_string(),
                 fingerprint: a.fingerprint.clone(),

@@ -132,7 +132,11 @@ async fn main() -> Result<()> {
     println!("{}", rep.summary());
     progress(format!("wrote {} in {:.0} s", a.out.display(), started.elapsed().as_secs_f64()));
     if !rep.errors.is_empty() {
-        bail!("{} benchmark(s) could not run: {}", rep.errors.len(), rep.errors.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(", "));
+        bail!(
+            "{} benchmark(s) could not run: {}",
+            rep.errors.len(),
+            rep.errors.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
     }
     Ok(())
 }

@@ -69,14 +69,34 @@ impl Report {
         }
         if let Some(rows) = &self.storm {
             for r in rows {
-                let _ = writeln!(s, "storm: {} webhooks → {:.0} req/s, p99 {}, {} incident(s), peak RSS {}", r.n, r.rps, fmt_ms(r.p99_ms), r.incidents, fmt_bytes(r.hwm));
+                let _ = writeln!(
+                    s,
+                    "storm: {} webhooks → {:.0} req/s, p99 {}, {} incident(s), peak RSS {}",
+                    r.n,
+                    r.rps,
+                    fmt_ms(r.p99_ms),
+                    r.incidents,
+                    fmt_bytes(r.hwm)
+                );
             }
         }
         if let Some(j) = &self.journal {
-            let _ = writeln!(s, "journal: record_decision median {} p99 {}; {} incidents = {}", fmt_ms(median(&j.record_ms)), fmt_ms(pct(&j.record_ms, 99.0)), j.incidents, fmt_bytes(j.db_bytes));
+            let _ = writeln!(
+                s,
+                "journal: record_decision median {} p99 {}; {} incidents = {}",
+                fmt_ms(median(&j.record_ms)),
+                fmt_ms(pct(&j.record_ms, 99.0)),
+                j.incidents,
+                fmt_bytes(j.db_bytes)
+            );
         }
         if let Some(f) = &self.footprint {
-            let _ = writeln!(s, "footprint: start-up {}, idle RSS {}", fmt_ms(median(&f.startup_fresh_ms)), fmt_bytes(median(&f.idle_rss.iter().map(|x| *x as f64).collect::<Vec<_>>()) as u64));
+            let _ = writeln!(
+                s,
+                "footprint: start-up {}, idle RSS {}",
+                fmt_ms(median(&f.startup_fresh_ms)),
+                fmt_bytes(median(&f.idle_rss.iter().map(|x| *x as f64).collect::<Vec<_>>()) as u64)
+            );
         }
         for (sec, e) in &self.errors {
             let _ = writeln!(s, "{sec}: FAILED: {e}");
@@ -114,7 +134,13 @@ impl Report {
                (`{bin}`), the sandbox service and Render-compatible platform (in the harness process), SQLite files on disk.\n",
             self.reps,
             bin = self.bin_label,
-            redis = self.machine.rows.iter().find(|(k, _)| k == "redis").map(|(_, v)| v.split_whitespace().nth(2).unwrap_or("").trim_start_matches("v=")).unwrap_or("")
+            redis = self
+                .machine
+                .rows
+                .iter()
+                .find(|(k, _)| k == "redis")
+                .map(|(_, v)| v.split_whitespace().nth(2).unwrap_or("").trim_start_matches("v="))
+                .unwrap_or("")
         );
         self.failover_md(&mut o);
         self.flush_md(&mut o);
@@ -161,7 +187,11 @@ impl Report {
         let _ = writeln!(o, "### Orchestrator, per step ({n} runs)\n");
         let _ = writeln!(o, "| step | median | worst | configured wait inside it |\n| --- | ---: | ---: | --- |");
         let configured = [
-            format!("watch.ping_fail_for {} ms + up to one watch.interval ({} ms)", failover::PING_FAIL_FOR_MS, failover::WATCH_INTERVAL_MS),
+            format!(
+                "watch.ping_fail_for {} ms + up to one watch.interval ({} ms)",
+                failover::PING_FAIL_FOR_MS,
+                failover::WATCH_INTERVAL_MS
+            ),
             format!("confirm_window {} ms (between the 2 samples)", failover::CONFIRM_WINDOW_MS),
             "–".into(),
             "–".into(),
@@ -177,21 +207,50 @@ impl Report {
         let tot: Vec<f64> = f.orch.iter().map(|r| r.total_ms).collect();
         let _ = writeln!(o, "| **kill → Recovered** | **{}** | **{}** | |", fmt_ms0(median(&tot)), fmt_ms0(max(&tot)));
         let up: Vec<f64> = f.orch.iter().filter_map(|r| r.service_up_ms).collect();
-        let _ = writeln!(o, "| kill → the service's health shows Redis up (it runs on the backup) | {} | {} | |", fmt_ms0(median(&up)), fmt_ms0(max(&up)));
+        let _ = writeln!(
+            o,
+            "| kill → the service's health shows Redis up (it runs on the backup) | {} | {} | |",
+            fmt_ms0(median(&up)),
+            fmt_ms0(max(&up))
+        );
         let outcomes: Vec<&str> = f.orch.iter().map(|r| r.outcome.as_str()).collect();
         let flushed: Vec<String> = f.orch.iter().map(|r| r.flushed.to_string()).collect();
         let attempts: Vec<String> = f.orch.iter().map(|r| r.verify_attempts.to_string()).collect();
-        let _ = writeln!(o, "\nOutcomes: {}; keys flushed per run: {}; verify attempts per run: {}.\n", outcomes.join(", "), flushed.join(", "), attempts.join(", "));
+        let _ = writeln!(
+            o,
+            "\nOutcomes: {}; keys flushed per run: {}; verify attempts per run: {}.\n",
+            outcomes.join(", "),
+            flushed.join(", "),
+            attempts.join(", ")
+        );
 
         let over: Vec<f64> = tot.iter().map(|t| t - waits).collect();
         let _ = writeln!(o, "### Side by side\n");
         let _ = writeln!(o, "| | median | worst | runs |\n| --- | ---: | ---: | ---: |");
-        let _ = writeln!(o, "| orchestrator: kill → Recovered (verified: a real job completed on the backup) | {} | {} | {n} |", fmt_ms0(median(&tot)), fmt_ms0(max(&tot)));
-        let _ = writeln!(o, "| orchestrator: kill → service healthy on the backup | {} | {} | {} |", fmt_ms0(median(&up)), fmt_ms0(max(&up)), up.len());
+        let _ = writeln!(
+            o,
+            "| orchestrator: kill → Recovered (verified: a real job completed on the backup) | {} | {} | {n} |",
+            fmt_ms0(median(&tot)),
+            fmt_ms0(max(&tot))
+        );
+        let _ = writeln!(
+            o,
+            "| orchestrator: kill → service healthy on the backup | {} | {} | {} |",
+            fmt_ms0(median(&up)),
+            fmt_ms0(max(&up)),
+            up.len()
+        );
         let sw: Vec<f64> = f.sentinel.iter().map(|r| r.switch_ms).collect();
         let wr: Vec<f64> = f.sentinel.iter().map(|r| r.write_ms).collect();
-        let _ = writeln!(o, "| Sentinel: kill → a sentinel names the new master | {} | {} | {} |", fmt_ms0(median(&sw)), fmt_ms0(max(&sw)), sw.len());
-        let _ = writeln!(o, "| Sentinel: kill → the client writes again | {} | {} | {} |", fmt_ms0(median(&wr)), fmt_ms0(max(&wr)), wr.len());
+        let _ = writeln!(
+            o,
+            "| Sentinel: kill → a sentinel names the new master | {} | {} | {} |",
+            fmt_ms0(median(&sw)),
+            fmt_ms0(max(&sw)),
+            sw.len()
+        );
+        let _ =
+            writeln!(o, "| Sentinel: kill → the client writes again | {} | {} | {} |", fmt_ms0(median(&wr)), fmt_ms0(max(&wr)), wr.len());
         let _ = writeln!(o, "| orchestrator's own overhead (below) | {} | {} | {n} |\n", fmt_ms0(median(&over)), fmt_ms0(max(&over)));
         if let Some(e) = &f.sentinel_error {
             let _ = writeln!(o, "Sentinel: a repetition failed: `{e}`\n");
@@ -239,10 +298,22 @@ impl Report {
             2000 - failover::PING_FAIL_FOR_MS
         );
         let _ = writeln!(o, "<details><summary>Every run</summary>\n");
-        let _ = writeln!(o, "| run | {} | kill → Recovered | service up |\n| --- |{} ---: | ---: |", STEPS.join(" | "), " ---: |".repeat(STEPS.len()));
+        let _ = writeln!(
+            o,
+            "| run | {} | kill → Recovered | service up |\n| --- |{} ---: | ---: |",
+            STEPS.join(" | "),
+            " ---: |".repeat(STEPS.len())
+        );
         for (i, r) in f.orch.iter().enumerate() {
             let steps: Vec<String> = r.steps.iter().map(|x| format!("{x:.0}")).collect();
-            let _ = writeln!(o, "| {} | {} | {:.0} | {} |", i + 1, steps.join(" | "), r.total_ms, r.service_up_ms.map(|x| format!("{x:.0}")).unwrap_or("–".into()));
+            let _ = writeln!(
+                o,
+                "| {} | {} | {:.0} | {} |",
+                i + 1,
+                steps.join(" | "),
+                r.total_ms,
+                r.service_up_ms.map(|x| format!("{x:.0}")).unwrap_or("–".into())
+            );
         }
         let _ = writeln!(o, "\n| Sentinel run | new master named (ms) | client writes (ms) |\n| --- | ---: | ---: |");
         for (i, r) in f.sentinel.iter().enumerate() {
@@ -407,25 +478,61 @@ impl Report {
              `record_decision`, `effect_intent`/`effect_outcome`, `record_alert`), one incident per simulated hour; the \
              replayed machine ends in `{}` like the original. WAL mode, `synchronous = FULL`: each call is one \
              transaction and one fsync.\n",
-            j.source_incident, p.transitions, p.checks, p.effects, p.alerts, fmt_int(j.incidents as f64), j.replay_outcome
+            j.source_incident,
+            p.transitions,
+            p.checks,
+            p.effects,
+            p.alerts,
+            fmt_int(j.incidents as f64),
+            j.replay_outcome
         );
         let _ = writeln!(o, "| | value |\n| --- | ---: |");
-        let _ = writeln!(o, "| one journaled transition (`record_decision`, with its checks and fsync): median | {} |", fmt_ms(median(&j.record_ms)));
+        let _ = writeln!(
+            o,
+            "| one journaled transition (`record_decision`, with its checks and fsync): median | {} |",
+            fmt_ms(median(&j.record_ms))
+        );
         let _ = writeln!(o, "| … p99 | {} |", fmt_ms(pct(&j.record_ms, 99.0)));
         let _ = writeln!(o, "| … worst | {} |", fmt_ms(max(&j.record_ms)));
         let _ = writeln!(o, "| … samples | {} |", fmt_int(j.record_ms.len() as f64));
-        let _ = writeln!(o, "| writing all {} incidents (every row above, each with its fsync) | {} |", fmt_int(j.incidents as f64), fmt_ms(j.fill_ms));
-        let _ = writeln!(o, "| journal size after {} incidents (after a WAL checkpoint) | {} |", fmt_int(j.incidents as f64), fmt_bytes(j.db_bytes));
+        let _ = writeln!(
+            o,
+            "| writing all {} incidents (every row above, each with its fsync) | {} |",
+            fmt_int(j.incidents as f64),
+            fmt_ms(j.fill_ms)
+        );
+        let _ = writeln!(
+            o,
+            "| journal size after {} incidents (after a WAL checkpoint) | {} |",
+            fmt_int(j.incidents as f64),
+            fmt_bytes(j.db_bytes)
+        );
         let _ = writeln!(o, "| … per incident | {} |", fmt_bytes(j.db_bytes / j.incidents.max(1) as u64));
         let _ = writeln!(o, "| WAL size before the checkpoint | {} |", fmt_bytes(j.wal_bytes_before_checkpoint));
         let rows: Vec<String> = j.rows.iter().map(|(t, n)| format!("{t} {}", fmt_int(*n as f64))).collect();
         let _ = writeln!(o, "\nRows: {}.\n", rows.join(", "));
-        let _ = writeln!(o, "Reading it back with `{}` (wall time of the whole process: start, open the journal, query, print):\n", self.bin_label);
+        let _ = writeln!(
+            o,
+            "Reading it back with `{}` (wall time of the whole process: start, open the journal, query, print):\n",
+            self.bin_label
+        );
         let _ = writeln!(o, "| command | median | worst | runs | output |\n| --- | ---: | ---: | ---: | ---: |");
         for c in &j.cli {
-            let _ = writeln!(o, "| `{}` | {} | {} | {} | {} |", c.command.replace(&j.db.display().to_string(), "J"), fmt_ms(c.median_ms), fmt_ms(c.max_ms), c.runs, fmt_bytes(c.output_bytes as u64));
+            let _ = writeln!(
+                o,
+                "| `{}` | {} | {} | {} | {} |",
+                c.command.replace(&j.db.display().to_string(), "J"),
+                fmt_ms(c.median_ms),
+                fmt_ms(c.max_ms),
+                c.runs,
+                fmt_bytes(c.output_bytes as u64)
+            );
         }
-        let _ = writeln!(o, "\n(`incidents` lists the latest 50 by default; the audited incident is the middle one of the {}.)\n", fmt_int(j.incidents as f64));
+        let _ = writeln!(
+            o,
+            "\n(`incidents` lists the latest 50 by default; the audited incident is the middle one of the {}.)\n",
+            fmt_int(j.incidents as f64)
+        );
     }
 
     fn footprint_md(&self, o: &mut String) {
@@ -448,14 +555,25 @@ impl Report {
         let _ = writeln!(o, "| | median | worst |\n| --- | ---: | ---: |");
         let _ = writeln!(o, "| start-up, new journal | {} | {} |", fmt_ms(median(&f.startup_fresh_ms)), fmt_ms(max(&f.startup_fresh_ms)));
         if !f.startup_big_ms.is_empty() {
-            let _ = writeln!(o, "| start-up, the {}-incident journal of benchmark 4 | {} | {} |", fmt_int(f.big_incidents as f64), fmt_ms(median(&f.startup_big_ms)), fmt_ms(max(&f.startup_big_ms)));
+            let _ = writeln!(
+                o,
+                "| start-up, the {}-incident journal of benchmark 4 | {} | {} |",
+                fmt_int(f.big_incidents as f64),
+                fmt_ms(median(&f.startup_big_ms)),
+                fmt_ms(max(&f.startup_big_ms))
+            );
         }
         let _ = writeln!(o, "| idle RSS (`VmRSS`) | {} | {} |", fmt_bytes(median(&rss) as u64), fmt_bytes(max(&rss) as u64));
         let _ = writeln!(o, "| peak RSS so far (`VmHWM`) | {} | {} |", fmt_bytes(median(&hwm) as u64), fmt_bytes(max(&hwm) as u64));
         let _ = writeln!(o, "\n| binary | size |\n| --- | ---: |");
         for (p, b) in &f.binaries {
             let name = std::path::Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let _ = writeln!(o, "| `{}/{name}` (as `cargo build --release` leaves it, symbols not stripped) | {} |", self.bin_label.trim_end_matches("/orchestrator"), fmt_bytes(*b));
+            let _ = writeln!(
+                o,
+                "| `{}/{name}` (as `cargo build --release` leaves it, symbols not stripped) | {} |",
+                self.bin_label.trim_end_matches("/orchestrator"),
+                fmt_bytes(*b)
+            );
         }
         let _ = writeln!(o);
     }
@@ -475,7 +593,12 @@ pub fn flush_verdict(f: &flush::Results) -> (String, String) {
     } else {
         let mut why = vec![];
         if ratio < 0.8 {
-            why.push(format!("{ratio:.2}× the script's keys/s, {:.0} % short of 0.8× (it would need {} keys/s, {:.0} % more)", (0.8 - ratio) / 0.8 * 100.0, fmt_int(0.8 * sk), (0.8 * sk / dk - 1.0) * 100.0));
+            why.push(format!(
+                "{ratio:.2}× the script's keys/s, {:.0} % short of 0.8× (it would need {} keys/s, {:.0} % more)",
+                (0.8 - ratio) / 0.8 * 100.0,
+                fmt_int(0.8 * sk),
+                (0.8 * sk / dk - 1.0) * 100.0
+            ));
         } else {
             why.push(format!("{ratio:.2}× the script's keys/s (enough)"));
         }
@@ -487,11 +610,19 @@ pub fn flush_verdict(f: &flush::Results) -> (String, String) {
         format!("**not met** with the playbook defaults (batch 500): {}.", why.join("; "))
     };
     let ours: Vec<&flush::Row> = f.rows.iter().filter(|r| r.method.starts_with("orchestrator") && r.patterns.len() == 1).collect();
-    let meeting: Vec<String> = ours.iter().filter(|r| r.keys_per_s() / sk >= 0.8 && max(&r.ping_worst_ms) < 10.0).map(|r| format!("batch {}", r.batch.unwrap_or(0))).collect();
+    let meeting: Vec<String> = ours
+        .iter()
+        .filter(|r| r.keys_per_s() / sk >= 0.8 && max(&r.ping_worst_ms) < 10.0)
+        .map(|r| format!("batch {}", r.batch.unwrap_or(0)))
+        .collect();
     let mut detail = String::new();
     if !met {
         if meeting.is_empty() {
-            let _ = write!(detail, "No batch size measured ({}) meets both halves of the aim. ", ours.iter().map(|r| r.batch.unwrap_or(0).to_string()).collect::<Vec<_>>().join(", "));
+            let _ = write!(
+                detail,
+                "No batch size measured ({}) meets both halves of the aim. ",
+                ours.iter().map(|r| r.batch.unwrap_or(0).to_string()).collect::<Vec<_>>().join(", ")
+            );
         } else {
             let _ = write!(detail, "A larger batch meets it: {}. ", meeting.join(", "));
         }
@@ -527,8 +658,15 @@ pub fn flush_verdict(f: &flush::Results) -> (String, String) {
          ({big_worst} at batch {big_batch}), so a larger batch is not the fix{}. ",
         fmt_int(d.keys_per_s()),
         fmt_int(biggest.map(|r| r.keys_per_s()).unwrap_or(f64::NAN)),
-        if ceiling < 0.8 { ": on this data Redis's own extra work alone rules out 0.8×" } else { "; what could close the gap is overlapping the next SCAN with the current one's UNLINK and decode (the client pipelining deeper), not bigger commands" }
+        if ceiling < 0.8 {
+            ": on this data Redis's own extra work alone rules out 0.8×"
+        } else {
+            "; what could close the gap is overlapping the next SCAN with the current one's UNLINK and decode (the client pipelining deeper), not bigger commands"
+        }
     );
-    let _ = write!(detail, "The sandbox playbook's second pattern (`idempotent:*`) costs a second full SCAN of the keyspace, hence its slower row.");
+    let _ = write!(
+        detail,
+        "The sandbox playbook's second pattern (`idempotent:*`) costs a second full SCAN of the keyspace, hence its slower row."
+    );
     (verdict, detail)
 }

@@ -109,16 +109,18 @@ async fn one(ctx: &Ctx, n: usize) -> Result<Row> {
     serve.stop(Duration::from_secs(15));
     let (outcome, incident_ms) = match &inc {
         Some(i) => {
-            let took = match (orchestrator::journal::parse_ts(&i.opened_at), i.closed_at.as_deref().and_then(orchestrator::journal::parse_ts)) {
-                (Some(a), Some(b)) => (b - a).num_milliseconds() as f64,
-                _ => f64::NAN,
-            };
+            let took =
+                match (orchestrator::journal::parse_ts(&i.opened_at), i.closed_at.as_deref().and_then(orchestrator::journal::parse_ts)) {
+                    (Some(a), Some(b)) => (b - a).num_milliseconds() as f64,
+                    _ => f64::NAN,
+                };
             (i.outcome.clone().unwrap_or_else(|| format!("still {}", i.state)), took)
         }
         None => ("no incident".to_string(), f64::NAN),
     };
     let incidents: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM incidents").fetch_one(j.pool()).await?;
-    let dispositions: Vec<(String, i64)> = sqlx::query_as("SELECT disposition, COUNT(*) FROM alerts GROUP BY disposition ORDER BY 2 DESC").fetch_all(j.pool()).await?;
+    let dispositions: Vec<(String, i64)> =
+        sqlx::query_as("SELECT disposition, COUNT(*) FROM alerts GROUP BY disposition ORDER BY 2 DESC").fetch_all(j.pool()).await?;
     j.close().await;
     world.sandbox.shutdown().await;
     let accepted = statuses.iter().filter(|s| **s == 202).count();

@@ -22,6 +22,10 @@ pub struct Cli {
     /// Log filter for diagnostics on stderr (e.g. info, debug).
     #[arg(long, global = true, env = "ORCH_LOG", default_value = "warn")]
     pub log: String,
+    /// Log format on stderr: text (plain unless stderr is a terminal) or json (one
+    /// object a line, for log shippers).
+    #[arg(long, global = true, env = "ORCH_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -155,6 +159,12 @@ pub struct PauseArgs {
     pub actor: String,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// A command's failure, already worded for the user, with its exit code.
 pub struct Failure {
     pub code: i32,
@@ -281,7 +291,8 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             let pb = Arc::new(load_playbook(&a.playbook)?);
             let ports = crate::wiring::real_ports(&pb);
             let report = crate::dryrun::check(&pb, &ports).await;
-            print!("{}", report.render());
+            // What the service echoes in its health or log text is output like any other.
+            print!("{}", pb.redactor.redact(&report.render()));
             Ok(if report.all_reachable() { exit::OK } else { exit::FAILURE })
         }
         Command::Serve(a) => serve(&cli.db, a).await,
@@ -375,9 +386,17 @@ async fn person_command(db: &Path, kind: CommandKind, a: CommandArgs) -> Result<
 }
 
 async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
-    let pb = Arc::new(load_playbook(&a.playbook)?);
+    let mut pb = load_playbook(&a.playbook)?;
     let auth = crate::server::auth::AuthConfig::from_env().map_err(usage)?;
     auth.check_for(a.listen.ip().is_loopback()).map_err(usage)?;
+    // The daemon's own tokens are secrets of this run like the playbook's.
+    let mut redactor = (*pb.redactor).clone();
+    for s in auth.secrets() {
+        redactor.add_secret(&s);
+    }
+    crate::redact::install(&redactor);
+    pb.redactor = Arc::new(redactor);
+    let pb = Arc::new(pb);
     // A shorter busy timeout than the CLI's: a webhook sender waits on us.
     let journal = Journal::open_with(db, true, std::time::Duration::from_secs(2)).await?;
     let (_tx, shutdown) = crate::wiring::shutdown_on_signals();

@@ -99,10 +99,10 @@ pub struct Executor {
     pub ports: Ports,
     pub playbook: Arc<Playbook>,
     pub opts: ExecOptions,
-    /// Every secret the playbook holds, scrubbed from observations before they are
-    /// journaled: the service's logs or health messages may echo a Redis URL with its
-    /// password, or a key.
-    secrets: Vec<String>,
+    /// Every secret the playbook holds or references, scrubbed from observations
+    /// before they are journaled: the service's logs or health messages may echo a
+    /// Redis URL with its password, or a key. The journal redacts with it too.
+    pub redactor: Arc<crate::redact::Redactor>,
     shutdown: watch::Receiver<bool>,
     notifications: Mutex<tokio::task::JoinSet<()>>,
     /// Incidents whose claim another process took over while we drove them.
@@ -134,14 +134,14 @@ impl Executor {
     /// The executor's journal is fenced on this process: it writes an incident's
     /// transitions and effect intents only while it holds the incident's claim.
     pub fn new(journal: Journal, ports: Ports, playbook: Arc<Playbook>, opts: ExecOptions, shutdown: watch::Receiver<bool>) -> Self {
-        let journal = journal.owned_by(&crate::journal::process_owner());
-        let secrets = playbook_secrets(&playbook);
+        let redactor = playbook.redactor.clone();
+        let journal = journal.owned_by(&crate::journal::process_owner()).with_redactor(redactor.clone());
         Executor {
             journal,
             ports,
             playbook,
             opts,
-            secrets,
+            redactor,
             shutdown,
             notifications: Mutex::new(tokio::task::JoinSet::new()),
             lost_claims: Default::default(),
@@ -191,7 +191,7 @@ impl Executor {
             playbook_hash: self.playbook.hash.clone(),
             target: self.target(),
             trigger_source: source.to_string(),
-            trigger_detail: detail.to_string(),
+            trigger_detail: self.redact_text(detail),
         };
         // Created already claimed by this process (the executor's journal has an owner).
         let id = self.journal_retry(|| self.journal.create_incident(&new, &machine, self.now())).await?;
@@ -251,8 +251,7 @@ impl Executor {
     /// `text` with every known secret and URL password masked: for text from outside
     /// (alert summaries) before it is journaled.
     pub fn redact_text(&self, text: &str) -> String {
-        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        crate::platform::retry::redact(text, &secrets)
+        self.redactor.redact(text)
     }
 
     /// The event as it is journaled: every known secret and URL password masked in
@@ -594,23 +593,4 @@ impl Executor {
         self.wait(id, left.min(Duration::from_secs(5))).await?;
         Ok(None)
     }
-}
-
-/// The secrets a playbook holds (URL passwords, keys, tokens, the Slack webhook).
-fn playbook_secrets(pb: &Playbook) -> Vec<String> {
-    use crate::platform::retry::url_secrets;
-    let mut out = Vec::new();
-    for url in [&pb.redis.primary, &pb.redis.backup] {
-        // Not the whole URL: it also appears, masked, where it belongs.
-        out.extend(url_secrets(url.expose()).into_iter().skip(1));
-    }
-    out.push(pb.service.api_key.expose().to_string());
-    if let crate::playbook::PlatformConfig::Render(r) = &pb.platform {
-        out.push(r.api_key.expose().to_string());
-    }
-    if let Some(slack) = &pb.notifications.slack {
-        out.push(slack.webhook_url.expose().to_string());
-    }
-    out.retain(|s| s.len() >= 4);
-    out
 }

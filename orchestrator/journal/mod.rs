@@ -89,6 +89,9 @@ pub struct Journal {
     /// Set for a journal that drives incidents (see [`Journal::owned_by`]): transitions
     /// and effect intents are then written only while this process owns the incident.
     owner: Option<std::sync::Arc<str>>,
+    /// Every text column written goes through it: the journal is output too, and the
+    /// last place a secret echoed by the outside world can be stopped.
+    redactor: std::sync::Arc<crate::redact::Redactor>,
 }
 
 /// How long a claim on an incident lasts without renewal.
@@ -173,7 +176,7 @@ impl Journal {
             .await
             .map_err(|source| JournalError::Open { path: path.to_path_buf(), source })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Journal { pool, path: path.to_path_buf(), writes: Default::default(), owner: None })
+        Ok(Journal { pool, path: path.to_path_buf(), writes: Default::default(), owner: None, redactor: Default::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -184,6 +187,16 @@ impl Journal {
     /// incident's claim. The executor uses this; reads and alerts are not fenced.
     pub fn owned_by(&self, owner: &str) -> Journal {
         Journal { owner: Some(owner.into()), ..self.clone() }
+    }
+
+    /// The same journal, redacting with `r` (a playbook's secrets) as well as masking
+    /// every URL's password.
+    pub fn with_redactor(&self, r: std::sync::Arc<crate::redact::Redactor>) -> Journal {
+        Journal { redactor: r, ..self.clone() }
+    }
+
+    pub fn redactor(&self) -> &crate::redact::Redactor {
+        &self.redactor
     }
 
     pub fn without_owner(self) -> Journal {
@@ -281,6 +294,12 @@ impl Journal {
         }
     }
 
+    fn redacted_json(&self, v: &serde_json::Value) -> String {
+        let mut v = v.clone();
+        self.redactor.redact_json(&mut v);
+        v.to_string()
+    }
+
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -309,7 +328,7 @@ impl Journal {
         .bind(machine.to_json())
         .bind(ts(at))
         .bind(&new.trigger_source)
-        .bind(&new.trigger_detail)
+        .bind(self.redactor.redact(&new.trigger_detail))
         .bind(self.owner.as_deref())
         .bind(lease)
         .execute(&self.pool)
@@ -370,7 +389,10 @@ impl Journal {
             .await?
             .get(0);
         let when = ts(at);
-        let observations = serde_json::to_string(event).map_err(|e| JournalError::Corrupt(e.to_string()))?;
+        let mut observations = serde_json::to_value(event).map_err(|e| JournalError::Corrupt(e.to_string()))?;
+        self.redactor.redact_json(&mut observations);
+        let observations = observations.to_string();
+        let r = &self.redactor;
         sqlx::query(
             "INSERT INTO transitions (incident_id, seq, at, from_state, to_state, event, observations, note, rejected, actor, machine)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -382,8 +404,8 @@ impl Journal {
         .bind(decision.to.name())
         .bind(event.name())
         .bind(&observations)
-        .bind(&decision.note)
-        .bind(&decision.rejected)
+        .bind(decision.note.as_deref().map(|n| r.redact(n)))
+        .bind(decision.rejected.as_deref().map(|n| r.redact(n)))
         .bind(event.actor())
         .bind(machine.to_json())
         .execute(&mut *tx)
@@ -399,7 +421,7 @@ impl Journal {
                 .bind(phase)
                 .bind(&c.item)
                 .bind(c.holds)
-                .bind(&c.observed)
+                .bind(r.redact(&c.observed))
                 .execute(&mut *tx)
                 .await?;
             }
@@ -425,7 +447,7 @@ impl Journal {
             sqlx::query("UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ?")
                 .bind(&when)
                 .bind(accepted)
-                .bind(result)
+                .bind(r.redact(result))
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
@@ -541,7 +563,7 @@ impl Journal {
         .bind(incident)
         .bind(key)
         .bind(kind)
-        .bind(intent.to_string())
+        .bind(self.redacted_json(intent))
         .bind(ts(at))
         .execute(&mut *tx)
         .await?;
@@ -556,7 +578,7 @@ impl Journal {
         let _write = self.writes.lock().await;
         sqlx::query("UPDATE effects SET outcome = ?, result = ?, done_at = ? WHERE key = ?")
             .bind(outcome)
-            .bind(result.to_string())
+            .bind(self.redacted_json(result))
             .bind(ts(at))
             .bind(key)
             .execute(&self.pool)
@@ -596,8 +618,8 @@ impl Journal {
         let row = sqlx::query("INSERT INTO commands (incident_id, kind, actor, comment, via, at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id")
             .bind(incident)
             .bind(kind.as_str())
-            .bind(actor)
-            .bind(comment)
+            .bind(self.redactor.redact(actor))
+            .bind(self.redactor.redact(comment))
             .bind(via)
             .bind(ts(at))
             .fetch_one(&self.pool)
@@ -627,7 +649,7 @@ impl Journal {
         sqlx::query("UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ?")
             .bind(ts(at))
             .bind(accepted)
-            .bind(result)
+            .bind(self.redactor.redact(result))
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -649,10 +671,10 @@ impl Journal {
         )
         .bind(ts(at))
         .bind(&alert.source)
-        .bind(&alert.fingerprint)
+        .bind(self.redactor.redact(&alert.fingerprint))
         .bind(&alert.status)
         .bind(&alert.target)
-        .bind(&alert.summary)
+        .bind(self.redactor.redact(&alert.summary))
         .bind(incident)
         .bind(disposition)
         .fetch_one(&self.pool)

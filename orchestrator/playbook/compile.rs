@@ -85,6 +85,7 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
         notifications: notifications?,
         cooldown: cooldown?,
         watch: watch?,
+        redactor: std::sync::Arc::new(d.redactor.clone()),
     };
     cross_checks(&pb, root, allow_insecure?, d);
     Some(pb)

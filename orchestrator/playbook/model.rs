@@ -26,6 +26,8 @@ pub struct Playbook {
     pub notifications: Notifications,
     pub cooldown: Duration,
     pub watch: WatchPolicy,
+    /// Every secret this playbook holds or references, for the one redaction path.
+    pub redactor: std::sync::Arc<crate::redact::Redactor>,
 }
 
 #[derive(Debug, Clone)]

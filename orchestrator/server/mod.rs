@@ -48,7 +48,8 @@ pub async fn serve(
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    // Error text may quote what a client sent or what a library said: redacted.
+    (status, Json(json!({ "error": crate::redact::redact(&message.into()) }))).into_response()
 }
 
 fn journal_error(e: JournalError) -> Response {
