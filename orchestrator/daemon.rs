@@ -20,6 +20,11 @@ pub struct Daemon {
     /// The playbook's secrets and the daemon's own tokens: everything that arrives from
     /// outside is redacted with it before it is stored or echoed.
     pub redactor: Arc<crate::redact::Redactor>,
+    /// HMAC signatures already accepted (a signature is accepted once).
+    pub replays: crate::server::auth::ReplayGuard,
+    /// Off loopback, an HMAC signature without a timestamp is refused: nothing would
+    /// stop its replay once forgotten.
+    pub require_signed_timestamp: std::sync::atomic::AtomicBool,
     /// Serialises "is there an open incident? if not, open one": a storm of duplicate
     /// alerts opens exactly one incident.
     intake: tokio::sync::Mutex<()>,
@@ -48,6 +53,8 @@ impl Daemon {
         let redactor = Arc::new(redactor);
         Arc::new(Daemon {
             redactor,
+            replays: Default::default(),
+            require_signed_timestamp: Default::default(),
             exec,
             metrics: Arc::new(Metrics::default()),
             auth,

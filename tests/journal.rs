@@ -29,6 +29,8 @@ fn new_incident() -> NewIncident {
         target: "127.0.0.1:7001/0".into(),
         trigger_source: "test".into(),
         trigger_detail: "".into(),
+        os_user: None,
+        approver_os_users: Default::default(),
     }
 }
 

@@ -114,6 +114,8 @@ pub async fn run(ctx: &Ctx, rec: &Recorded) -> Result<Results> {
             target: target.clone(),
             trigger_source: "watch".into(),
             trigger_detail: "Redis ping failing for 200ms: connection_refused".into(),
+            os_user: None,
+            approver_os_users: Default::default(),
         };
         let id = j.create_incident(&new, &m, opened).await?;
         for a in &rec.alerts {

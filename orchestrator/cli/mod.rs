@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod exit;
+pub mod osuser;
 mod progress;
 
 use crate::executor::{ExecOptions, Executor, RunEnd};
@@ -298,13 +299,13 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Serve(a) => serve(&cli.db, a).await,
         Command::Pause(a) => {
             let journal = Journal::open(&cli.db).await?;
-            journal.set_setting("paused", "1", &a.actor, chrono::Utc::now()).await?;
+            journal.set_setting_as("paused", "1", &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now()).await?;
             println!("automatic failover paused by {} (alerts are still journaled)", a.actor);
             Ok(exit::OK)
         }
         Command::Unpause(a) => {
             let journal = Journal::open(&cli.db).await?;
-            journal.set_setting("paused", "0", &a.actor, chrono::Utc::now()).await?;
+            journal.set_setting_as("paused", "0", &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now()).await?;
             println!("automatic failover resumed by {}", a.actor);
             Ok(exit::OK)
         }
@@ -318,6 +319,7 @@ fn executor(journal: Journal, pb: Playbook, wait_for_approval: bool, allow_chang
         wait_for_approval,
         allow_changed_playbook: allow_changed,
         reporter: Some(progress::terminal()),
+        os_user: Some(osuser::OsUser::current().describe()),
         ..ExecOptions::default()
     };
     let (_tx, rx) = crate::wiring::shutdown_on_signals();
@@ -357,6 +359,31 @@ async fn person_command(db: &Path, kind: CommandKind, a: CommandArgs) -> Result<
     if let Some(outcome) = &inc.outcome {
         return Err(usage(format!("incident {} has already ended ({outcome}); nothing to {}", inc.id, kind.as_str())));
     }
+    // `--as` is a claim; the OS user is a fact. Where the playbook maps approvers to OS
+    // users, the claim must match it: one shell cannot be two approvers.
+    let me = osuser::OsUser::current();
+    if kind != CommandKind::Abort {
+        let map = journal.approver_os_users(&a.id).await?;
+        if !map.is_empty() {
+            match map.get(&a.actor) {
+                Some(user) if me.is(user) => {}
+                Some(user) => {
+                    return Err(usage(format!(
+                        "refused: approver {:?} is OS user {user:?} in the playbook, and you are {}",
+                        a.actor,
+                        me.describe()
+                    )))
+                }
+                None => {
+                    return Err(usage(format!(
+                        "refused: {:?} is not mapped to an OS user in `approvals.os_users` (you are {})",
+                        a.actor,
+                        me.describe()
+                    )))
+                }
+            }
+        }
+    }
     let machine = journal.machine(&a.id).await?;
     let event = match kind {
         CommandKind::Approve => Event::Approve { approver: a.actor.clone(), comment: a.comment.clone() },
@@ -364,7 +391,7 @@ async fn person_command(db: &Path, kind: CommandKind, a: CommandArgs) -> Result<
         CommandKind::Abort => Event::Abort { actor: a.actor.clone(), reason: a.comment.clone() },
     };
     let predicted = machine.clone().handle(&event);
-    let cmd = journal.add_command(&a.id, kind, &a.actor, &a.comment, "cli", chrono::Utc::now()).await?;
+    let cmd = journal.add_command_as(&a.id, kind, &a.actor, &a.comment, "cli", Some(&me.describe()), chrono::Utc::now()).await?;
     match predicted.rejected {
         Some(reason) => {
             eprintln!("{} by {} on {} is journaled (#{cmd}) but will be refused: {reason}", kind.as_str(), a.actor, a.id);
@@ -404,7 +431,15 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
     let opts =
         ExecOptions { wait_for_approval: true, allow_changed_playbook: a.allow_changed_playbook, reporter: None, ..ExecOptions::default() };
     let exec = Arc::new(Executor::new(journal, ports, pb.clone(), opts, shutdown.clone()));
+    let hmac_configured = auth.hmac_secret.is_some();
     let daemon = crate::daemon::Daemon::new(exec, auth, shutdown.clone());
+    let loopback = a.listen.ip().is_loopback();
+    daemon.require_signed_timestamp.store(!loopback, std::sync::atomic::Ordering::Relaxed);
+    if hmac_configured && loopback {
+        tracing::warn!(
+            "HMAC signatures without X-Grafana-Alerting-Signature-Timestamp are accepted on loopback: each once, but remembered only while this process runs"
+        );
+    }
     let resumed = daemon.resume_open().await?;
     for id in &resumed {
         eprintln!("resuming open incident {id}");

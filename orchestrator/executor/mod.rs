@@ -80,6 +80,8 @@ pub struct ExecOptions {
     /// Fault injection for drills and crash tests (`ORCH_FAULT_CRASH_AT`): the process
     /// SIGKILLs itself at this point. See [`crash_point`].
     pub crash_at: Option<String>,
+    /// The OS user behind a CLI `run`/`trigger`, journaled with the incident.
+    pub os_user: Option<String>,
 }
 
 impl Default for ExecOptions {
@@ -90,6 +92,7 @@ impl Default for ExecOptions {
             reporter: None,
             allow_changed_playbook: false,
             crash_at: std::env::var("ORCH_FAULT_CRASH_AT").ok().filter(|v| !v.is_empty()),
+            os_user: None,
         }
     }
 }
@@ -192,6 +195,8 @@ impl Executor {
             target: self.target(),
             trigger_source: source.to_string(),
             trigger_detail: self.redact_text(detail),
+            os_user: self.opts.os_user.clone(),
+            approver_os_users: self.playbook.approvals.os_users.clone(),
         };
         // Created already claimed by this process (the executor's journal has an owner).
         let id = self.journal_retry(|| self.journal.create_incident(&new, &machine, self.now())).await?;

@@ -137,6 +137,36 @@ fn owner_is_dead_here(owner: &str) -> bool {
     gone && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
+/// An exclusive flock(2) on the journal file while it is opened and migrated; released
+/// on drop (closing the descriptor).
+struct MigrationLock {
+    _file: std::fs::File,
+}
+
+impl MigrationLock {
+    async fn acquire(path: &Path, create: bool, limit: Duration) -> Result<MigrationLock> {
+        use std::os::fd::AsRawFd;
+        let open_err = |e| JournalError::Open { path: path.to_path_buf(), source: sqlx::Error::Io(e) };
+        // An empty file is a valid empty SQLite database.
+        let file = std::fs::OpenOptions::new().read(true).write(create).create(create).truncate(false).open(path).map_err(open_err)?;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(MigrationLock { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(open_err(err));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(JournalError::Busy);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// How long a writer waits for another writer's lock before giving up with `Busy`.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -161,6 +191,11 @@ impl Journal {
                 std::fs::create_dir_all(dir).map_err(|e| JournalError::Open { path: path.to_path_buf(), source: sqlx::Error::Io(e) })?;
             }
         }
+        // Two processes opening a journal that does not exist yet would both apply the
+        // first migration ("table incidents already exists"): sqlx's migration lock is
+        // a no-op on SQLite. An flock(2) on the database file serialises them; SQLite's
+        // own locks are fcntl(2) locks, which flock does not interfere with on Linux.
+        let _migration_lock = MigrationLock::acquire(path, create, busy_timeout).await?;
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(create)
@@ -316,8 +351,8 @@ impl Journal {
         // process can adopt it between its creation and its trigger.
         let lease = self.owner.as_ref().map(|_| ts(at + chrono::Duration::from_std(LEASE).unwrap_or_default()));
         sqlx::query(
-            "INSERT INTO incidents (id, playbook_name, playbook_path, playbook_hash, target, state, machine, opened_at, trigger_source, trigger_detail, owner, lease_until)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO incidents (id, playbook_name, playbook_path, playbook_hash, target, state, machine, opened_at, trigger_source, trigger_detail, owner, lease_until, os_user, approver_os_users)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(&new.playbook_name)
@@ -331,6 +366,8 @@ impl Journal {
         .bind(self.redactor.redact(&new.trigger_detail))
         .bind(self.owner.as_deref())
         .bind(lease)
+        .bind(&new.os_user)
+        .bind(serde_json::to_string(&new.approver_os_users).unwrap_or_else(|_| "{}".into()))
         .execute(&self.pool)
         .await
         .map_err(|e| match &e {
@@ -463,6 +500,17 @@ impl Journal {
             .await?
             .ok_or_else(|| JournalError::UnknownIncident(id.to_string()))?;
         IncidentRow::from_row(&row)
+    }
+
+    /// The approver → OS user map the incident pinned (empty: none).
+    pub async fn approver_os_users(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        let row = sqlx::query("SELECT approver_os_users FROM incidents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| JournalError::UnknownIncident(id.to_string()))?;
+        let text: String = row.get(0);
+        serde_json::from_str(&text).map_err(|e| JournalError::Corrupt(format!("approver_os_users of {id}: {e}")))
     }
 
     /// The machine as last journaled for an incident: what resume starts from.
@@ -613,22 +661,40 @@ impl Journal {
         via: &str,
         at: DateTime<Utc>,
     ) -> Result<i64> {
+        self.add_command_as(incident, kind, actor, comment, via, None, at).await
+    }
+
+    /// [`Journal::add_command`] with the OS user who gave it (the CLI's).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_command_as(
+        &self,
+        incident: &str,
+        kind: CommandKind,
+        actor: &str,
+        comment: &str,
+        via: &str,
+        os_user: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<i64> {
         let _write = self.writes.lock().await;
         self.incident(incident).await?;
-        let row = sqlx::query("INSERT INTO commands (incident_id, kind, actor, comment, via, at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id")
-            .bind(incident)
-            .bind(kind.as_str())
-            .bind(self.redactor.redact(actor))
-            .bind(self.redactor.redact(comment))
-            .bind(via)
-            .bind(ts(at))
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "INSERT INTO commands (incident_id, kind, actor, comment, via, at, os_user) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(incident)
+        .bind(kind.as_str())
+        .bind(self.redactor.redact(actor))
+        .bind(self.redactor.redact(comment))
+        .bind(via)
+        .bind(ts(at))
+        .bind(os_user)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.get(0))
     }
 
     pub async fn pending_commands(&self, incident: &str) -> Result<Vec<CommandRow>> {
-        let rows = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result FROM commands WHERE incident_id = ? AND applied_at IS NULL ORDER BY id")
+        let rows = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result, os_user FROM commands WHERE incident_id = ? AND applied_at IS NULL ORDER BY id")
             .bind(incident)
             .fetch_all(&self.pool)
             .await?;
@@ -636,11 +702,12 @@ impl Journal {
     }
 
     pub async fn commands(&self, incident: &str) -> Result<Vec<CommandRow>> {
-        let rows =
-            sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result FROM commands WHERE incident_id = ? ORDER BY id")
-                .bind(incident)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT id, kind, actor, comment, via, at, accepted, result, os_user FROM commands WHERE incident_id = ? ORDER BY id",
+        )
+        .bind(incident)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(CommandRow::from_row).collect()
     }
 
@@ -657,7 +724,7 @@ impl Journal {
     }
 
     pub async fn command(&self, id: i64) -> Result<Option<CommandRow>> {
-        let row = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result FROM commands WHERE id = ?")
+        let row = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result, os_user FROM commands WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -703,12 +770,18 @@ impl Journal {
     }
 
     pub async fn set_setting(&self, key: &str, value: &str, by: &str, at: DateTime<Utc>) -> Result<()> {
+        self.set_setting_as(key, value, by, None, at).await
+    }
+
+    /// [`Journal::set_setting`] with the OS user who set it (the CLI's).
+    pub async fn set_setting_as(&self, key: &str, value: &str, by: &str, os_user: Option<&str>, at: DateTime<Utc>) -> Result<()> {
         let _write = self.writes.lock().await;
-        sqlx::query("INSERT INTO settings (key, value, set_by, at) VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, set_by = excluded.set_by, at = excluded.at")
+        sqlx::query("INSERT INTO settings (key, value, set_by, at, os_user) VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, set_by = excluded.set_by, at = excluded.at, os_user = excluded.os_user")
             .bind(key)
             .bind(value)
-            .bind(by)
+            .bind(self.redactor.redact(by))
             .bind(ts(at))
+            .bind(os_user)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -95,6 +95,9 @@ pub struct ApprovalPolicy {
     pub approvers: Vec<String>,
     pub required: u32,
     pub ttl: Duration,
+    /// Approver name → the OS user who alone may act as them from the CLI. Empty: any
+    /// OS user may give any name (and the OS user is journaled with it).
+    pub os_users: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]

@@ -70,17 +70,42 @@ async fn webhook(
     body: Bytes,
     parse: fn(&[u8]) -> Result<Vec<alerts::IncomingAlert>, alerts::AlertError>,
 ) -> Response {
-    if !d.auth.webhook_ok(&headers, &body) {
-        d.metrics.webhook(source, "unauthorized");
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token or signature");
-    }
+    let signature = match d.auth.webhook_auth(&headers, &body) {
+        auth::WebhookAuth::Denied => {
+            d.metrics.webhook(source, "unauthorized");
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token or signature");
+        }
+        auth::WebhookAuth::Signed { timestamped: false, .. } if d.require_signed_timestamp.load(std::sync::atomic::Ordering::Relaxed) => {
+            d.metrics.webhook(source, "unauthorized");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "a signature without X-Grafana-Alerting-Signature-Timestamp is replayable; refused off loopback",
+            );
+        }
+        auth::WebhookAuth::Signed { signature, timestamped } => {
+            if !d.replays.reserve(&signature, timestamped, chrono::Utc::now().timestamp()) {
+                d.metrics.webhook(source, "replayed");
+                return error(StatusCode::CONFLICT, "this signature was already accepted (a replay)");
+            }
+            Some(signature)
+        }
+        auth::WebhookAuth::Open | auth::WebhookAuth::Bearer => None,
+    };
+    // Any answer but 2xx gives the signature back: the sender retries that delivery.
+    let release = |d: &Daemon| {
+        if let Some(s) = &signature {
+            d.replays.release(s);
+        }
+    };
     let parsed = match parse(&body) {
         Ok(a) => a,
         Err(alerts::AlertError::TooMany(n)) => {
+            release(&d);
             d.metrics.webhook(source, "too_many");
             return error(StatusCode::PAYLOAD_TOO_LARGE, format!("{n} alerts in one body; at most {}", alerts::MAX_ALERTS));
         }
         Err(e) => {
+            release(&d);
             d.metrics.webhook(source, "bad_request");
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
@@ -91,6 +116,7 @@ async fn webhook(
             (StatusCode::ACCEPTED, Json(json!({ "alerts": dispositions }))).into_response()
         }
         Err(e) => {
+            release(&d);
             d.metrics.webhook(source, "journal_error");
             journal_error(e)
         }
