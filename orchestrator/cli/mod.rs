@@ -152,6 +152,12 @@ pub struct ServeArgs {
     /// Do not run the watch loop (alerts only).
     #[arg(long)]
     pub no_watch: bool,
+    /// A request's headers must arrive within this (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub header_timeout: std::time::Duration,
+    /// A request's body must arrive within this.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub body_timeout: std::time::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -164,6 +170,10 @@ pub struct PauseArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// A command's failure, already worded for the user, with its exit code.
@@ -462,7 +472,12 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
             }
         }
     };
-    crate::server::serve(listener, daemon.clone(), signal).await?;
+    let limits = crate::server::listen::Limits {
+        header_timeout: a.header_timeout,
+        body_timeout: a.body_timeout,
+        ..crate::server::listen::Limits::default()
+    };
+    crate::server::serve_with(listener, daemon.clone(), limits, signal).await?;
     eprintln!("shutting down: waiting for incident runners to reach a resumable point");
     daemon.drain(std::time::Duration::from_secs(30)).await;
     daemon.exec.journal.close().await;

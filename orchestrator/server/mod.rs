@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod listen;
 pub mod metrics;
 
 use crate::daemon::Daemon;
@@ -39,12 +40,23 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .with_state(daemon)
 }
 
+/// Serves with the default [`listen::Limits`] (header and body timeouts, a connection
+/// limit below the descriptor limit, a bounded graceful shutdown).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     daemon: Arc<Daemon>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(daemon)).with_graceful_shutdown(shutdown).await
+    serve_with(listener, daemon, listen::Limits::default(), shutdown).await
+}
+
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    daemon: Arc<Daemon>,
+    limits: listen::Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listen::serve(listener, router(daemon), limits, shutdown).await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
