@@ -16,6 +16,8 @@ pub const FALSE_ALARM: i32 = 6;
 pub const ABORTED: i32 = 7;
 /// Stopped by a signal mid-incident; `orchestrator resume ID` continues it.
 pub const INTERRUPTED: i32 = 8;
+/// `journal verify` found a change to recorded history (or a dropped trigger).
+pub const TAMPERED: i32 = 9;
 
 pub fn for_outcome(o: Outcome) -> i32 {
     match o {
@@ -37,4 +39,5 @@ pub const TABLE: &str = "Exit codes:
   6  false alarm
   7  aborted
   8  interrupted (resumable with `orchestrator resume ID`)
+  9  `journal verify`: the journal's history was changed
 130  stopped at once by a second SIGINT/SIGTERM (resumable too)";

@@ -249,7 +249,7 @@ impl Executor {
         if decision.rejected.is_none() && decision.from.name() != decision.to.name() {
             let title = format!("{}: {} → {}", id, decision.from.name(), decision.to.name());
             let text = decision.note.clone().unwrap_or_default();
-            self.notify(id, seq, title, text);
+            self.notify(id, seq, title, text, decision.to.outcome().is_some());
         }
     }
 
@@ -295,7 +295,9 @@ impl Executor {
 
     /// Sends a notification in the background: journaled as an effect, bounded by the
     /// notifier's own retries, and never awaited by the failover.
-    fn notify(&self, id: &str, seq: i64, title: String, text: String) {
+    /// The closing message carries the journal's head hash at close: a copy in Slack
+    /// proves what the journal said then.
+    fn notify(&self, id: &str, seq: i64, title: String, text: String, closing: bool) {
         if !self.ports.notifier.enabled() {
             return;
         }
@@ -305,8 +307,13 @@ impl Executor {
         let notifier = self.ports.notifier.clone();
         let clock = self.ports.clock.clone();
         let key = format!("{id}:notify:{seq}");
-        let n = Notification { incident: id.to_string(), title, text };
+        let mut n = Notification { incident: id.to_string(), title, text };
         let task = async move {
+            if closing {
+                if let Ok(Some(head)) = journal.head(&n.incident).await {
+                    n.text = format!("{}\njournal head {head} (`orchestrator journal verify {}`)", n.text, n.incident);
+                }
+            }
             let intent = serde_json::json!({ "title": n.title });
             if let Ok(Some(_)) = journal.effect_intent(&n.incident, &key, "notify", &intent, clock.now()).await {
                 return; // already sent (or attempted) before a restart
@@ -577,6 +584,7 @@ impl Executor {
                     self.playbook.approvals.required,
                     crate::duration::format_duration(self.playbook.approvals.ttl)
                 ),
+                false,
             );
             let empty = serde_json::json!({});
             self.journal_retry(|| self.journal.effect_outcome(&key, "ok", &empty, self.now())).await?;

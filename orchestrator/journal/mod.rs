@@ -2,7 +2,9 @@
 //! alerts. Everything the orchestrator decides is written here before it acts, so an
 //! incident can be resumed from the journal alone and audited afterwards.
 
+pub mod chain;
 mod records;
+pub mod verify;
 
 pub use records::*;
 
@@ -350,7 +352,8 @@ impl Journal {
         // Claimed from its first instant (when this journal has an owner): no other
         // process can adopt it between its creation and its trigger.
         let lease = self.owner.as_ref().map(|_| ts(at + chrono::Duration::from_std(LEASE).unwrap_or_default()));
-        sqlx::query(
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let inserted = sqlx::query(
             "INSERT INTO incidents (id, playbook_name, playbook_path, playbook_hash, target, state, machine, opened_at, trigger_source, trigger_detail, owner, lease_until, os_user, approver_os_users)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -368,12 +371,14 @@ impl Journal {
         .bind(lease)
         .bind(&new.os_user)
         .bind(serde_json::to_string(&new.approver_os_users).unwrap_or_else(|_| "{}".into()))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| match &e {
             sqlx::Error::Database(db) if db.message().contains("incidents.target") => JournalError::AlreadyOpen(new.target.clone()),
             _ => JournalError::from(e),
         })?;
+        chain::append(&mut tx, &id, &[(chain::Kind::Open, inserted.last_insert_rowid())]).await?;
+        tx.commit().await?;
         Ok(id)
     }
 
@@ -430,7 +435,7 @@ impl Journal {
         self.redactor.redact_json(&mut observations);
         let observations = observations.to_string();
         let r = &self.redactor;
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO transitions (incident_id, seq, at, from_state, to_state, event, observations, note, rejected, actor, machine)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -447,9 +452,10 @@ impl Journal {
         .bind(machine.to_json())
         .execute(&mut *tx)
         .await?;
+        let mut entries = vec![(chain::Kind::Transition, inserted.last_insert_rowid())];
         if let Some((phase, checks)) = checks_of(event) {
             for c in checks {
-                sqlx::query(
+                let check = sqlx::query(
                     "INSERT INTO checks (incident_id, transition_seq, at, phase, item, holds, observed) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(incident)
@@ -461,12 +467,19 @@ impl Journal {
                 .bind(r.redact(&c.observed))
                 .execute(&mut *tx)
                 .await?;
+                entries.push((chain::Kind::Check, check.last_insert_rowid()));
             }
         }
         if decision.rejected.is_none() {
             let outcome = decision.to.outcome().map(|o| o.as_str());
+            let was_open: Option<(i64, bool)> = sqlx::query("SELECT rowid, closed_at IS NULL FROM incidents WHERE id = ?")
+                .bind(incident)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| (r.get(0), r.get(1)));
+            // Closed once: the close is history (chained), and is never rewritten.
             let updated = sqlx::query(
-                "UPDATE incidents SET state = ?, machine = ?, outcome = ?, closed_at = CASE WHEN ? IS NULL THEN NULL ELSE ? END WHERE id = ?",
+                "UPDATE incidents SET state = ?, machine = ?, outcome = COALESCE(outcome, ?), closed_at = COALESCE(closed_at, CASE WHEN ? IS NULL THEN NULL ELSE ? END) WHERE id = ?",
             )
             .bind(decision.to.name())
             .bind(machine.to_json())
@@ -479,16 +492,23 @@ impl Journal {
             if updated.rows_affected() == 0 {
                 return Err(JournalError::UnknownIncident(incident.to_string()));
             }
+            if let (Some((rowid, true)), Some(_)) = (was_open, outcome) {
+                entries.push((chain::Kind::Close, rowid));
+            }
         }
         if let Some((id, accepted, result)) = command {
-            sqlx::query("UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ?")
+            let applied = sqlx::query("UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ? AND applied_at IS NULL")
                 .bind(&when)
                 .bind(accepted)
                 .bind(r.redact(result))
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            if applied.rows_affected() == 1 {
+                entries.push((chain::Kind::Applied, id));
+            }
         }
+        chain::append(&mut tx, incident, &entries).await?;
         tx.commit().await?;
         Ok(seq)
     }
@@ -500,6 +520,19 @@ impl Journal {
             .await?
             .ok_or_else(|| JournalError::UnknownIncident(id.to_string()))?;
         IncidentRow::from_row(&row)
+    }
+
+    /// The hash of a chain's last entry (an incident id, `alerts` or `settings`): what
+    /// a copy kept elsewhere compares against.
+    pub async fn head(&self, chain_name: &str) -> Result<Option<String>> {
+        let mut conn = self.pool.acquire().await?;
+        let (pos, hash) = chain::head(&mut conn, chain_name).await?;
+        Ok((pos > 0).then_some(hash))
+    }
+
+    /// Re-computes every chain (or one incident's): see [`verify::verify`].
+    pub async fn verify(&self, only: Option<&str>) -> Result<verify::VerifyReport> {
+        verify::verify(&self.pool, only).await
     }
 
     /// The approver → OS user map the incident pinned (empty: none).
@@ -604,33 +637,51 @@ impl Journal {
         let _write = self.writes.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         self.fence(&mut tx, incident).await?;
-        // One statement, atomic across processes: the first intent for a key wins.
-        let inserted = sqlx::query(
-            "INSERT INTO effects (incident_id, key, kind, intent, intent_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
-        )
-        .bind(incident)
-        .bind(key)
-        .bind(kind)
-        .bind(self.redacted_json(intent))
-        .bind(ts(at))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        if inserted.rows_affected() == 0 {
+        // Under BEGIN IMMEDIATE, atomic across processes: the first intent for a key
+        // wins. (Not `ON CONFLICT DO NOTHING`: the table refuses any insert that meets
+        // an existing row, so that no REPLACE can rewrite one.)
+        let exists = sqlx::query("SELECT 1 FROM effects WHERE key = ?").bind(key).fetch_optional(&mut *tx).await?.is_some();
+        if exists {
+            tx.commit().await?;
             return self.effect(key).await;
         }
+        let inserted = sqlx::query("INSERT INTO effects (incident_id, key, kind, intent, intent_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(incident)
+            .bind(key)
+            .bind(kind)
+            .bind(self.redacted_json(intent))
+            .bind(ts(at))
+            .execute(&mut *tx)
+            .await?;
+        chain::append(&mut tx, incident, &[(chain::Kind::Intent, inserted.last_insert_rowid())]).await?;
+        tx.commit().await?;
         Ok(None)
     }
 
+    /// Journals an effect's outcome, once: a second outcome for the same key is not
+    /// written (the first one is history).
     pub async fn effect_outcome(&self, key: &str, outcome: &str, result: &serde_json::Value, at: DateTime<Utc>) -> Result<()> {
         let _write = self.writes.lock().await;
-        sqlx::query("UPDATE effects SET outcome = ?, result = ?, done_at = ? WHERE key = ?")
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT rowid, incident_id FROM effects WHERE key = ? AND outcome IS NULL")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            tracing::debug!(key, "effect outcome already journaled (or no intent); not rewritten");
+            return Ok(());
+        };
+        let (rowid, incident): (i64, String) = (row.get(0), row.get(1));
+        sqlx::query("UPDATE effects SET outcome = ?, result = ?, done_at = ? WHERE rowid = ?")
             .bind(outcome)
             .bind(self.redacted_json(result))
             .bind(ts(at))
-            .bind(key)
-            .execute(&self.pool)
+            .bind(rowid)
+            .execute(&mut *tx)
             .await?;
+        chain::append(&mut tx, &incident, &[(chain::Kind::Outcome, rowid)]).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -678,6 +729,7 @@ impl Journal {
     ) -> Result<i64> {
         let _write = self.writes.lock().await;
         self.incident(incident).await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(
             "INSERT INTO commands (incident_id, kind, actor, comment, via, at, os_user) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
@@ -688,9 +740,12 @@ impl Journal {
         .bind(via)
         .bind(ts(at))
         .bind(os_user)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(row.get(0))
+        let id: i64 = row.get(0);
+        chain::append(&mut tx, incident, &[(chain::Kind::Command, id)]).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     pub async fn pending_commands(&self, incident: &str) -> Result<Vec<CommandRow>> {
@@ -711,15 +766,24 @@ impl Journal {
         rows.iter().map(CommandRow::from_row).collect()
     }
 
+    /// Marks a command applied, once (a command's application is history).
     pub async fn command_applied(&self, id: i64, accepted: bool, result: &str, at: DateTime<Utc>) -> Result<()> {
         let _write = self.writes.lock().await;
-        sqlx::query("UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ?")
-            .bind(ts(at))
-            .bind(accepted)
-            .bind(self.redactor.redact(result))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let updated = sqlx::query(
+            "UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ? AND applied_at IS NULL RETURNING incident_id",
+        )
+        .bind(ts(at))
+        .bind(accepted)
+        .bind(self.redactor.redact(result))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(r) = updated {
+            let incident: String = r.get(0);
+            chain::append(&mut tx, &incident, &[(chain::Kind::Applied, id)]).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -733,6 +797,7 @@ impl Journal {
 
     pub async fn record_alert(&self, alert: &NewAlert, incident: Option<&str>, disposition: &str, at: DateTime<Utc>) -> Result<i64> {
         let _write = self.writes.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(
             "INSERT INTO alerts (received_at, source, fingerprint, status, target, summary, incident_id, disposition) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
@@ -744,9 +809,12 @@ impl Journal {
         .bind(self.redactor.redact(&alert.summary))
         .bind(incident)
         .bind(disposition)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(row.get(0))
+        let id: i64 = row.get(0);
+        chain::append(&mut tx, chain::ALERTS, &[(chain::Kind::Alert, id)]).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     pub async fn alerts(&self, incident: &str) -> Result<Vec<AlertRow>> {
@@ -776,14 +844,18 @@ impl Journal {
     /// [`Journal::set_setting`] with the OS user who set it (the CLI's).
     pub async fn set_setting_as(&self, key: &str, value: &str, by: &str, os_user: Option<&str>, at: DateTime<Utc>) -> Result<()> {
         let _write = self.writes.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("INSERT INTO settings (key, value, set_by, at, os_user) VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, set_by = excluded.set_by, at = excluded.at, os_user = excluded.os_user")
             .bind(key)
             .bind(value)
             .bind(self.redactor.redact(by))
             .bind(ts(at))
             .bind(os_user)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        let rowid: i64 = sqlx::query("SELECT rowid FROM settings WHERE key = ?").bind(key).fetch_one(&mut *tx).await?.get(0);
+        chain::append(&mut tx, chain::SETTINGS, &[(chain::Kind::Setting, rowid)]).await?;
+        tx.commit().await?;
         Ok(())
     }
 
