@@ -817,6 +817,44 @@ impl Journal {
         Ok(id)
     }
 
+    /// Journals many alerts in one transaction and one fsync (the intake's group
+    /// commit): all of them, each with its ledger entry, or none.
+    pub async fn record_alerts(&self, rows: &[(NewAlert, Option<String>, &str)], at: DateTime<Utc>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let _write = self.writes.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let when = ts(at);
+        let (mut first, mut last) = (i64::MAX, i64::MIN);
+        // 100 rows of 8 values a statement: well inside SQLite's variable limit.
+        for chunk in rows.chunks(100) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO alerts (received_at, source, fingerprint, status, target, summary, incident_id, disposition) ",
+            );
+            qb.push_values(chunk, |mut b, (alert, incident, disposition)| {
+                b.push_bind(when.clone())
+                    .push_bind(alert.source.clone())
+                    .push_bind(self.redactor.redact(&alert.fingerprint))
+                    .push_bind(alert.status.clone())
+                    .push_bind(alert.target.clone())
+                    .push_bind(self.redactor.redact(&alert.summary))
+                    .push_bind(incident.clone())
+                    .push_bind(disposition.to_string());
+            });
+            qb.push(" RETURNING id");
+            for r in qb.build().fetch_all(&mut *tx).await? {
+                let id: i64 = r.get(0);
+                first = first.min(id);
+                last = last.max(id);
+            }
+        }
+        // One writer (IMMEDIATE): the ids of this transaction are first..=last.
+        chain::append_range(&mut tx, chain::ALERTS, chain::Kind::Alert, first, last).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn alerts(&self, incident: &str) -> Result<Vec<AlertRow>> {
         let rows = sqlx::query(
             "SELECT received_at, source, fingerprint, status, summary, disposition FROM alerts WHERE incident_id = ? ORDER BY id",
