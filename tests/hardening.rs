@@ -117,11 +117,13 @@ fn weak_or_shared_credentials_and_plain_http_slack_are_refused() {
         ),
     ];
     for (env, expect) in cases {
-        // Refused before anything is bound: nothing listens off loopback in a test.
+        // Refused before anything is bound. A TEST-NET address (RFC 5737) that no
+        // interface has: should the check ever pass, the bind fails instead of a test
+        // listening off loopback.
         let out = bin()
             .arg("--db")
             .arg(&db)
-            .args(["serve", "-p", "playbooks/sandbox.yaml", "--listen", "0.0.0.0:1", "--no-watch"])
+            .args(["serve", "-p", "playbooks/sandbox.yaml", "--listen", "192.0.2.1:9", "--no-watch"])
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()

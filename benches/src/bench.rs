@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use util::*;
 
-const SECTIONS: &[&str] = &["failover", "flush", "storm", "journal", "footprint"];
+const SECTIONS: &[&str] = &["failover", "flush", "storm", "journal", "footprint", "hostile"];
 
 struct Args {
     root: PathBuf,
@@ -99,6 +99,24 @@ async fn main() -> Result<()> {
         match storm::run(&ctx).await {
             Ok(r) => rep.storm = Some(r),
             Err(e) => rep.error("storm", e),
+        }
+        progress("storm: a 1,000-alert body and a single alert together");
+        match storm::mixed(&ctx).await {
+            Ok(r) => {
+                progress(format!("  single alert median {}, worst {}", fmt_ms(median(&r.single_ms)), fmt_ms(max(&r.single_ms))));
+                rep.storm_mixed = Some(r)
+            }
+            Err(e) => rep.error("storm", e),
+        }
+    }
+    if want("hostile") {
+        progress("hostile: playbook check of the alias bomb");
+        match storm::alias_bomb(&ctx) {
+            Ok(r) => {
+                progress(format!("  {} in {}, peak RSS {}", r.exit, fmt_ms(r.ms), fmt_bytes(r.max_rss)));
+                rep.bomb = Some(r)
+            }
+            Err(e) => rep.error("hostile", e),
         }
     }
     let mut journal_results = None;

@@ -14,6 +14,8 @@ pub struct Report {
     pub failover: Option<failover::Results>,
     pub flush: Option<flush::Results>,
     pub storm: Option<Vec<storm::Row>>,
+    pub storm_mixed: Option<storm::Mixed>,
+    pub bomb: Option<storm::Bomb>,
     pub journal: Option<journal::Results>,
     pub footprint: Option<footprint::Results>,
     pub errors: Vec<(String, String)>,
@@ -34,6 +36,8 @@ impl Report {
             failover: None,
             flush: None,
             storm: None,
+            storm_mixed: None,
+            bomb: None,
             journal: None,
             footprint: None,
             errors: vec![],
@@ -145,8 +149,10 @@ impl Report {
         self.failover_md(&mut o);
         self.flush_md(&mut o);
         self.storm_md(&mut o);
+        self.mixed_md(&mut o);
         self.journal_md(&mut o);
         self.footprint_md(&mut o);
+        self.hostile_md(&mut o);
         o
     }
 
@@ -419,8 +425,9 @@ impl Report {
             "The real `orchestrator serve --no-watch` (sandbox playbook as shipped, fresh journal per row) with the \
              primary already SIGKILLed; the harness sends N identical Alertmanager webhooks (one firing alert, same \
              fingerprint, bearer token), {} in flight over keep-alive connections. Every webhook is answered only after \
-             its alert is journaled (one SQLite transaction with fsync each, serialised so duplicates open one incident), \
-             while the one incident they open runs its failover in the same process. Latency is per request at the \
+             its alert is journaled (group commit: the alerts of every webhook waiting at that moment in one SQLite \
+             transaction and one fsync, decided in arrival order so duplicates open one incident, each alert chained in \
+             the tamper-evident ledger), while the one incident they open runs its failover in the same process. Latency is per request at the \
              client; req/s = N / wall time; peak RSS is `VmHWM` of the serve process after the storm.\n",
             storm::CONCURRENCY
         );
@@ -449,8 +456,8 @@ impl Report {
         let _ = writeln!(
             o,
             "\n`attached` = joined the open incident; `failed_over` = arrived after that incident recovered (journaled; no \
-             second failover under the same playbook). Throughput is bounded by one fsync per alert under the intake lock, by design: a 202 means \
-             the alert is on disk. The incident's own journal writes share SQLite's single writer with the storm's; the \
+             second failover under the same playbook). A 202 still means the request's own alerts are on \
+             disk (5xx when their batch could not be written). The incident's own journal writes share SQLite's single writer with the storm's; the \
              journal queues every write of the process in arrival order, so the failover is not starved by the alerts \
              it triggered: compare the \"opened → closed\" column{}.\n",
             self.failover
@@ -460,6 +467,45 @@ impl Report {
                     format!(" with opened → Recovered = {} (median) without a storm in benchmark 1, same thresholds", fmt_ms0(median(&xs)))
                 })
                 .unwrap_or_default()
+        );
+    }
+
+    fn hostile_md(&self, o: &mut String) {
+        if !self.sections.iter().any(|s| s == "hostile") {
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "## 6. Hostile input
+"
+        );
+        self.errors_of("hostile", o);
+        if let Some(b) = &self.bomb {
+            let _ = writeln!(
+                o,
+                "`orchestrator playbook check` of the \"billion laughs\" alias bomb ({} bytes, nine levels of nine aliases; \
+                 before the alias limit: 23 s and 5.85 GB): exit code {} in {}, peak RSS {} (`ru_maxrss` from wait4). \
+                 Aliases may materialise at most 10,000 nodes; past that the check fails with a clear error.\n",
+                b.bytes,
+                b.exit,
+                fmt_ms(b.ms),
+                fmt_bytes(b.max_rss)
+            );
+        }
+    }
+
+    fn mixed_md(&self, o: &mut String) {
+        let Some(m) = &self.storm_mixed else { return };
+        let _ = writeln!(
+            o,
+            "A 1,000-alert Alertmanager body and a single alert sent together ({} times, same `serve`, primary down): the single \
+             alert's latency median {}, worst {}; the 1,000-alert body's median {}, worst {}. (Before group commit, ten such \
+             bodies held a single alert for 10.6 s.)\n",
+            m.reps,
+            fmt_ms(median(&m.single_ms)),
+            fmt_ms(max(&m.single_ms)),
+            fmt_ms(median(&m.big_ms)),
+            fmt_ms(max(&m.big_ms))
         );
     }
 

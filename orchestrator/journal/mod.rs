@@ -169,6 +169,27 @@ impl MigrationLock {
     }
 }
 
+/// How often the background task folds the WAL back into the database file.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoints the WAL (PASSIVE: never blocks a writer or waits for a reader) every
+/// [`CHECKPOINT_EVERY`] until the pool closes, so the WAL stays small without any
+/// commit paying for it.
+fn spawn_checkpointer(pool: SqlitePool) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+    rt.spawn(async move {
+        loop {
+            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            if pool.is_closed() {
+                return;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                tracing::debug!(error = %e, "WAL checkpoint skipped");
+            }
+        }
+    });
+}
+
 /// How long a writer waits for another writer's lock before giving up with `Busy`.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -205,6 +226,12 @@ impl Journal {
             // FULL: a transition that was acknowledged survives a power cut, not only a crash.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(busy_timeout)
+            // No checkpoint inside a commit: under an alert storm the commit that crossed
+            // the threshold would pay for copying megabytes and an fsync of the database
+            // file, and every request in its batch would wait. A background task
+            // checkpoints instead (see `spawn_checkpointer`); the last connection to
+            // close checkpoints too.
+            .pragma("wal_autocheckpoint", "0")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -213,6 +240,7 @@ impl Journal {
             .await
             .map_err(|source| JournalError::Open { path: path.to_path_buf(), source })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        spawn_checkpointer(pool.clone());
         Ok(Journal { pool, path: path.to_path_buf(), writes: Default::default(), owner: None, redactor: Default::default() })
     }
 

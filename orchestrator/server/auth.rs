@@ -128,8 +128,9 @@ impl AuthConfig {
                 return Err(format!("{a} must be at least {MIN_CREDENTIAL} characters when serving off loopback"));
             }
             for (b, vb) in &named[i + 1..] {
-                // On loopback too: a webhook sender must never approve its own failover.
-                if ct_eq(va, vb) && (!loopback || a.starts_with("ORCH_WEBHOOK") != b.starts_with("ORCH_WEBHOOK")) {
+                // On loopback too: a webhook sender must never approve its own failover,
+                // and a token must say which one person holds it.
+                if ct_eq(va, vb) {
                     return Err(format!("{a} and {b} must be different secrets"));
                 }
             }
