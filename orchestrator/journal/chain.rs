@@ -129,58 +129,50 @@ pub async fn head(conn: &mut SqliteConnection, chain: &str) -> Result<(i64, Stri
 /// write transaction that wrote them (BEGIN IMMEDIATE): the chain's head cannot move
 /// under us, and a row is never committed without its entry.
 pub async fn append(conn: &mut SqliteConnection, chain: &str, rows: &[(Kind, i64)]) -> Result<String> {
-    let (mut pos, mut prev) = head(conn, chain).await?;
-    for (kind, rowid) in rows {
-        let c = content(conn, *kind, *rowid)
-            .await?
-            .ok_or_else(|| JournalError::Corrupt(format!("{} row {rowid} vanished before its ledger entry", kind.table())))?;
-        pos += 1;
-        let hash = entry_hash(&prev, chain, pos, *kind, *rowid, &c);
-        sqlx::query("INSERT INTO ledger (chain, pos, kind, row_table, row_id, content, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(chain)
-            .bind(pos)
-            .bind(kind.as_str())
-            .bind(kind.table())
-            .bind(rowid)
-            .bind(&c)
-            .bind(&prev)
-            .bind(&hash)
-            .execute(&mut *conn)
-            .await?;
-        prev = hash;
-    }
-    Ok(prev)
+    let ranges: Vec<(Kind, i64, i64)> = rows.iter().map(|(k, r)| (*k, *r, *r)).collect();
+    append_ranges(conn, chain, &ranges).await
 }
 
-/// Appends one entry for each of many rows of one kind, contents read in one query:
-/// the alert intake's group commit journals thousands at a time.
-pub async fn append_range(conn: &mut SqliteConnection, chain: &str, kind: Kind, first: i64, last: i64) -> Result<String> {
+/// [`append`] for rowid ranges of one kind each, in order: the head is read once,
+/// each range's contents with one query, and every entry written with multi-row
+/// inserts. (A transition's checks, the alert intake's thousands of alerts.)
+pub async fn append_ranges(conn: &mut SqliteConnection, chain: &str, ranges: &[(Kind, i64, i64)]) -> Result<String> {
     let (mut pos, mut prev) = head(conn, chain).await?;
-    let sql = format!("SELECT rowid, json_array({}) FROM {} WHERE rowid BETWEEN ? AND ? ORDER BY rowid", kind.columns(), kind.table());
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(first).bind(last).fetch_all(&mut *conn).await?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for r in rows {
-        let rowid: i64 = r.get(0);
-        let c = sha(&r.get::<String, _>(1));
-        pos += 1;
-        let hash = entry_hash(&prev, chain, pos, kind, rowid, &c);
-        entries.push((pos, rowid, c, prev.clone(), hash.clone()));
-        prev = hash;
+    let mut entries = Vec::new();
+    for (kind, first, last) in ranges {
+        let sql = format!("SELECT rowid, json_array({}) FROM {} WHERE rowid BETWEEN ? AND ? ORDER BY rowid", kind.columns(), kind.table());
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(first).bind(last).fetch_all(&mut *conn).await?;
+        if rows.is_empty() {
+            return Err(JournalError::Corrupt(format!("{} rows {first}..={last} vanished before their ledger entries", kind.table())));
+        }
+        for r in rows {
+            let rowid: i64 = r.get(0);
+            let c = sha(&r.get::<String, _>(1));
+            pos += 1;
+            let hash = entry_hash(&prev, chain, pos, *kind, rowid, &c);
+            entries.push((pos, *kind, rowid, c, prev.clone(), hash.clone()));
+            prev = hash;
+        }
     }
-    // Multi-row inserts: one statement per few hundred entries, not one per entry.
+    // 100 entries of 8 values a statement: well inside SQLite's variable limit.
     for batch in entries.chunks(100) {
         let mut qb = sqlx::QueryBuilder::new("INSERT INTO ledger (chain, pos, kind, row_table, row_id, content, prev, hash) ");
-        qb.push_values(batch, |mut b, (pos, rowid, c, p, h)| {
+        qb.push_values(batch, |mut b, (pos, kind, rowid, c, p, h)| {
             b.push_bind(chain)
                 .push_bind(*pos)
                 .push_bind(kind.as_str())
                 .push_bind(kind.table())
                 .push_bind(*rowid)
-                .push_bind(c)
-                .push_bind(p)
-                .push_bind(h);
+                .push_bind(c.clone())
+                .push_bind(p.clone())
+                .push_bind(h.clone());
         });
         qb.build().execute(&mut *conn).await?;
     }
     Ok(prev)
+}
+
+/// Appends one entry for each of many rows of one kind (rowids `first..=last`).
+pub async fn append_range(conn: &mut SqliteConnection, chain: &str, kind: Kind, first: i64, last: i64) -> Result<String> {
+    append_ranges(conn, chain, &[(kind, first, last)]).await
 }

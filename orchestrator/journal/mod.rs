@@ -477,7 +477,7 @@ impl Journal {
         .bind(machine.to_json())
         .execute(&mut *tx)
         .await?;
-        chain::append(&mut tx, incident, &[(chain::Kind::Transition, inserted.last_insert_rowid())]).await?;
+        let transition = inserted.last_insert_rowid();
         let mut entries = Vec::new();
         let (mut first_check, mut last_check) = (i64::MAX, i64::MIN);
         if let Some((phase, checks)) = checks_of(event) {
@@ -500,8 +500,9 @@ impl Journal {
         }
         // One writer (IMMEDIATE): this transaction's checks are first..=last, entered
         // with one query rather than one per check.
+        let mut ranges = vec![(chain::Kind::Transition, transition, transition)];
         if first_check <= last_check {
-            chain::append_range(&mut tx, incident, chain::Kind::Check, first_check, last_check).await?;
+            ranges.push((chain::Kind::Check, first_check, last_check));
         }
         if decision.rejected.is_none() {
             let outcome = decision.to.outcome().map(|o| o.as_str());
@@ -541,9 +542,8 @@ impl Journal {
                 entries.push((chain::Kind::Applied, id));
             }
         }
-        if !entries.is_empty() {
-            chain::append(&mut tx, incident, &entries).await?;
-        }
+        ranges.extend(entries.iter().map(|(k, r)| (*k, *r, *r)));
+        chain::append_ranges(&mut tx, incident, &ranges).await?;
         tx.commit().await?;
         Ok(seq)
     }
