@@ -2,11 +2,12 @@
 //! runner task per open incident, resume of open incidents at start, and the watch
 //! loop that measures the runbook's alert conditions itself (judged in `watch`).
 
+mod intake;
+
 use crate::executor::{Executor, RunEnd};
-use crate::journal::{JournalError, NewAlert};
+use crate::journal::JournalError;
 use crate::server::alerts::IncomingAlert;
 use crate::server::metrics::Metrics;
-use chrono::Utc;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,16 @@ pub struct Daemon {
     pub exec: Arc<Executor>,
     pub metrics: Arc<Metrics>,
     pub auth: crate::server::auth::AuthConfig,
+    /// The playbook's secrets and the daemon's own tokens: everything that arrives from
+    /// outside is redacted with it before it is stored or echoed.
+    pub redactor: Arc<crate::redact::Redactor>,
+    /// HMAC signatures already accepted (a signature is accepted once).
+    pub replays: crate::server::auth::ReplayGuard,
+    /// Off loopback, an HMAC signature without a timestamp is refused: nothing would
+    /// stop its replay once forgotten.
+    pub require_signed_timestamp: std::sync::atomic::AtomicBool,
+    /// Requests waiting for the next group commit of alerts.
+    intake_queue: intake::Queue,
     /// Serialises "is there an open incident? if not, open one": a storm of duplicate
     /// alerts opens exactly one incident.
     intake: tokio::sync::Mutex<()>,
@@ -37,7 +48,17 @@ pub struct Disposition {
 
 impl Daemon {
     pub fn new(exec: Arc<Executor>, auth: crate::server::auth::AuthConfig, shutdown: watch::Receiver<bool>) -> Arc<Daemon> {
+        let mut redactor = (*exec.redactor).clone();
+        for s in auth.secrets() {
+            redactor.add_secret(&s);
+        }
+        crate::redact::install(&redactor);
+        let redactor = Arc::new(redactor);
         Arc::new(Daemon {
+            redactor,
+            replays: Default::default(),
+            require_signed_timestamp: Default::default(),
+            intake_queue: Default::default(),
             exec,
             metrics: Arc::new(Metrics::default()),
             auth,
@@ -51,50 +72,9 @@ impl Daemon {
     }
 
     /// Journals each alert and decides what it means. Returns only after every alert
-    /// is journaled, so a 2xx answer means "recorded".
+    /// is journaled, so a 2xx answer means "recorded". Group commit: see [`intake`].
     pub async fn intake(self: &Arc<Self>, source: &str, alerts: Vec<IncomingAlert>) -> Result<Vec<Disposition>, JournalError> {
-        let _guard = self.intake.lock().await;
-        let journal = &self.exec.journal;
-        let target = self.exec.target();
-        let mut out = Vec::with_capacity(alerts.len());
-        for mut a in alerts {
-            // Alert text comes from outside; it may quote a connection string.
-            a.summary = self.exec.redact_text(&a.summary);
-            let record = NewAlert {
-                source: source.to_string(),
-                fingerprint: a.fingerprint.clone(),
-                status: if a.firing { "firing" } else { "resolved" }.into(),
-                target: target.clone(),
-                summary: a.summary.clone(),
-            };
-            let now = Utc::now();
-            let open = journal.open_incident_for(&target).await?;
-            let (disposition, incident) = if !a.firing {
-                ("resolved", open.map(|i| i.id))
-            } else if let Some(i) = open {
-                ("attached", Some(i.id))
-            } else if journal.paused().await? {
-                ("paused", None)
-            } else if let Some((closed, outcome, hash)) = journal.last_closed_for(&target).await? {
-                let cooldown = chrono::Duration::from_std(self.exec.playbook.cooldown).unwrap_or_default();
-                if outcome == "recovered" && hash == self.exec.playbook.hash && self.platform_holds_backup().await {
-                    // The playbook's primary is no longer what the service uses: a second
-                    // failover under the same playbook would flush the live Redis.
-                    tracing::warn!(target = %target, "alert after a completed failover: update the playbook (swap primary and backup); no automatic failover until then");
-                    ("failed_over", None)
-                } else if now - closed < cooldown {
-                    tracing::info!(closed = %closed, "alert during the cooldown: journaled, no automatic failover");
-                    ("cooldown", None)
-                } else {
-                    self.open_and_spawn(source, &a.summary).await?
-                }
-            } else {
-                self.open_and_spawn(source, &a.summary).await?
-            };
-            journal.record_alert(&record, incident.as_deref(), disposition, now).await?;
-            out.push(Disposition { fingerprint: a.fingerprint, disposition: disposition.into(), incident });
-        }
-        Ok(out)
+        self.enqueue(source, alerts).await
     }
 
     /// Whether the platform holds the backup URL (the service was failed over and

@@ -18,6 +18,7 @@ pub mod platform;
 pub mod playbook;
 pub mod ports;
 pub mod probe;
+pub mod redact;
 pub mod secret;
 pub mod selfcheck;
 pub mod server;

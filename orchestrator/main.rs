@@ -15,17 +15,29 @@ fn main() {
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // Colour only for a person at a terminal: a log file or a shipper gets plain text.
+    // Every line goes through the redactor, like all other output.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(orchestrator::redact::RedactingStderr)
+        .with_target(false)
+        .with_ansi(ansi);
+    match cli.log_format {
+        cli::LogFormat::Json => builder.json().flatten_event(true).init(),
+        cli::LogFormat::Text => builder.init(),
+    }
     orchestrator::wiring::install_crypto();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let code = rt.block_on(async {
         match cli::dispatch(cli).await {
             Ok(code) => code,
             Err(f) => {
-                if f.message.contains('\n') {
-                    eprintln!("{}", f.message);
+                let message = orchestrator::redact::redact(&f.message);
+                if message.contains('\n') {
+                    eprintln!("{message}");
                 } else {
-                    eprintln!("error: {}", f.message);
+                    eprintln!("error: {message}");
                 }
                 f.code
             }

@@ -114,7 +114,8 @@ impl SlackNotifier {
 
 /// The incoming-webhook body: the title in bold on the first line, then the text.
 pub fn slack_body(n: &Notification, channel: Option<&str>) -> Value {
-    let text = mask_urls(&format!("*{}*\n{}", escape(&n.title), escape(&n.text)));
+    // The one redaction path: the process-wide redactor holds the playbook's secrets.
+    let text = crate::redact::redact(&format!("*{}*\n{}", escape(&n.title), escape(&n.text)));
     let mut body = json!({ "text": text });
     if let Some(c) = channel {
         body["channel"] = json!(c);

@@ -49,6 +49,17 @@ pub struct RedisUrl {
 impl RedisUrl {
     /// Parses and checks the scheme. The error message never contains the password.
     pub fn parse(s: &str) -> Result<Self, String> {
+        // A password holding `/`, `?` or `#` unencoded ends the URL's authority early:
+        // the URL would parse as something else (or not at all). Say so plainly.
+        if let Some(rest) = s.split_once("://").map(|(_, r)| r) {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            if rest[end..].contains('@') {
+                return Err(format!(
+                    "the password (or user) in {} contains `/`, `?` or `#`: percent-encode them (%2F, %3F, %23)",
+                    mask_url(s)
+                ));
+            }
+        }
         let parsed = url::Url::parse(s).map_err(|e| format!("not a valid URL ({e}): {}", mask_url(s)))?;
         match parsed.scheme() {
             "redis" | "rediss" => {}
@@ -108,18 +119,20 @@ impl fmt::Display for RedisUrl {
 /// Masks the password (and a lone username-as-password) of any URL-looking string.
 /// Works on strings that do not parse as URLs too, because error messages from
 /// libraries sometimes echo a malformed URL back.
+///
+/// The userinfo ends at the LAST `@` after the scheme, not at the first `/`, `?` or
+/// `#`: a pasted password may contain any of them (`redis://default:Ab/Cd9@host`), and
+/// masking too much of a URL that has an `@` in its path is the safe mistake.
 pub fn mask_url(s: &str) -> String {
     if let Some(scheme_end) = s.find("://") {
         let rest = &s[scheme_end + 3..];
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let authority = &rest[..authority_end];
-        if let Some(at) = authority.rfind('@') {
-            let userinfo = &authority[..at];
+        if let Some(at) = rest.rfind('@') {
+            let userinfo = &rest[..at];
             let masked_userinfo = match userinfo.find(':') {
                 Some(colon) => format!("{}:***", &userinfo[..colon]),
                 None => "***".to_string(),
             };
-            return format!("{}://{}@{}{}", &s[..scheme_end], masked_userinfo, &authority[at + 1..], &rest[authority_end..]);
+            return format!("{}://{}@{}", &s[..scheme_end], masked_userinfo, &rest[at + 1..]);
         }
     }
     s.to_string()

@@ -21,6 +21,8 @@ pub struct HttpService {
 impl HttpService {
     pub fn new(cfg: &ServiceSection) -> Self {
         let client = reqwest::Client::builder()
+            // A redirect to another origin would carry X-API-Key there: never follow.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.request_timeout)
             .connect_timeout(cfg.request_timeout)
             .build()

@@ -32,6 +32,8 @@ fn new_incident() -> NewIncident {
         target: "127.0.0.1:7001/0".into(),
         trigger_source: "test".into(),
         trigger_detail: "".into(),
+        os_user: None,
+        approver_os_users: Default::default(),
     }
 }
 
@@ -152,7 +154,7 @@ async fn a_journal_locked_by_another_writer_reports_busy() {
     use std::io::Write;
     let stdin = locker.stdin.as_mut().unwrap();
     // `.timeout` so sqlite3 waits for a lock instead of failing its BEGIN.
-    writeln!(stdin, ".timeout 5000\nBEGIN IMMEDIATE; INSERT INTO settings VALUES ('x','1','t','t');").unwrap();
+    writeln!(stdin, ".timeout 5000\nBEGIN IMMEDIATE; INSERT INTO settings (key, value, set_by, at) VALUES ('x','1','t','t');").unwrap();
     stdin.flush().unwrap();
     // Wait until the lock is really held (a write from here fails with Busy).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use util::*;
 
-pub const SECTIONS: &[&str] = &["failover", "flush", "storm", "journal", "footprint", "bullmq"];
+pub const SECTIONS: &[&str] = &["failover", "flush", "storm", "journal", "footprint", "hostile", "bullmq"];
 
 struct Args {
     root: PathBuf,
@@ -101,6 +101,24 @@ async fn main() -> Result<()> {
             Ok(r) => rep.storm = Some(r),
             Err(e) => rep.error("storm", e),
         }
+        progress("storm: a 1,000-alert body and a single alert together");
+        match storm::mixed(&ctx).await {
+            Ok(r) => {
+                progress(format!("  single alert median {}, worst {}", fmt_ms(median(&r.single_ms)), fmt_ms(max(&r.single_ms))));
+                rep.storm_mixed = Some(r)
+            }
+            Err(e) => rep.error("storm", e),
+        }
+    }
+    if want("hostile") {
+        progress("hostile: playbook check of the alias bomb");
+        match storm::alias_bomb(&ctx) {
+            Ok(r) => {
+                progress(format!("  {} in {}, peak RSS {}", r.exit, fmt_ms(r.ms), fmt_bytes(r.max_rss)));
+                rep.bomb = Some(r)
+            }
+            Err(e) => rep.error("hostile", e),
+        }
     }
     let mut journal_results = None;
     if want("journal") {
@@ -139,7 +157,11 @@ async fn main() -> Result<()> {
     println!("{}", rep.summary());
     progress(format!("wrote {} in {:.0} s", a.out.display(), started.elapsed().as_secs_f64()));
     if !rep.errors.is_empty() {
-        bail!("{} benchmark(s) could not run: {}", rep.errors.len(), rep.errors.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(", "));
+        bail!(
+            "{} benchmark(s) could not run: {}",
+            rep.errors.len(),
+            rep.errors.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
     }
     Ok(())
 }

@@ -311,14 +311,18 @@ fn sentinel_once() -> Result<SentinelRun> {
     let mport = master.port().to_string();
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &mport])?;
     wait_for("the replica to sync", Duration::from_secs(20), || {
-        query(replica.port(), &["INFO", "replication"]).map(|r| info_field(&r.text(), "master_link_status").as_deref() == Some("up")).unwrap_or(false)
+        query(replica.port(), &["INFO", "replication"])
+            .map(|r| info_field(&r.text(), "master_link_status").as_deref() == Some("up"))
+            .unwrap_or(false)
     })?;
     let mut sentinels = start_sentinels(master.port())?;
     wait_for("three sentinels that know the replica and each other", Duration::from_secs(30), || {
         sentinels.ports.iter().all(|p| {
             query(*p, &["SENTINEL", "MASTER", "mymaster"])
                 .map(|r| {
-                    pairs_field(&r, "num-slaves").as_deref() == Some("1") && pairs_field(&r, "num-other-sentinels").as_deref() == Some("2") && pairs_field(&r, "flags").as_deref() == Some("master")
+                    pairs_field(&r, "num-slaves").as_deref() == Some("1")
+                        && pairs_field(&r, "num-other-sentinels").as_deref() == Some("2")
+                        && pairs_field(&r, "flags").as_deref() == Some("master")
                 })
                 .unwrap_or(false)
         })
@@ -379,7 +383,9 @@ fn sentinel_once() -> Result<SentinelRun> {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 if let Some(t) = *kill_at.lock().unwrap() {
-                    let port = query(sport, &["SENTINEL", "get-master-addr-by-name", "mymaster"]).ok().and_then(|r| r.items().get(1).and_then(|p| p.text().parse::<u16>().ok()));
+                    let port = query(sport, &["SENTINEL", "get-master-addr-by-name", "mymaster"])
+                        .ok()
+                        .and_then(|r| r.items().get(1).and_then(|p| p.text().parse::<u16>().ok()));
                     if port.is_some_and(|p| p != original) {
                         seen.lock().unwrap().0 = Some(ms(t.elapsed()));
                         return;

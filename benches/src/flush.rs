@@ -129,8 +129,15 @@ async fn one(port: u16, pid: u32, url: &RedisUrl, m: &Method, row: &mut Row) -> 
             (TOTAL_KEYS - remaining(port)?, 0)
         }
         Method::Flush { batch, patterns } => {
-            let plan = FlushPlan { patterns: patterns.clone(), flushdb: false, batch: *batch, max_latency: Duration::from_millis(50), dry_run: false };
-            let report = orchestrator::probe::RealRedis::new().flush(url, &plan, &|_| {}).await.map_err(|e| anyhow::anyhow!("flush: {e}"))?;
+            let plan = FlushPlan {
+                patterns: patterns.clone(),
+                flushdb: false,
+                batch: *batch,
+                max_latency: Duration::from_millis(50),
+                dry_run: false,
+            };
+            let report =
+                orchestrator::probe::RealRedis::new().flush(url, &plan, &|_| {}).await.map_err(|e| anyhow::anyhow!("flush: {e}"))?;
             (report.deleted, report.pauses)
         }
     };
@@ -169,7 +176,12 @@ pub async fn run(ctx: &Ctx) -> Result<Results> {
     let pid = server.pid();
     let url = RedisUrl::parse(&server.url()).map_err(anyhow::Error::msg)?;
     let seed_ms = seed(port)?;
-    progress(format!("flush: seeded {} keys ({} matching bull:*) in {}", fmt_int(TOTAL_KEYS as f64), fmt_int(MATCHING as f64), fmt_ms(seed_ms)));
+    progress(format!(
+        "flush: seeded {} keys ({} matching bull:*) in {}",
+        fmt_int(TOTAL_KEYS as f64),
+        fmt_int(MATCHING as f64),
+        fmt_ms(seed_ms)
+    ));
     let bull = vec!["bull:*".to_string()];
     let playbook_patterns = vec!["bull:*".to_string(), "idempotent:*".to_string()];
     let methods: Vec<(String, Method)> = vec![

@@ -65,7 +65,13 @@ fn time_cli(ctx: &Ctx, db: &Path, args: &[&str], runs: usize) -> Result<CliRow> 
         }
         bytes = out.stdout.len();
     }
-    Ok(CliRow { command: format!("orchestrator {}", args.join(" ")), median_ms: median(&times), max_ms: max(&times), runs, output_bytes: bytes })
+    Ok(CliRow {
+        command: format!("orchestrator {}", args.join(" ")),
+        median_ms: median(&times),
+        max_ms: max(&times),
+        runs,
+        output_bytes: bytes,
+    })
 }
 
 pub async fn run(ctx: &Ctx, rec: &Recorded) -> Result<Results> {
@@ -85,7 +91,8 @@ pub async fn run(ctx: &Ctx, rec: &Recorded) -> Result<Results> {
         }
         n
     };
-    let per_incident = PerIncident { transitions: rec.events.len(), checks: checks_per, effects: rec.effects.len(), alerts: rec.alerts.len() };
+    let per_incident =
+        PerIncident { transitions: rec.events.len(), checks: checks_per, effects: rec.effects.len(), alerts: rec.alerts.len() };
     let n = if ctx.quick { 200 } else { INCIDENTS };
     progress(format!(
         "journal: replaying incident {} ({} transitions, {} checks, {} effects, {} alert) {n} times",
@@ -107,10 +114,18 @@ pub async fn run(ctx: &Ctx, rec: &Recorded) -> Result<Results> {
             target: target.clone(),
             trigger_source: "watch".into(),
             trigger_detail: "Redis ping failing for 200ms: connection_refused".into(),
+            os_user: None,
+            approver_os_users: Default::default(),
         };
         let id = j.create_incident(&new, &m, opened).await?;
         for a in &rec.alerts {
-            let alert = NewAlert { source: a.source.clone(), fingerprint: a.fingerprint.clone(), status: a.status.clone(), target: target.clone(), summary: a.summary.clone() };
+            let alert = NewAlert {
+                source: a.source.clone(),
+                fingerprint: a.fingerprint.clone(),
+                status: a.status.clone(),
+                target: target.clone(),
+                summary: a.summary.clone(),
+            };
             j.record_alert(&alert, Some(&id), &a.disposition, opened + offset(&a.received_at)).await?;
         }
         let mut effects = rec.effects.iter().peekable();
@@ -151,7 +166,8 @@ pub async fn run(ctx: &Ctx, rec: &Recorded) -> Result<Results> {
         let c: (i64,) = sqlx::query_as(q).fetch_one(j.pool()).await?;
         rows.push((t.to_string(), c.0));
     }
-    let middle: (String,) = sqlx::query_as("SELECT id FROM incidents ORDER BY opened_at LIMIT 1 OFFSET ?").bind((n / 2) as i64).fetch_one(j.pool()).await?;
+    let middle: (String,) =
+        sqlx::query_as("SELECT id FROM incidents ORDER BY opened_at LIMIT 1 OFFSET ?").bind((n / 2) as i64).fetch_one(j.pool()).await?;
     j.close().await;
     let db_bytes = file_len(&db) + file_len(&wal);
     progress(format!("journal: {n} incidents in {} → {} on disk", fmt_ms(fill_ms), fmt_bytes(db_bytes)));

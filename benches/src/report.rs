@@ -14,6 +14,8 @@ pub struct Report {
     pub failover: Option<failover::Results>,
     pub flush: Option<flush::Results>,
     pub storm: Option<Vec<storm::Row>>,
+    pub storm_mixed: Option<storm::Mixed>,
+    pub bomb: Option<storm::Bomb>,
     pub journal: Option<journal::Results>,
     pub footprint: Option<footprint::Results>,
     pub bullmq: Option<bullmq::Results>,
@@ -35,6 +37,8 @@ impl Report {
             failover: None,
             flush: None,
             storm: None,
+            storm_mixed: None,
+            bomb: None,
             journal: None,
             footprint: None,
             bullmq: None,
@@ -71,14 +75,34 @@ impl Report {
         }
         if let Some(rows) = &self.storm {
             for r in rows {
-                let _ = writeln!(s, "storm: {} webhooks → {:.0} req/s, p99 {}, {} incident(s), peak RSS {}", r.n, r.rps, fmt_ms(r.p99_ms), r.incidents, fmt_bytes(r.hwm));
+                let _ = writeln!(
+                    s,
+                    "storm: {} webhooks → {:.0} req/s, p99 {}, {} incident(s), peak RSS {}",
+                    r.n,
+                    r.rps,
+                    fmt_ms(r.p99_ms),
+                    r.incidents,
+                    fmt_bytes(r.hwm)
+                );
             }
         }
         if let Some(j) = &self.journal {
-            let _ = writeln!(s, "journal: record_decision median {} p99 {}; {} incidents = {}", fmt_ms(median(&j.record_ms)), fmt_ms(pct(&j.record_ms, 99.0)), j.incidents, fmt_bytes(j.db_bytes));
+            let _ = writeln!(
+                s,
+                "journal: record_decision median {} p99 {}; {} incidents = {}",
+                fmt_ms(median(&j.record_ms)),
+                fmt_ms(pct(&j.record_ms, 99.0)),
+                j.incidents,
+                fmt_bytes(j.db_bytes)
+            );
         }
         if let Some(f) = &self.footprint {
-            let _ = writeln!(s, "footprint: start-up {}, idle RSS {}", fmt_ms(median(&f.startup_fresh_ms)), fmt_bytes(median(&f.idle_rss.iter().map(|x| *x as f64).collect::<Vec<_>>()) as u64));
+            let _ = writeln!(
+                s,
+                "footprint: start-up {}, idle RSS {}",
+                fmt_ms(median(&f.startup_fresh_ms)),
+                fmt_bytes(median(&f.idle_rss.iter().map(|x| *x as f64).collect::<Vec<_>>()) as u64)
+            );
         }
         if let Some(r) = &self.bullmq {
             for b in &r.budgets {
@@ -136,13 +160,21 @@ impl Report {
                (`{bin}`), the sandbox service and Render-compatible platform (in the harness process), SQLite files on disk.\n",
             self.reps,
             bin = self.bin_label,
-            redis = self.machine.rows.iter().find(|(k, _)| k == "redis").map(|(_, v)| v.split_whitespace().nth(2).unwrap_or("").trim_start_matches("v=")).unwrap_or("")
+            redis = self
+                .machine
+                .rows
+                .iter()
+                .find(|(k, _)| k == "redis")
+                .map(|(_, v)| v.split_whitespace().nth(2).unwrap_or("").trim_start_matches("v="))
+                .unwrap_or("")
         );
         self.failover_md(&mut o);
         self.flush_md(&mut o);
         self.storm_md(&mut o);
+        self.mixed_md(&mut o);
         self.journal_md(&mut o);
         self.footprint_md(&mut o);
+        self.hostile_md(&mut o);
         self.bullmq_md(&mut o);
         o
     }
@@ -184,7 +216,11 @@ impl Report {
         let _ = writeln!(o, "### Orchestrator, per step ({n} runs)\n");
         let _ = writeln!(o, "| step | median | worst | configured wait inside it |\n| --- | ---: | ---: | --- |");
         let configured = [
-            format!("watch.ping_fail_for {} ms + up to one watch.interval ({} ms)", failover::PING_FAIL_FOR_MS, failover::WATCH_INTERVAL_MS),
+            format!(
+                "watch.ping_fail_for {} ms + up to one watch.interval ({} ms)",
+                failover::PING_FAIL_FOR_MS,
+                failover::WATCH_INTERVAL_MS
+            ),
             format!("confirm_window {} ms (between the 2 samples)", failover::CONFIRM_WINDOW_MS),
             "–".into(),
             "–".into(),
@@ -200,21 +236,50 @@ impl Report {
         let tot: Vec<f64> = f.orch.iter().map(|r| r.total_ms).collect();
         let _ = writeln!(o, "| **kill → Recovered** | **{}** | **{}** | |", fmt_ms0(median(&tot)), fmt_ms0(max(&tot)));
         let up: Vec<f64> = f.orch.iter().filter_map(|r| r.service_up_ms).collect();
-        let _ = writeln!(o, "| kill → the service's health shows Redis up (it runs on the backup) | {} | {} | |", fmt_ms0(median(&up)), fmt_ms0(max(&up)));
+        let _ = writeln!(
+            o,
+            "| kill → the service's health shows Redis up (it runs on the backup) | {} | {} | |",
+            fmt_ms0(median(&up)),
+            fmt_ms0(max(&up))
+        );
         let outcomes: Vec<&str> = f.orch.iter().map(|r| r.outcome.as_str()).collect();
         let flushed: Vec<String> = f.orch.iter().map(|r| r.flushed.to_string()).collect();
         let attempts: Vec<String> = f.orch.iter().map(|r| r.verify_attempts.to_string()).collect();
-        let _ = writeln!(o, "\nOutcomes: {}; keys flushed per run: {}; verify attempts per run: {}.\n", outcomes.join(", "), flushed.join(", "), attempts.join(", "));
+        let _ = writeln!(
+            o,
+            "\nOutcomes: {}; keys flushed per run: {}; verify attempts per run: {}.\n",
+            outcomes.join(", "),
+            flushed.join(", "),
+            attempts.join(", ")
+        );
 
         let over: Vec<f64> = tot.iter().map(|t| t - waits).collect();
         let _ = writeln!(o, "### Side by side\n");
         let _ = writeln!(o, "| | median | worst | runs |\n| --- | ---: | ---: | ---: |");
-        let _ = writeln!(o, "| orchestrator: kill → Recovered (verified: a real job completed on the backup) | {} | {} | {n} |", fmt_ms0(median(&tot)), fmt_ms0(max(&tot)));
-        let _ = writeln!(o, "| orchestrator: kill → service healthy on the backup | {} | {} | {} |", fmt_ms0(median(&up)), fmt_ms0(max(&up)), up.len());
+        let _ = writeln!(
+            o,
+            "| orchestrator: kill → Recovered (verified: a real job completed on the backup) | {} | {} | {n} |",
+            fmt_ms0(median(&tot)),
+            fmt_ms0(max(&tot))
+        );
+        let _ = writeln!(
+            o,
+            "| orchestrator: kill → service healthy on the backup | {} | {} | {} |",
+            fmt_ms0(median(&up)),
+            fmt_ms0(max(&up)),
+            up.len()
+        );
         let sw: Vec<f64> = f.sentinel.iter().map(|r| r.switch_ms).collect();
         let wr: Vec<f64> = f.sentinel.iter().map(|r| r.write_ms).collect();
-        let _ = writeln!(o, "| Sentinel: kill → a sentinel names the new master | {} | {} | {} |", fmt_ms0(median(&sw)), fmt_ms0(max(&sw)), sw.len());
-        let _ = writeln!(o, "| Sentinel: kill → the client writes again | {} | {} | {} |", fmt_ms0(median(&wr)), fmt_ms0(max(&wr)), wr.len());
+        let _ = writeln!(
+            o,
+            "| Sentinel: kill → a sentinel names the new master | {} | {} | {} |",
+            fmt_ms0(median(&sw)),
+            fmt_ms0(max(&sw)),
+            sw.len()
+        );
+        let _ =
+            writeln!(o, "| Sentinel: kill → the client writes again | {} | {} | {} |", fmt_ms0(median(&wr)), fmt_ms0(max(&wr)), wr.len());
         let _ = writeln!(o, "| orchestrator's own overhead (below) | {} | {} | {n} |\n", fmt_ms0(median(&over)), fmt_ms0(max(&over)));
         if let Some(e) = &f.sentinel_error {
             let _ = writeln!(o, "Sentinel: a repetition failed: `{e}`\n");
@@ -262,10 +327,22 @@ impl Report {
             2000 - failover::PING_FAIL_FOR_MS
         );
         let _ = writeln!(o, "<details><summary>Every run</summary>\n");
-        let _ = writeln!(o, "| run | {} | kill → Recovered | service up |\n| --- |{} ---: | ---: |", STEPS.join(" | "), " ---: |".repeat(STEPS.len()));
+        let _ = writeln!(
+            o,
+            "| run | {} | kill → Recovered | service up |\n| --- |{} ---: | ---: |",
+            STEPS.join(" | "),
+            " ---: |".repeat(STEPS.len())
+        );
         for (i, r) in f.orch.iter().enumerate() {
             let steps: Vec<String> = r.steps.iter().map(|x| format!("{x:.0}")).collect();
-            let _ = writeln!(o, "| {} | {} | {:.0} | {} |", i + 1, steps.join(" | "), r.total_ms, r.service_up_ms.map(|x| format!("{x:.0}")).unwrap_or("–".into()));
+            let _ = writeln!(
+                o,
+                "| {} | {} | {:.0} | {} |",
+                i + 1,
+                steps.join(" | "),
+                r.total_ms,
+                r.service_up_ms.map(|x| format!("{x:.0}")).unwrap_or("–".into())
+            );
         }
         let _ = writeln!(o, "\n| Sentinel run | new master named (ms) | client writes (ms) |\n| --- | ---: | ---: |");
         for (i, r) in f.sentinel.iter().enumerate() {
@@ -371,8 +448,9 @@ impl Report {
             "The real `orchestrator serve --no-watch` (sandbox playbook as shipped, fresh journal per row) with the \
              primary already SIGKILLed; the harness sends N identical Alertmanager webhooks (one firing alert, same \
              fingerprint, bearer token), {} in flight over keep-alive connections. Every webhook is answered only after \
-             its alert is journaled (one SQLite transaction with fsync each, serialised so duplicates open one incident), \
-             while the one incident they open runs its failover in the same process. Latency is per request at the \
+             its alert is journaled (group commit: the alerts of every webhook waiting at that moment in one SQLite \
+             transaction and one fsync, decided in arrival order so duplicates open one incident, each alert chained in \
+             the tamper-evident ledger), while the one incident they open runs its failover in the same process. Latency is per request at the \
              client; req/s = N / wall time; peak RSS is `VmHWM` of the serve process after the storm.\n",
             storm::CONCURRENCY
         );
@@ -401,8 +479,8 @@ impl Report {
         let _ = writeln!(
             o,
             "\n`attached` = joined the open incident; `failed_over` = arrived after that incident recovered (journaled; no \
-             second failover under the same playbook). Throughput is bounded by one fsync per alert under the intake lock, by design: a 202 means \
-             the alert is on disk. The incident's own journal writes share SQLite's single writer with the storm's; the \
+             second failover under the same playbook). A 202 still means the request's own alerts are on \
+             disk (5xx when their batch could not be written). The incident's own journal writes share SQLite's single writer with the storm's; the \
              journal queues every write of the process in arrival order, so the failover is not starved by the alerts \
              it triggered: compare the \"opened → closed\" column{}.\n",
             self.failover
@@ -412,6 +490,45 @@ impl Report {
                     format!(" with opened → Recovered = {} (median) without a storm in benchmark 1, same thresholds", fmt_ms0(median(&xs)))
                 })
                 .unwrap_or_default()
+        );
+    }
+
+    fn hostile_md(&self, o: &mut String) {
+        if !self.sections.iter().any(|s| s == "hostile") {
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "## 6. Hostile input
+"
+        );
+        self.errors_of("hostile", o);
+        if let Some(b) = &self.bomb {
+            let _ = writeln!(
+                o,
+                "`orchestrator playbook check` of the \"billion laughs\" alias bomb ({} bytes, nine levels of nine aliases; \
+                 before the alias limit: 23 s and 5.85 GB): exit code {} in {}, peak RSS {} (`ru_maxrss` from wait4). \
+                 Aliases may materialise at most 10,000 nodes; past that the check fails with a clear error.\n",
+                b.bytes,
+                b.exit,
+                fmt_ms(b.ms),
+                fmt_bytes(b.max_rss)
+            );
+        }
+    }
+
+    fn mixed_md(&self, o: &mut String) {
+        let Some(m) = &self.storm_mixed else { return };
+        let _ = writeln!(
+            o,
+            "A 1,000-alert Alertmanager body and a single alert sent together ({} times, same `serve`, primary down): the single \
+             alert's latency median {}, worst {}; the 1,000-alert body's median {}, worst {}. (Before group commit, ten such \
+             bodies held a single alert for 10.6 s.)\n",
+            m.reps,
+            fmt_ms(median(&m.single_ms)),
+            fmt_ms(max(&m.single_ms)),
+            fmt_ms(median(&m.big_ms)),
+            fmt_ms(max(&m.big_ms))
         );
     }
 
@@ -430,25 +547,61 @@ impl Report {
              `record_decision`, `effect_intent`/`effect_outcome`, `record_alert`), one incident per simulated hour; the \
              replayed machine ends in `{}` like the original. WAL mode, `synchronous = FULL`: each call is one \
              transaction and one fsync.\n",
-            j.source_incident, p.transitions, p.checks, p.effects, p.alerts, fmt_int(j.incidents as f64), j.replay_outcome
+            j.source_incident,
+            p.transitions,
+            p.checks,
+            p.effects,
+            p.alerts,
+            fmt_int(j.incidents as f64),
+            j.replay_outcome
         );
         let _ = writeln!(o, "| | value |\n| --- | ---: |");
-        let _ = writeln!(o, "| one journaled transition (`record_decision`, with its checks and fsync): median | {} |", fmt_ms(median(&j.record_ms)));
+        let _ = writeln!(
+            o,
+            "| one journaled transition (`record_decision`, with its checks and fsync): median | {} |",
+            fmt_ms(median(&j.record_ms))
+        );
         let _ = writeln!(o, "| … p99 | {} |", fmt_ms(pct(&j.record_ms, 99.0)));
         let _ = writeln!(o, "| … worst | {} |", fmt_ms(max(&j.record_ms)));
         let _ = writeln!(o, "| … samples | {} |", fmt_int(j.record_ms.len() as f64));
-        let _ = writeln!(o, "| writing all {} incidents (every row above, each with its fsync) | {} |", fmt_int(j.incidents as f64), fmt_ms(j.fill_ms));
-        let _ = writeln!(o, "| journal size after {} incidents (after a WAL checkpoint) | {} |", fmt_int(j.incidents as f64), fmt_bytes(j.db_bytes));
+        let _ = writeln!(
+            o,
+            "| writing all {} incidents (every row above, each with its fsync) | {} |",
+            fmt_int(j.incidents as f64),
+            fmt_ms(j.fill_ms)
+        );
+        let _ = writeln!(
+            o,
+            "| journal size after {} incidents (after a WAL checkpoint) | {} |",
+            fmt_int(j.incidents as f64),
+            fmt_bytes(j.db_bytes)
+        );
         let _ = writeln!(o, "| … per incident | {} |", fmt_bytes(j.db_bytes / j.incidents.max(1) as u64));
         let _ = writeln!(o, "| WAL size before the checkpoint | {} |", fmt_bytes(j.wal_bytes_before_checkpoint));
         let rows: Vec<String> = j.rows.iter().map(|(t, n)| format!("{t} {}", fmt_int(*n as f64))).collect();
         let _ = writeln!(o, "\nRows: {}.\n", rows.join(", "));
-        let _ = writeln!(o, "Reading it back with `{}` (wall time of the whole process: start, open the journal, query, print):\n", self.bin_label);
+        let _ = writeln!(
+            o,
+            "Reading it back with `{}` (wall time of the whole process: start, open the journal, query, print):\n",
+            self.bin_label
+        );
         let _ = writeln!(o, "| command | median | worst | runs | output |\n| --- | ---: | ---: | ---: | ---: |");
         for c in &j.cli {
-            let _ = writeln!(o, "| `{}` | {} | {} | {} | {} |", c.command.replace(&j.db.display().to_string(), "J"), fmt_ms(c.median_ms), fmt_ms(c.max_ms), c.runs, fmt_bytes(c.output_bytes as u64));
+            let _ = writeln!(
+                o,
+                "| `{}` | {} | {} | {} | {} |",
+                c.command.replace(&j.db.display().to_string(), "J"),
+                fmt_ms(c.median_ms),
+                fmt_ms(c.max_ms),
+                c.runs,
+                fmt_bytes(c.output_bytes as u64)
+            );
         }
-        let _ = writeln!(o, "\n(`incidents` lists the latest 50 by default; the audited incident is the middle one of the {}.)\n", fmt_int(j.incidents as f64));
+        let _ = writeln!(
+            o,
+            "\n(`incidents` lists the latest 50 by default; the audited incident is the middle one of the {}.)\n",
+            fmt_int(j.incidents as f64)
+        );
     }
 
     fn footprint_md(&self, o: &mut String) {
@@ -471,14 +624,25 @@ impl Report {
         let _ = writeln!(o, "| | median | worst |\n| --- | ---: | ---: |");
         let _ = writeln!(o, "| start-up, new journal | {} | {} |", fmt_ms(median(&f.startup_fresh_ms)), fmt_ms(max(&f.startup_fresh_ms)));
         if !f.startup_big_ms.is_empty() {
-            let _ = writeln!(o, "| start-up, the {}-incident journal of benchmark 4 | {} | {} |", fmt_int(f.big_incidents as f64), fmt_ms(median(&f.startup_big_ms)), fmt_ms(max(&f.startup_big_ms)));
+            let _ = writeln!(
+                o,
+                "| start-up, the {}-incident journal of benchmark 4 | {} | {} |",
+                fmt_int(f.big_incidents as f64),
+                fmt_ms(median(&f.startup_big_ms)),
+                fmt_ms(max(&f.startup_big_ms))
+            );
         }
         let _ = writeln!(o, "| idle RSS (`VmRSS`) | {} | {} |", fmt_bytes(median(&rss) as u64), fmt_bytes(max(&rss) as u64));
         let _ = writeln!(o, "| peak RSS so far (`VmHWM`) | {} | {} |", fmt_bytes(median(&hwm) as u64), fmt_bytes(max(&hwm) as u64));
         let _ = writeln!(o, "\n| binary | size |\n| --- | ---: |");
         for (p, b) in &f.binaries {
             let name = std::path::Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let _ = writeln!(o, "| `{}/{name}` (as `cargo build --release` leaves it, symbols not stripped) | {} |", self.bin_label.trim_end_matches("/orchestrator"), fmt_bytes(*b));
+            let _ = writeln!(
+                o,
+                "| `{}/{name}` (as `cargo build --release` leaves it, symbols not stripped) | {} |",
+                self.bin_label.trim_end_matches("/orchestrator"),
+                fmt_bytes(*b)
+            );
         }
         let _ = writeln!(o);
     }
@@ -498,7 +662,12 @@ pub fn flush_verdict(f: &flush::Results) -> (String, String) {
     } else {
         let mut why = vec![];
         if ratio < 0.8 {
-            why.push(format!("{ratio:.2}× the script's keys/s, {:.0} % short of 0.8× (it would need {} keys/s, {:.0} % more)", (0.8 - ratio) / 0.8 * 100.0, fmt_int(0.8 * sk), (0.8 * sk / dk - 1.0) * 100.0));
+            why.push(format!(
+                "{ratio:.2}× the script's keys/s, {:.0} % short of 0.8× (it would need {} keys/s, {:.0} % more)",
+                (0.8 - ratio) / 0.8 * 100.0,
+                fmt_int(0.8 * sk),
+                (0.8 * sk / dk - 1.0) * 100.0
+            ));
         } else {
             why.push(format!("{ratio:.2}× the script's keys/s (enough)"));
         }
@@ -510,11 +679,19 @@ pub fn flush_verdict(f: &flush::Results) -> (String, String) {
         format!("**not met** with the playbook defaults (batch 500): {}.", why.join("; "))
     };
     let ours: Vec<&flush::Row> = f.rows.iter().filter(|r| r.method.starts_with("orchestrator") && r.patterns.len() == 1).collect();
-    let meeting: Vec<String> = ours.iter().filter(|r| r.keys_per_s() / sk >= 0.8 && max(&r.ping_worst_ms) < 10.0).map(|r| format!("batch {}", r.batch.unwrap_or(0))).collect();
+    let meeting: Vec<String> = ours
+        .iter()
+        .filter(|r| r.keys_per_s() / sk >= 0.8 && max(&r.ping_worst_ms) < 10.0)
+        .map(|r| format!("batch {}", r.batch.unwrap_or(0)))
+        .collect();
     let mut detail = String::new();
     if !met {
         if meeting.is_empty() {
-            let _ = write!(detail, "No batch size measured ({}) meets both halves of the aim. ", ours.iter().map(|r| r.batch.unwrap_or(0).to_string()).collect::<Vec<_>>().join(", "));
+            let _ = write!(
+                detail,
+                "No batch size measured ({}) meets both halves of the aim. ",
+                ours.iter().map(|r| r.batch.unwrap_or(0).to_string()).collect::<Vec<_>>().join(", ")
+            );
         } else {
             let _ = write!(detail, "A larger batch meets it: {}. ", meeting.join(", "));
         }
@@ -550,9 +727,16 @@ pub fn flush_verdict(f: &flush::Results) -> (String, String) {
          ({big_worst} at batch {big_batch}), so a larger batch is not the fix{}. ",
         fmt_int(d.keys_per_s()),
         fmt_int(biggest.map(|r| r.keys_per_s()).unwrap_or(f64::NAN)),
-        if ceiling < 0.8 { ": on this data Redis's own extra work alone rules out 0.8×" } else { "; what could close the gap is overlapping the next SCAN with the current one's UNLINK and decode (the client pipelining deeper), not bigger commands" }
+        if ceiling < 0.8 {
+            ": on this data Redis's own extra work alone rules out 0.8×"
+        } else {
+            "; what could close the gap is overlapping the next SCAN with the current one's UNLINK and decode (the client pipelining deeper), not bigger commands"
+        }
     );
-    let _ = write!(detail, "The sandbox playbook's second pattern (`idempotent:*`) costs a second full SCAN of the keyspace, hence its slower row.");
+    let _ = write!(
+        detail,
+        "The sandbox playbook's second pattern (`idempotent:*`) costs a second full SCAN of the keyspace, hence its slower row."
+    );
     (verdict, detail)
 }
 
@@ -561,7 +745,7 @@ impl Report {
         if !self.sections.iter().any(|s| s == "bullmq") {
             return;
         }
-        let _ = writeln!(o, "## 6. Failover on the real BullMQ service, beside the same service on ioredis's own Sentinel support\n");
+        let _ = writeln!(o, "## 7. Failover on the real BullMQ service, beside the same service on ioredis's own Sentinel support\n");
         self.errors_of("bullmq", o);
         let Some(r) = &self.bullmq else { return };
         let vi = r.verify_interval_ms;

@@ -109,16 +109,18 @@ async fn one(ctx: &Ctx, n: usize) -> Result<Row> {
     serve.stop(Duration::from_secs(15));
     let (outcome, incident_ms) = match &inc {
         Some(i) => {
-            let took = match (orchestrator::journal::parse_ts(&i.opened_at), i.closed_at.as_deref().and_then(orchestrator::journal::parse_ts)) {
-                (Some(a), Some(b)) => (b - a).num_milliseconds() as f64,
-                _ => f64::NAN,
-            };
+            let took =
+                match (orchestrator::journal::parse_ts(&i.opened_at), i.closed_at.as_deref().and_then(orchestrator::journal::parse_ts)) {
+                    (Some(a), Some(b)) => (b - a).num_milliseconds() as f64,
+                    _ => f64::NAN,
+                };
             (i.outcome.clone().unwrap_or_else(|| format!("still {}", i.state)), took)
         }
         None => ("no incident".to_string(), f64::NAN),
     };
     let incidents: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM incidents").fetch_one(j.pool()).await?;
-    let dispositions: Vec<(String, i64)> = sqlx::query_as("SELECT disposition, COUNT(*) FROM alerts GROUP BY disposition ORDER BY 2 DESC").fetch_all(j.pool()).await?;
+    let dispositions: Vec<(String, i64)> =
+        sqlx::query_as("SELECT disposition, COUNT(*) FROM alerts GROUP BY disposition ORDER BY 2 DESC").fetch_all(j.pool()).await?;
     j.close().await;
     world.sandbox.shutdown().await;
     let accepted = statuses.iter().filter(|s| **s == 202).count();
@@ -163,4 +165,101 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         rows.push(r);
     }
     Ok(rows)
+}
+
+/// A 1,000-alert body and a single alert sent together (group commit: the single
+/// alert shares a batch instead of waiting behind a thousand fsyncs).
+#[derive(Debug, Clone, Serialize)]
+pub struct Mixed {
+    pub reps: usize,
+    pub single_ms: Vec<f64>,
+    pub big_ms: Vec<f64>,
+}
+
+fn group(n: usize, tag: &str) -> serde_json::Value {
+    let alerts: Vec<_> = (0..n)
+        .map(|i| {
+            serde_json::json!({"status": "firing", "labels": {"alertname": "RedisConnectionFailures"},
+            "annotations": {"summary": "Redis ping fails for > 30 seconds"}, "startsAt": "2026-11-26T10:00:00Z",
+            "fingerprint": format!("{tag}-{i}")})
+        })
+        .collect();
+    serde_json::json!({ "status": "firing", "alerts": alerts })
+}
+
+pub async fn mixed(ctx: &Ctx) -> Result<Mixed> {
+    let world = World::start(ctx).await?;
+    world.primary.kill();
+    let playbook = world.playbook_file(ctx, &[])?;
+    let db = world.journal_path();
+    let (mut serve, url, _) = world.serve(ctx, &db, &playbook, false)?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let target = format!("{url}/webhooks/alertmanager");
+    let reps = ctx.reps.max(3);
+    let (mut single_ms, mut big_ms) = (Vec::new(), Vec::new());
+    for rep in 0..reps {
+        let big = serde_json::to_vec(&group(1000, &format!("big{rep}")))?;
+        let small = serde_json::to_vec(&group(1, &format!("single{rep}")))?;
+        let send = |body: Vec<u8>| {
+            let (c, t) = (client.clone(), target.clone());
+            async move {
+                let started = Instant::now();
+                let r = c.post(&t).bearer_auth(WEBHOOK_TOKEN).header("content-type", "application/json").body(body).send().await?;
+                let status = r.status().as_u16();
+                let _ = r.bytes().await;
+                if status != 202 {
+                    bail!("answered {status}");
+                }
+                Ok::<f64, anyhow::Error>(ms(started.elapsed()))
+            }
+        };
+        // The big body first, the single alert right behind it.
+        let b = tokio::spawn(send(big));
+        tokio::task::yield_now().await;
+        let s = send(small).await?;
+        big_ms.push(b.await??);
+        single_ms.push(s);
+    }
+    serve.stop(Duration::from_secs(15));
+    world.sandbox.shutdown().await;
+    Ok(Mixed { reps, single_ms, big_ms })
+}
+
+/// `playbook check` of the "billion laughs" alias bomb (431 bytes): wall time and the
+/// checker's peak RSS (from wait4's rusage).
+#[derive(Debug, Clone, Serialize)]
+pub struct Bomb {
+    pub bytes: usize,
+    pub ms: f64,
+    pub max_rss: u64,
+    pub exit: i32,
+}
+
+pub fn alias_bomb(ctx: &Ctx) -> Result<Bomb> {
+    let mut s = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for w in names.windows(2) {
+        s.push_str(&format!("{}: &{} [{}]\n", w[1], w[1], vec![format!("*{}", w[0]); 9].join(",")));
+    }
+    let dir = ctx.tempdir("bomb")?;
+    let path = dir.path().join("bomb.yaml");
+    std::fs::write(&path, &s)?;
+    let started = Instant::now();
+    let child = std::process::Command::new(ctx.orchestrator())
+        .args(["playbook", "check"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for the child we just spawned (std never waits for it after this).
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let took = started.elapsed();
+    if pid < 0 {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    std::mem::forget(child);
+    Ok(Bomb { bytes: s.len(), ms: ms(took), max_rss: usage.ru_maxrss as u64 * 1024, exit: libc::WEXITSTATUS(status) })
 }

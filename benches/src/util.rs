@@ -321,16 +321,25 @@ pub fn machine(root: &Path) -> Machine {
         .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).trim().to_string()))
         .unwrap_or_else(|| "unknown".into());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kb: u64 = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+    let mem_kb: u64 =
+        meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let git = {
         let head = cmd_out("git", &["-C", &root.to_string_lossy(), "rev-parse", "--short", "HEAD"]);
-        let dirty = Command::new("git").args(["-C", &root.to_string_lossy(), "status", "--porcelain", "--untracked-files=no"]).output().map(|o| !o.stdout.is_empty()).unwrap_or(false);
+        let dirty = Command::new("git")
+            .args(["-C", &root.to_string_lossy(), "status", "--porcelain", "--untracked-files=no"])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false);
         format!("{head}{}", if dirty { " (with uncommitted changes)" } else { "" })
     };
-    let fs = cmd_out("df", &["--output=fstype", std::env::temp_dir().to_string_lossy().as_ref()]).lines().last().unwrap_or("unknown").to_string();
+    let fs = cmd_out("df", &["--output=fstype", std::env::temp_dir().to_string_lossy().as_ref()])
+        .lines()
+        .last()
+        .unwrap_or("unknown")
+        .to_string();
     Machine {
         rows: vec![
             ("CPU".into(), format!("{cpu} ({nproc} cores visible to this process: nproc = {})", cmd_out("nproc", &[]))),

@@ -13,6 +13,9 @@ pub struct Audit {
     pub effects: Vec<EffectRow>,
     pub commands: Vec<CommandRow>,
     pub alerts: Vec<crate::journal::AlertRow>,
+    /// The hash of the incident's last ledger entry: a copy kept elsewhere proves what
+    /// the journal said (`orchestrator journal verify` checks the chain up to it).
+    pub journal_head: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -43,6 +46,7 @@ pub async fn load(journal: &Journal, id: &str) -> Result<Audit, JournalError> {
         transitions.push(AuditTransition { elapsed_ms: (at - opened).num_milliseconds(), in_step_ms: in_step, checks: own, row });
     }
     Ok(Audit {
+        journal_head: journal.head(id).await?,
         effects: journal.effects(id).await?,
         commands: journal.commands(id).await?,
         alerts: journal.alerts(id).await?,
@@ -126,6 +130,9 @@ pub fn render(a: &Audit) -> String {
             let _ = writeln!(out, "State    {} (open)", i.state);
         }
     }
+    if let Some(h) = &a.journal_head {
+        let _ = writeln!(out, "Journal  head {h}");
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "{:<13} {:>8} {:>8}  {:<34} {:<18} ACTOR", "TIME (UTC)", "+T", "IN STEP", "TRANSITION", "EVENT");
     for t in &a.transitions {
@@ -177,14 +184,15 @@ pub fn render(a: &Audit) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {:<13} {:<8} by {:<12} via {:<5} {:<9} {}{}",
+                "  {:<13} {:<8} by {:<12} via {:<5} {:<9} {}{}{}",
                 clock(&c.at),
                 c.kind.as_str(),
                 c.actor,
                 c.via,
                 state,
                 c.result.clone().unwrap_or_default(),
-                if c.comment.is_empty() { String::new() } else { format!("  “{}”", c.comment) }
+                if c.comment.is_empty() { String::new() } else { format!("  “{}”", c.comment) },
+                c.os_user.as_deref().map(|u| format!("  [os user {u}]")).unwrap_or_default()
             );
         }
     }
@@ -225,6 +233,9 @@ pub fn report(a: &Audit) -> String {
     let _ = writeln!(out, "- **Opened:** {} by {} {}", i.opened_at, i.trigger_source, i.trigger_detail);
     if let Some(c) = &i.closed_at {
         let _ = writeln!(out, "- **Closed:** {c}");
+    }
+    if let Some(h) = &a.journal_head {
+        let _ = writeln!(out, "- **Journal head:** `{h}` (keep a copy; `orchestrator journal verify {}` checks the chain)", i.id);
     }
     let _ = writeln!(out, "\n## Time per step\n\n| step | time |\n| --- | --- |");
     let mut per: Vec<(String, i64)> = Vec::new();

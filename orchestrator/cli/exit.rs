@@ -19,6 +19,8 @@ pub const INTERRUPTED: i32 = 8;
 /// Held: a rollback could not help (the primary is dead), so nothing more was changed;
 /// the service stays where it is best off and a person must decide.
 pub const HELD: i32 = 9;
+/// `journal verify` found a change to recorded history (or a dropped trigger).
+pub const TAMPERED: i32 = 10;
 
 pub fn for_outcome(o: Outcome) -> i32 {
     match o {
@@ -42,4 +44,5 @@ pub const TABLE: &str = "Exit codes:
   7  aborted
   8  interrupted (resumable with `orchestrator resume ID`)
   9  held (rollback could not help: the primary is dead; nothing more changed, page a person)
+ 10  `journal verify`: the journal's history was changed
 130  stopped at once by a second SIGINT/SIGTERM (resumable too)";

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod exit;
+pub mod osuser;
 mod progress;
 
 use crate::executor::{ExecOptions, Executor, RunEnd};
@@ -22,6 +23,10 @@ pub struct Cli {
     /// Log filter for diagnostics on stderr (e.g. info, debug).
     #[arg(long, global = true, env = "ORCH_LOG", default_value = "warn")]
     pub log: String,
+    /// Log format on stderr: text (plain unless stderr is a terminal) or json (one
+    /// object a line, for log shippers).
+    #[arg(long, global = true, env = "ORCH_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,6 +62,22 @@ pub enum Command {
     Pause(PauseArgs),
     /// Switch automatic failover back on.
     Unpause(PauseArgs),
+    /// The journal itself: verify its hash chains.
+    #[command(subcommand)]
+    Journal(JournalCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JournalCmd {
+    /// Re-compute the hash chains (every incident's, alerts', settings'; or one
+    /// incident's) and name the first row that differs, a missing row, a row in no
+    /// chain, or a dropped trigger. Exit 0 only when all hold.
+    Verify {
+        /// Only this incident's chain (and the database's triggers).
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,12 +168,28 @@ pub struct ServeArgs {
     /// Do not run the watch loop (alerts only).
     #[arg(long)]
     pub no_watch: bool,
+    /// A request's headers must arrive within this (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub header_timeout: std::time::Duration,
+    /// A request's body must arrive within this.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub body_timeout: std::time::Duration,
 }
 
 #[derive(Args, Debug)]
 pub struct PauseArgs {
     #[arg(long = "as", env = "ORCH_USER", default_value = "operator")]
     pub actor: String,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// A command's failure, already worded for the user, with its exit code.
@@ -281,19 +318,33 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             let pb = Arc::new(load_playbook(&a.playbook)?);
             let ports = crate::wiring::real_ports(&pb);
             let report = crate::dryrun::check(&pb, &ports).await;
-            print!("{}", report.render());
+            // What the service echoes in its health or log text is output like any other.
+            print!("{}", pb.redactor.redact(&report.render()));
             Ok(if report.all_reachable() { exit::OK } else { exit::FAILURE })
         }
         Command::Serve(a) => serve(&cli.db, a).await,
+        Command::Journal(JournalCmd::Verify { id, json }) => {
+            let journal = existing_journal(&cli.db).await?;
+            if let Some(id) = &id {
+                journal.incident(id).await?;
+            }
+            let report = journal.verify(id.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.ok() { exit::OK } else { exit::TAMPERED })
+        }
         Command::Pause(a) => {
             let journal = Journal::open(&cli.db).await?;
-            journal.set_setting("paused", "1", &a.actor, chrono::Utc::now()).await?;
+            journal.set_setting_as("paused", "1", &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now()).await?;
             println!("automatic failover paused by {} (alerts are still journaled)", a.actor);
             Ok(exit::OK)
         }
         Command::Unpause(a) => {
             let journal = Journal::open(&cli.db).await?;
-            journal.set_setting("paused", "0", &a.actor, chrono::Utc::now()).await?;
+            journal.set_setting_as("paused", "0", &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now()).await?;
             println!("automatic failover resumed by {}", a.actor);
             Ok(exit::OK)
         }
@@ -307,6 +358,7 @@ fn executor(journal: Journal, pb: Playbook, wait_for_approval: bool, allow_chang
         wait_for_approval,
         allow_changed_playbook: allow_changed,
         reporter: Some(progress::terminal()),
+        os_user: Some(osuser::OsUser::current().describe()),
         ..ExecOptions::default()
     };
     let (_tx, rx) = crate::wiring::shutdown_on_signals();
@@ -346,6 +398,31 @@ async fn person_command(db: &Path, kind: CommandKind, a: CommandArgs) -> Result<
     if let Some(outcome) = &inc.outcome {
         return Err(usage(format!("incident {} has already ended ({outcome}); nothing to {}", inc.id, kind.as_str())));
     }
+    // `--as` is a claim; the OS user is a fact. Where the playbook maps approvers to OS
+    // users, the claim must match it: one shell cannot be two approvers.
+    let me = osuser::OsUser::current();
+    if kind != CommandKind::Abort {
+        let map = journal.approver_os_users(&a.id).await?;
+        if !map.is_empty() {
+            match map.get(&a.actor) {
+                Some(user) if me.is(user) => {}
+                Some(user) => {
+                    return Err(usage(format!(
+                        "refused: approver {:?} is OS user {user:?} in the playbook, and you are {}",
+                        a.actor,
+                        me.describe()
+                    )))
+                }
+                None => {
+                    return Err(usage(format!(
+                        "refused: {:?} is not mapped to an OS user in `approvals.os_users` (you are {})",
+                        a.actor,
+                        me.describe()
+                    )))
+                }
+            }
+        }
+    }
     let machine = journal.machine(&a.id).await?;
     let event = match kind {
         CommandKind::Approve => Event::Approve { approver: a.actor.clone(), comment: a.comment.clone() },
@@ -353,7 +430,7 @@ async fn person_command(db: &Path, kind: CommandKind, a: CommandArgs) -> Result<
         CommandKind::Abort => Event::Abort { actor: a.actor.clone(), reason: a.comment.clone() },
     };
     let predicted = machine.clone().handle(&event);
-    let cmd = journal.add_command(&a.id, kind, &a.actor, &a.comment, "cli", chrono::Utc::now()).await?;
+    let cmd = journal.add_command_as(&a.id, kind, &a.actor, &a.comment, "cli", Some(&me.describe()), chrono::Utc::now()).await?;
     match predicted.rejected {
         Some(reason) => {
             eprintln!("{} by {} on {} is journaled (#{cmd}) but will be refused: {reason}", kind.as_str(), a.actor, a.id);
@@ -375,9 +452,17 @@ async fn person_command(db: &Path, kind: CommandKind, a: CommandArgs) -> Result<
 }
 
 async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
-    let pb = Arc::new(load_playbook(&a.playbook)?);
+    let mut pb = load_playbook(&a.playbook)?;
     let auth = crate::server::auth::AuthConfig::from_env().map_err(usage)?;
     auth.check_for(a.listen.ip().is_loopback()).map_err(usage)?;
+    // The daemon's own tokens are secrets of this run like the playbook's.
+    let mut redactor = (*pb.redactor).clone();
+    for s in auth.secrets() {
+        redactor.add_secret(&s);
+    }
+    crate::redact::install(&redactor);
+    pb.redactor = Arc::new(redactor);
+    let pb = Arc::new(pb);
     // A shorter busy timeout than the CLI's: a webhook sender waits on us.
     let journal = Journal::open_with(db, true, std::time::Duration::from_secs(2)).await?;
     let (_tx, shutdown) = crate::wiring::shutdown_on_signals();
@@ -385,7 +470,15 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
     let opts =
         ExecOptions { wait_for_approval: true, allow_changed_playbook: a.allow_changed_playbook, reporter: None, ..ExecOptions::default() };
     let exec = Arc::new(Executor::new(journal, ports, pb.clone(), opts, shutdown.clone()));
+    let hmac_configured = auth.hmac_secret.is_some();
     let daemon = crate::daemon::Daemon::new(exec, auth, shutdown.clone());
+    let loopback = a.listen.ip().is_loopback();
+    daemon.require_signed_timestamp.store(!loopback, std::sync::atomic::Ordering::Relaxed);
+    if hmac_configured && loopback {
+        tracing::warn!(
+            "HMAC signatures without X-Grafana-Alerting-Signature-Timestamp are accepted on loopback: each once, but remembered only while this process runs"
+        );
+    }
     let resumed = daemon.resume_open().await?;
     for id in &resumed {
         eprintln!("resuming open incident {id}");
@@ -408,7 +501,12 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
             }
         }
     };
-    crate::server::serve(listener, daemon.clone(), signal).await?;
+    let limits = crate::server::listen::Limits {
+        header_timeout: a.header_timeout,
+        body_timeout: a.body_timeout,
+        ..crate::server::listen::Limits::default()
+    };
+    crate::server::serve_with(listener, daemon.clone(), limits, signal).await?;
     eprintln!("shutting down: waiting for incident runners to reach a resumable point");
     daemon.drain(std::time::Duration::from_secs(30)).await;
     daemon.exec.journal.close().await;

@@ -80,6 +80,8 @@ pub struct ExecOptions {
     /// Fault injection for drills and crash tests (`ORCH_FAULT_CRASH_AT`): the process
     /// SIGKILLs itself at this point. See [`crash_point`].
     pub crash_at: Option<String>,
+    /// The OS user behind a CLI `run`/`trigger`, journaled with the incident.
+    pub os_user: Option<String>,
 }
 
 impl Default for ExecOptions {
@@ -90,6 +92,7 @@ impl Default for ExecOptions {
             reporter: None,
             allow_changed_playbook: false,
             crash_at: std::env::var("ORCH_FAULT_CRASH_AT").ok().filter(|v| !v.is_empty()),
+            os_user: None,
         }
     }
 }
@@ -99,10 +102,10 @@ pub struct Executor {
     pub ports: Ports,
     pub playbook: Arc<Playbook>,
     pub opts: ExecOptions,
-    /// Every secret the playbook holds, scrubbed from observations before they are
-    /// journaled: the service's logs or health messages may echo a Redis URL with its
-    /// password, or a key.
-    secrets: Vec<String>,
+    /// Every secret the playbook holds or references, scrubbed from observations
+    /// before they are journaled: the service's logs or health messages may echo a
+    /// Redis URL with its password, or a key. The journal redacts with it too.
+    pub redactor: Arc<crate::redact::Redactor>,
     shutdown: watch::Receiver<bool>,
     notifications: Mutex<tokio::task::JoinSet<()>>,
     /// Incidents whose claim another process took over while we drove them.
@@ -134,14 +137,14 @@ impl Executor {
     /// The executor's journal is fenced on this process: it writes an incident's
     /// transitions and effect intents only while it holds the incident's claim.
     pub fn new(journal: Journal, ports: Ports, playbook: Arc<Playbook>, opts: ExecOptions, shutdown: watch::Receiver<bool>) -> Self {
-        let journal = journal.owned_by(&crate::journal::process_owner());
-        let secrets = playbook_secrets(&playbook);
+        let redactor = playbook.redactor.clone();
+        let journal = journal.owned_by(&crate::journal::process_owner()).with_redactor(redactor.clone());
         Executor {
             journal,
             ports,
             playbook,
             opts,
-            secrets,
+            redactor,
             shutdown,
             notifications: Mutex::new(tokio::task::JoinSet::new()),
             lost_claims: Default::default(),
@@ -191,7 +194,9 @@ impl Executor {
             playbook_hash: self.playbook.hash.clone(),
             target: self.target(),
             trigger_source: source.to_string(),
-            trigger_detail: detail.to_string(),
+            trigger_detail: self.redact_text(detail),
+            os_user: self.opts.os_user.clone(),
+            approver_os_users: self.playbook.approvals.os_users.clone(),
         };
         // Created already claimed by this process (the executor's journal has an owner).
         let id = self.journal_retry(|| self.journal.create_incident(&new, &machine, self.now())).await?;
@@ -246,15 +251,14 @@ impl Executor {
             let page = if matches!(decision.to.name(), "held" | "escalated") { " — a person must act" } else { "" };
             let title = format!("{}: {} → {}{page}", id, decision.from.name(), decision.to.name());
             let text = decision.note.clone().unwrap_or_default();
-            self.notify(id, seq, title, text);
+            self.notify(id, seq, title, text, decision.to.outcome().is_some());
         }
     }
 
     /// `text` with every known secret and URL password masked: for text from outside
     /// (alert summaries) before it is journaled.
     pub fn redact_text(&self, text: &str) -> String {
-        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        crate::platform::retry::redact(text, &secrets)
+        self.redactor.redact(text)
     }
 
     /// The event as it is journaled: every known secret and URL password masked in
@@ -293,7 +297,9 @@ impl Executor {
 
     /// Sends a notification in the background: journaled as an effect, bounded by the
     /// notifier's own retries, and never awaited by the failover.
-    fn notify(&self, id: &str, seq: i64, title: String, text: String) {
+    /// The closing message carries the journal's head hash at close: a copy in Slack
+    /// proves what the journal said then.
+    fn notify(&self, id: &str, seq: i64, title: String, text: String, closing: bool) {
         if !self.ports.notifier.enabled() {
             return;
         }
@@ -303,8 +309,13 @@ impl Executor {
         let notifier = self.ports.notifier.clone();
         let clock = self.ports.clock.clone();
         let key = format!("{id}:notify:{seq}");
-        let n = Notification { incident: id.to_string(), title, text };
+        let mut n = Notification { incident: id.to_string(), title, text };
         let task = async move {
+            if closing {
+                if let Ok(Some(head)) = journal.head(&n.incident).await {
+                    n.text = format!("{}\njournal head {head} (`orchestrator journal verify {}`)", n.text, n.incident);
+                }
+            }
             let intent = serde_json::json!({ "title": n.title });
             if let Ok(Some(_)) = journal.effect_intent(&n.incident, &key, "notify", &intent, clock.now()).await {
                 return; // already sent (or attempted) before a restart
@@ -576,6 +587,7 @@ impl Executor {
                     self.playbook.approvals.required,
                     crate::duration::format_duration(self.playbook.approvals.ttl)
                 ),
+                false,
             );
             let empty = serde_json::json!({});
             self.journal_retry(|| self.journal.effect_outcome(&key, "ok", &empty, self.now())).await?;
@@ -597,23 +609,4 @@ impl Executor {
         self.wait(id, left.min(Duration::from_secs(5))).await?;
         Ok(None)
     }
-}
-
-/// The secrets a playbook holds (URL passwords, keys, tokens, the Slack webhook).
-fn playbook_secrets(pb: &Playbook) -> Vec<String> {
-    use crate::platform::retry::url_secrets;
-    let mut out = Vec::new();
-    for url in [&pb.redis.primary, &pb.redis.backup] {
-        // Not the whole URL: it also appears, masked, where it belongs.
-        out.extend(url_secrets(url.expose()).into_iter().skip(1));
-    }
-    out.push(pb.service.api_key.expose().to_string());
-    if let crate::playbook::PlatformConfig::Render(r) = &pb.platform {
-        out.push(r.api_key.expose().to_string());
-    }
-    if let Some(slack) = &pb.notifications.slack {
-        out.push(slack.webhook_url.expose().to_string());
-    }
-    out.retain(|s| s.len() >= 4);
-    out
 }

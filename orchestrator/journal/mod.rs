@@ -2,7 +2,9 @@
 //! alerts. Everything the orchestrator decides is written here before it acts, so an
 //! incident can be resumed from the journal alone and audited afterwards.
 
+pub mod chain;
 mod records;
+pub mod verify;
 
 pub use records::*;
 
@@ -89,6 +91,9 @@ pub struct Journal {
     /// Set for a journal that drives incidents (see [`Journal::owned_by`]): transitions
     /// and effect intents are then written only while this process owns the incident.
     owner: Option<std::sync::Arc<str>>,
+    /// Every text column written goes through it: the journal is output too, and the
+    /// last place a secret echoed by the outside world can be stopped.
+    redactor: std::sync::Arc<crate::redact::Redactor>,
 }
 
 /// How long a claim on an incident lasts without renewal.
@@ -134,6 +139,60 @@ fn owner_is_dead_here(owner: &str) -> bool {
     gone && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
+/// An exclusive flock(2) on the journal file while it is opened and migrated; released
+/// on drop (closing the descriptor).
+struct MigrationLock {
+    _file: std::fs::File,
+}
+
+impl MigrationLock {
+    async fn acquire(path: &Path, create: bool, limit: Duration) -> Result<MigrationLock> {
+        use std::os::fd::AsRawFd;
+        let open_err = |e| JournalError::Open { path: path.to_path_buf(), source: sqlx::Error::Io(e) };
+        // An empty file is a valid empty SQLite database.
+        let file = std::fs::OpenOptions::new().read(true).write(create).create(create).truncate(false).open(path).map_err(open_err)?;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(MigrationLock { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(open_err(err));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(JournalError::Busy);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// How often the background task folds the WAL back into the database file.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoints the WAL (PASSIVE: never blocks a writer or waits for a reader) every
+/// [`CHECKPOINT_EVERY`] until the pool closes. SQLite's own automatic checkpoint stays
+/// on (only a checkpoint run between a writer's transactions can restart the WAL, so
+/// without it the WAL grows without bound under continuous writes), but finds little
+/// left to copy: a commit that crosses the threshold during an alert storm no longer
+/// pays for megabytes of pages.
+fn spawn_checkpointer(pool: SqlitePool) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+    rt.spawn(async move {
+        loop {
+            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            if pool.is_closed() {
+                return;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                tracing::debug!(error = %e, "WAL checkpoint skipped");
+            }
+        }
+    });
+}
+
 /// How long a writer waits for another writer's lock before giving up with `Busy`.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -158,6 +217,11 @@ impl Journal {
                 std::fs::create_dir_all(dir).map_err(|e| JournalError::Open { path: path.to_path_buf(), source: sqlx::Error::Io(e) })?;
             }
         }
+        // Two processes opening a journal that does not exist yet would both apply the
+        // first migration ("table incidents already exists"): sqlx's migration lock is
+        // a no-op on SQLite. An flock(2) on the database file serialises them; SQLite's
+        // own locks are fcntl(2) locks, which flock does not interfere with on Linux.
+        let _migration_lock = MigrationLock::acquire(path, create, busy_timeout).await?;
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(create)
@@ -173,7 +237,8 @@ impl Journal {
             .await
             .map_err(|source| JournalError::Open { path: path.to_path_buf(), source })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Journal { pool, path: path.to_path_buf(), writes: Default::default(), owner: None })
+        spawn_checkpointer(pool.clone());
+        Ok(Journal { pool, path: path.to_path_buf(), writes: Default::default(), owner: None, redactor: Default::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -184,6 +249,16 @@ impl Journal {
     /// incident's claim. The executor uses this; reads and alerts are not fenced.
     pub fn owned_by(&self, owner: &str) -> Journal {
         Journal { owner: Some(owner.into()), ..self.clone() }
+    }
+
+    /// The same journal, redacting with `r` (a playbook's secrets) as well as masking
+    /// every URL's password.
+    pub fn with_redactor(&self, r: std::sync::Arc<crate::redact::Redactor>) -> Journal {
+        Journal { redactor: r, ..self.clone() }
+    }
+
+    pub fn redactor(&self) -> &crate::redact::Redactor {
+        &self.redactor
     }
 
     pub fn without_owner(self) -> Journal {
@@ -281,6 +356,12 @@ impl Journal {
         }
     }
 
+    fn redacted_json(&self, v: &serde_json::Value) -> String {
+        let mut v = v.clone();
+        self.redactor.redact_json(&mut v);
+        v.to_string()
+    }
+
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -296,9 +377,10 @@ impl Journal {
         // Claimed from its first instant (when this journal has an owner): no other
         // process can adopt it between its creation and its trigger.
         let lease = self.owner.as_ref().map(|_| ts(at + chrono::Duration::from_std(LEASE).unwrap_or_default()));
-        sqlx::query(
-            "INSERT INTO incidents (id, playbook_name, playbook_path, playbook_hash, target, state, machine, opened_at, trigger_source, trigger_detail, owner, lease_until)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let inserted = sqlx::query(
+            "INSERT INTO incidents (id, playbook_name, playbook_path, playbook_hash, target, state, machine, opened_at, trigger_source, trigger_detail, owner, lease_until, os_user, approver_os_users)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(&new.playbook_name)
@@ -309,15 +391,19 @@ impl Journal {
         .bind(machine.to_json())
         .bind(ts(at))
         .bind(&new.trigger_source)
-        .bind(&new.trigger_detail)
+        .bind(self.redactor.redact(&new.trigger_detail))
         .bind(self.owner.as_deref())
         .bind(lease)
-        .execute(&self.pool)
+        .bind(&new.os_user)
+        .bind(serde_json::to_string(&new.approver_os_users).unwrap_or_else(|_| "{}".into()))
+        .execute(&mut *tx)
         .await
         .map_err(|e| match &e {
             sqlx::Error::Database(db) if db.message().contains("incidents.target") => JournalError::AlreadyOpen(new.target.clone()),
             _ => JournalError::from(e),
         })?;
+        chain::append(&mut tx, &id, &[(chain::Kind::Open, inserted.last_insert_rowid())]).await?;
+        tx.commit().await?;
         Ok(id)
     }
 
@@ -370,8 +456,11 @@ impl Journal {
             .await?
             .get(0);
         let when = ts(at);
-        let observations = serde_json::to_string(event).map_err(|e| JournalError::Corrupt(e.to_string()))?;
-        sqlx::query(
+        let mut observations = serde_json::to_value(event).map_err(|e| JournalError::Corrupt(e.to_string()))?;
+        self.redactor.redact_json(&mut observations);
+        let observations = observations.to_string();
+        let r = &self.redactor;
+        let inserted = sqlx::query(
             "INSERT INTO transitions (incident_id, seq, at, from_state, to_state, event, observations, note, rejected, actor, machine)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -382,15 +471,18 @@ impl Journal {
         .bind(decision.to.name())
         .bind(event.name())
         .bind(&observations)
-        .bind(&decision.note)
-        .bind(&decision.rejected)
+        .bind(decision.note.as_deref().map(|n| r.redact(n)))
+        .bind(decision.rejected.as_deref().map(|n| r.redact(n)))
         .bind(event.actor())
         .bind(machine.to_json())
         .execute(&mut *tx)
         .await?;
+        let transition = inserted.last_insert_rowid();
+        let mut entries = Vec::new();
+        let (mut first_check, mut last_check) = (i64::MAX, i64::MIN);
         if let Some((phase, checks)) = checks_of(event) {
             for c in checks {
-                sqlx::query(
+                let check = sqlx::query(
                     "INSERT INTO checks (incident_id, transition_seq, at, phase, item, holds, observed) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(incident)
@@ -399,15 +491,29 @@ impl Journal {
                 .bind(phase)
                 .bind(&c.item)
                 .bind(c.holds)
-                .bind(&c.observed)
+                .bind(r.redact(&c.observed))
                 .execute(&mut *tx)
                 .await?;
+                first_check = first_check.min(check.last_insert_rowid());
+                last_check = last_check.max(check.last_insert_rowid());
             }
+        }
+        // One writer (IMMEDIATE): this transaction's checks are first..=last, entered
+        // with one query rather than one per check.
+        let mut ranges = vec![(chain::Kind::Transition, transition, transition)];
+        if first_check <= last_check {
+            ranges.push((chain::Kind::Check, first_check, last_check));
         }
         if decision.rejected.is_none() {
             let outcome = decision.to.outcome().map(|o| o.as_str());
+            let was_open: Option<(i64, bool)> = sqlx::query("SELECT rowid, closed_at IS NULL FROM incidents WHERE id = ?")
+                .bind(incident)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| (r.get(0), r.get(1)));
+            // Closed once: the close is history (chained), and is never rewritten.
             let updated = sqlx::query(
-                "UPDATE incidents SET state = ?, machine = ?, outcome = ?, closed_at = CASE WHEN ? IS NULL THEN NULL ELSE ? END WHERE id = ?",
+                "UPDATE incidents SET state = ?, machine = ?, outcome = COALESCE(outcome, ?), closed_at = COALESCE(closed_at, CASE WHEN ? IS NULL THEN NULL ELSE ? END) WHERE id = ?",
             )
             .bind(decision.to.name())
             .bind(machine.to_json())
@@ -420,16 +526,24 @@ impl Journal {
             if updated.rows_affected() == 0 {
                 return Err(JournalError::UnknownIncident(incident.to_string()));
             }
+            if let (Some((rowid, true)), Some(_)) = (was_open, outcome) {
+                entries.push((chain::Kind::Close, rowid));
+            }
         }
         if let Some((id, accepted, result)) = command {
-            sqlx::query("UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ?")
+            let applied = sqlx::query("UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ? AND applied_at IS NULL")
                 .bind(&when)
                 .bind(accepted)
-                .bind(result)
+                .bind(r.redact(result))
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            if applied.rows_affected() == 1 {
+                entries.push((chain::Kind::Applied, id));
+            }
         }
+        ranges.extend(entries.iter().map(|(k, r)| (*k, *r, *r)));
+        chain::append_ranges(&mut tx, incident, &ranges).await?;
         tx.commit().await?;
         Ok(seq)
     }
@@ -441,6 +555,30 @@ impl Journal {
             .await?
             .ok_or_else(|| JournalError::UnknownIncident(id.to_string()))?;
         IncidentRow::from_row(&row)
+    }
+
+    /// The hash of a chain's last entry (an incident id, `alerts` or `settings`): what
+    /// a copy kept elsewhere compares against.
+    pub async fn head(&self, chain_name: &str) -> Result<Option<String>> {
+        let mut conn = self.pool.acquire().await?;
+        let (pos, hash) = chain::head(&mut conn, chain_name).await?;
+        Ok((pos > 0).then_some(hash))
+    }
+
+    /// Re-computes every chain (or one incident's): see [`verify::verify`].
+    pub async fn verify(&self, only: Option<&str>) -> Result<verify::VerifyReport> {
+        verify::verify(&self.pool, only).await
+    }
+
+    /// The approver → OS user map the incident pinned (empty: none).
+    pub async fn approver_os_users(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        let row = sqlx::query("SELECT approver_os_users FROM incidents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| JournalError::UnknownIncident(id.to_string()))?;
+        let text: String = row.get(0);
+        serde_json::from_str(&text).map_err(|e| JournalError::Corrupt(format!("approver_os_users of {id}: {e}")))
     }
 
     /// The machine as last journaled for an incident: what resume starts from.
@@ -534,33 +672,51 @@ impl Journal {
         let _write = self.writes.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         self.fence(&mut tx, incident).await?;
-        // One statement, atomic across processes: the first intent for a key wins.
-        let inserted = sqlx::query(
-            "INSERT INTO effects (incident_id, key, kind, intent, intent_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
-        )
-        .bind(incident)
-        .bind(key)
-        .bind(kind)
-        .bind(intent.to_string())
-        .bind(ts(at))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        if inserted.rows_affected() == 0 {
+        // Under BEGIN IMMEDIATE, atomic across processes: the first intent for a key
+        // wins. (Not `ON CONFLICT DO NOTHING`: the table refuses any insert that meets
+        // an existing row, so that no REPLACE can rewrite one.)
+        let exists = sqlx::query("SELECT 1 FROM effects WHERE key = ?").bind(key).fetch_optional(&mut *tx).await?.is_some();
+        if exists {
+            tx.commit().await?;
             return self.effect(key).await;
         }
+        let inserted = sqlx::query("INSERT INTO effects (incident_id, key, kind, intent, intent_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(incident)
+            .bind(key)
+            .bind(kind)
+            .bind(self.redacted_json(intent))
+            .bind(ts(at))
+            .execute(&mut *tx)
+            .await?;
+        chain::append(&mut tx, incident, &[(chain::Kind::Intent, inserted.last_insert_rowid())]).await?;
+        tx.commit().await?;
         Ok(None)
     }
 
+    /// Journals an effect's outcome, once: a second outcome for the same key is not
+    /// written (the first one is history).
     pub async fn effect_outcome(&self, key: &str, outcome: &str, result: &serde_json::Value, at: DateTime<Utc>) -> Result<()> {
         let _write = self.writes.lock().await;
-        sqlx::query("UPDATE effects SET outcome = ?, result = ?, done_at = ? WHERE key = ?")
-            .bind(outcome)
-            .bind(result.to_string())
-            .bind(ts(at))
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT rowid, incident_id FROM effects WHERE key = ? AND outcome IS NULL")
             .bind(key)
-            .execute(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            tracing::debug!(key, "effect outcome already journaled (or no intent); not rewritten");
+            return Ok(());
+        };
+        let (rowid, incident): (i64, String) = (row.get(0), row.get(1));
+        sqlx::query("UPDATE effects SET outcome = ?, result = ?, done_at = ? WHERE rowid = ?")
+            .bind(outcome)
+            .bind(self.redacted_json(result))
+            .bind(ts(at))
+            .bind(rowid)
+            .execute(&mut *tx)
+            .await?;
+        chain::append(&mut tx, &incident, &[(chain::Kind::Outcome, rowid)]).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -591,22 +747,44 @@ impl Journal {
         via: &str,
         at: DateTime<Utc>,
     ) -> Result<i64> {
+        self.add_command_as(incident, kind, actor, comment, via, None, at).await
+    }
+
+    /// [`Journal::add_command`] with the OS user who gave it (the CLI's).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_command_as(
+        &self,
+        incident: &str,
+        kind: CommandKind,
+        actor: &str,
+        comment: &str,
+        via: &str,
+        os_user: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<i64> {
         let _write = self.writes.lock().await;
         self.incident(incident).await?;
-        let row = sqlx::query("INSERT INTO commands (incident_id, kind, actor, comment, via, at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id")
-            .bind(incident)
-            .bind(kind.as_str())
-            .bind(actor)
-            .bind(comment)
-            .bind(via)
-            .bind(ts(at))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.get(0))
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(
+            "INSERT INTO commands (incident_id, kind, actor, comment, via, at, os_user) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(incident)
+        .bind(kind.as_str())
+        .bind(self.redactor.redact(actor))
+        .bind(self.redactor.redact(comment))
+        .bind(via)
+        .bind(ts(at))
+        .bind(os_user)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id: i64 = row.get(0);
+        chain::append(&mut tx, incident, &[(chain::Kind::Command, id)]).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     pub async fn pending_commands(&self, incident: &str) -> Result<Vec<CommandRow>> {
-        let rows = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result FROM commands WHERE incident_id = ? AND applied_at IS NULL ORDER BY id")
+        let rows = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result, os_user FROM commands WHERE incident_id = ? AND applied_at IS NULL ORDER BY id")
             .bind(incident)
             .fetch_all(&self.pool)
             .await?;
@@ -614,28 +792,38 @@ impl Journal {
     }
 
     pub async fn commands(&self, incident: &str) -> Result<Vec<CommandRow>> {
-        let rows =
-            sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result FROM commands WHERE incident_id = ? ORDER BY id")
-                .bind(incident)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT id, kind, actor, comment, via, at, accepted, result, os_user FROM commands WHERE incident_id = ? ORDER BY id",
+        )
+        .bind(incident)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(CommandRow::from_row).collect()
     }
 
+    /// Marks a command applied, once (a command's application is history).
     pub async fn command_applied(&self, id: i64, accepted: bool, result: &str, at: DateTime<Utc>) -> Result<()> {
         let _write = self.writes.lock().await;
-        sqlx::query("UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ?")
-            .bind(ts(at))
-            .bind(accepted)
-            .bind(result)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let updated = sqlx::query(
+            "UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ? AND applied_at IS NULL RETURNING incident_id",
+        )
+        .bind(ts(at))
+        .bind(accepted)
+        .bind(self.redactor.redact(result))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(r) = updated {
+            let incident: String = r.get(0);
+            chain::append(&mut tx, &incident, &[(chain::Kind::Applied, id)]).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn command(&self, id: i64) -> Result<Option<CommandRow>> {
-        let row = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result FROM commands WHERE id = ?")
+        let row = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result, os_user FROM commands WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -644,20 +832,62 @@ impl Journal {
 
     pub async fn record_alert(&self, alert: &NewAlert, incident: Option<&str>, disposition: &str, at: DateTime<Utc>) -> Result<i64> {
         let _write = self.writes.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(
             "INSERT INTO alerts (received_at, source, fingerprint, status, target, summary, incident_id, disposition) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(ts(at))
         .bind(&alert.source)
-        .bind(&alert.fingerprint)
+        .bind(self.redactor.redact(&alert.fingerprint))
         .bind(&alert.status)
         .bind(&alert.target)
-        .bind(&alert.summary)
+        .bind(self.redactor.redact(&alert.summary))
         .bind(incident)
         .bind(disposition)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(row.get(0))
+        let id: i64 = row.get(0);
+        chain::append(&mut tx, chain::ALERTS, &[(chain::Kind::Alert, id)]).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Journals many alerts in one transaction and one fsync (the intake's group
+    /// commit): all of them, each with its ledger entry, or none.
+    pub async fn record_alerts(&self, rows: &[(NewAlert, Option<String>, &str)], at: DateTime<Utc>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let _write = self.writes.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let when = ts(at);
+        let (mut first, mut last) = (i64::MAX, i64::MIN);
+        // 100 rows of 8 values a statement: well inside SQLite's variable limit.
+        for chunk in rows.chunks(100) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO alerts (received_at, source, fingerprint, status, target, summary, incident_id, disposition) ",
+            );
+            qb.push_values(chunk, |mut b, (alert, incident, disposition)| {
+                b.push_bind(when.clone())
+                    .push_bind(alert.source.clone())
+                    .push_bind(self.redactor.redact(&alert.fingerprint))
+                    .push_bind(alert.status.clone())
+                    .push_bind(alert.target.clone())
+                    .push_bind(self.redactor.redact(&alert.summary))
+                    .push_bind(incident.clone())
+                    .push_bind(disposition.to_string());
+            });
+            qb.push(" RETURNING id");
+            for r in qb.build().fetch_all(&mut *tx).await? {
+                let id: i64 = r.get(0);
+                first = first.min(id);
+                last = last.max(id);
+            }
+        }
+        // One writer (IMMEDIATE): the ids of this transaction are first..=last.
+        chain::append_range(&mut tx, chain::ALERTS, chain::Kind::Alert, first, last).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn alerts(&self, incident: &str) -> Result<Vec<AlertRow>> {
@@ -681,14 +911,24 @@ impl Journal {
     }
 
     pub async fn set_setting(&self, key: &str, value: &str, by: &str, at: DateTime<Utc>) -> Result<()> {
+        self.set_setting_as(key, value, by, None, at).await
+    }
+
+    /// [`Journal::set_setting`] with the OS user who set it (the CLI's).
+    pub async fn set_setting_as(&self, key: &str, value: &str, by: &str, os_user: Option<&str>, at: DateTime<Utc>) -> Result<()> {
         let _write = self.writes.lock().await;
-        sqlx::query("INSERT INTO settings (key, value, set_by, at) VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, set_by = excluded.set_by, at = excluded.at")
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("INSERT INTO settings (key, value, set_by, at, os_user) VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, set_by = excluded.set_by, at = excluded.at, os_user = excluded.os_user")
             .bind(key)
             .bind(value)
-            .bind(by)
+            .bind(self.redactor.redact(by))
             .bind(ts(at))
-            .execute(&self.pool)
+            .bind(os_user)
+            .execute(&mut *tx)
             .await?;
+        let rowid: i64 = sqlx::query("SELECT rowid FROM settings WHERE key = ?").bind(key).fetch_one(&mut *tx).await?.get(0);
+        chain::append(&mut tx, chain::SETTINGS, &[(chain::Kind::Setting, rowid)]).await?;
+        tx.commit().await?;
         Ok(())
     }
 

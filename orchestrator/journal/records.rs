@@ -15,6 +15,10 @@ pub struct NewIncident {
     pub target: String,
     pub trigger_source: String,
     pub trigger_detail: String,
+    /// The OS user who opened it from the CLI.
+    pub os_user: Option<String>,
+    /// The playbook's approver → OS user map, pinned with the incident.
+    pub approver_os_users: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +151,8 @@ pub struct CommandRow {
     pub at: String,
     pub accepted: Option<bool>,
     pub result: Option<String>,
+    /// The OS user who gave it (CLI only).
+    pub os_user: Option<String>,
 }
 
 impl CommandRow {
@@ -161,6 +167,7 @@ impl CommandRow {
             at: r.try_get("at")?,
             accepted: r.try_get::<Option<i64>, _>("accepted")?.map(|v| v != 0),
             result: r.try_get("result")?,
+            os_user: r.try_get("os_user")?,
         })
     }
 

@@ -7,7 +7,7 @@
 //! bodies and library errors may echo a secret or a Redis URL back.
 
 use crate::ports::PlatformError;
-use crate::secret::{mask_url, scrub};
+use crate::secret::scrub;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use reqwest::header::RETRY_AFTER;
@@ -189,34 +189,7 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
     mask_urls(&scrubbed)
 }
 
-/// [`mask_url`] applied to each whitespace-separated word that looks like a URL, so a
-/// sentence with several URLs is masked too.
-pub fn mask_urls(text: &str) -> String {
-    if !text.contains("://") {
-        return text.to_string();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut word = String::new();
-    for c in text.chars() {
-        if c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '|') {
-            push_masked(&mut out, &mut word);
-            out.push(c);
-        } else {
-            word.push(c);
-        }
-    }
-    push_masked(&mut out, &mut word);
-    out
-}
-
-fn push_masked(out: &mut String, word: &mut String) {
-    if word.contains("://") {
-        out.push_str(&mask_url(word));
-    } else {
-        out.push_str(word);
-    }
-    word.clear();
-}
+pub use crate::redact::mask_urls;
 
 /// The start of an error body, redacted, on one line.
 pub fn short_body(body: &[u8], secrets: &[&str]) -> String {
@@ -248,24 +221,10 @@ pub fn tail(text: &str, max: usize) -> String {
     format!("…{}", &text[start..])
 }
 
-/// The strings to scrub for a Redis URL: the whole URL and its password (raw and
-/// percent-decoded), since error text may echo any of them.
+/// The strings to scrub for a Redis URL: the whole URL and its password (raw,
+/// percent-decoded and encoded), since error text may echo any of them.
 pub fn url_secrets(url: &str) -> Vec<String> {
     let mut out = vec![url.to_string()];
-    if let Ok(u) = url::Url::parse(url) {
-        if let Some(p) = u.password() {
-            out.push(p.to_string());
-            out.push(percent_decode(p));
-        } else if !u.username().is_empty() {
-            // `redis://secret@host`: a lone user part is the password.
-            out.push(u.username().to_string());
-        }
-    }
+    out.extend(crate::redact::url_passwords(url));
     out
-}
-
-/// Percent-decoding (lossy), through `url`'s form decoder with `+` kept literal.
-fn percent_decode(s: &str) -> String {
-    let encoded = format!("x={}", s.replace('+', "%2B"));
-    url::form_urlencoded::parse(encoded.as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
 }

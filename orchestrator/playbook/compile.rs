@@ -66,6 +66,7 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
         approvers: vec![],
         required: 1,
         ttl: Duration::from_secs(30 * 60),
+        os_users: BTreeMap::new(),
     });
     let platform = d.required(&top, "platform").and_then(|n| platform(n, d));
     let notifications = opt_section(&top, "notifications", d, notifications, Notifications::default);
@@ -88,6 +89,7 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
         notifications: notifications?,
         cooldown: cooldown?,
         watch: watch?,
+        redactor: std::sync::Arc::new(d.redactor.clone()),
     };
     cross_checks(&pb, root, allow_insecure?, d);
     Some(pb)
@@ -170,6 +172,12 @@ fn cross_checks(pb: &Playbook, root: &Node, allow_insecure: bool, d: &mut Decode
         check(&pb.service.base_url, &["service", "base_url"], "service.base_url");
         if let PlatformConfig::Render(r) = &pb.platform {
             check(&r.base_url, &["platform", "base_url"], "platform.base_url");
+        }
+        // The Slack URL is itself the credential: the same rule as every outbound URL.
+        if let Some(slack) = &pb.notifications.slack {
+            if let Ok(u) = url::Url::parse(slack.webhook_url.expose()) {
+                check(&u, &["notifications", "slack", "webhook_url"], "notifications.slack.webhook_url");
+            }
         }
     }
 }
@@ -449,12 +457,37 @@ fn flush_policy(node: &Node, d: &mut Decoder<'_>) -> Option<FlushPolicy> {
 }
 
 fn approval_policy(node: &Node, d: &mut Decoder<'_>) -> Option<ApprovalPolicy> {
-    let f = d.map(node, "approvals", &["steps", "approvers", "required", "ttl"])?;
+    let f = d.map(node, "approvals", &["steps", "approvers", "required", "ttl", "os_users"])?;
     let steps = f.get("steps").map(|n| d.names(n, "approvals.steps", Step::parse, &Step::names())).unwrap_or(Some(vec![Step::Flush]));
     let approvers = f.get("approvers").map(|n| d.strings(n, "approvals.approvers")).unwrap_or(Some(vec![]));
     let required = f.get("required").map(|n| d.uint(n, "approvals.required", 1, 100)).unwrap_or(Some(1));
     let ttl = f.get("ttl").map(|n| d.positive_duration(n, "approvals.ttl")).unwrap_or(Some(Duration::from_secs(1800)));
-    Some(ApprovalPolicy { steps: steps?, approvers: approvers?, required: required? as u32, ttl: ttl? })
+    let mut os_users = Some(BTreeMap::new());
+    if let Some(n) = f.get("os_users") {
+        // Each approver acts only as the OS user named here (`approve --as NAME` from
+        // anyone else is refused): one shell cannot be two approvers.
+        match &n.kind {
+            Kind::Map(entries) => {
+                let mut map = BTreeMap::new();
+                for (name, pos, value) in entries {
+                    if let Some(list) = &approvers {
+                        if !list.contains(name) {
+                            d.problem(*pos, format!("`approvals.os_users.{name}`: {name:?} is not in `approvals.approvers`"));
+                        }
+                    }
+                    if let Some(user) = d.string(value, &format!("approvals.os_users.{name}")) {
+                        map.insert(name.clone(), user);
+                    }
+                }
+                os_users = Some(map);
+            }
+            _ => {
+                d.problem(n.pos, "`approvals.os_users` must be a mapping of approver name to OS user");
+                os_users = None;
+            }
+        }
+    }
+    Some(ApprovalPolicy { steps: steps?, approvers: approvers?, required: required? as u32, ttl: ttl?, os_users: os_users? })
 }
 
 fn platform(node: &Node, d: &mut Decoder<'_>) -> Option<PlatformConfig> {

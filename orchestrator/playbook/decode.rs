@@ -20,6 +20,9 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 pub struct Decoder<'a> {
     pub problems: Vec<Problem>,
     env: EnvLookup<'a>,
+    /// What the playbook's text must never show: every environment value it (or one of
+    /// its scripts) references, its secret fields, its URLs' passwords.
+    pub redactor: crate::redact::Redactor,
 }
 
 /// The entries of one mapping, after unknown keys were reported.
@@ -45,7 +48,7 @@ impl<'n> Fields<'n> {
 
 impl<'a> Decoder<'a> {
     pub fn new(env: EnvLookup<'a>) -> Self {
-        Decoder { problems: Vec::new(), env }
+        Decoder { problems: Vec::new(), env, redactor: crate::redact::Redactor::new() }
     }
 
     pub fn problem(&mut self, pos: Pos, message: impl Into<String>) {
@@ -101,6 +104,13 @@ impl<'a> Decoder<'a> {
             self.problem(node.pos, format!("`{path}` is an empty command"));
             return None;
         }
+        // The shell expands these, not us; their values are secrets all the same (a
+        // script's `set -x` or error text would print them).
+        for name in script_references(&s) {
+            if let Some(v) = (self.env)(&name) {
+                self.redactor.add_env_value(&name, &v);
+            }
+        }
         Some(s)
     }
 
@@ -120,7 +130,9 @@ impl<'a> Decoder<'a> {
             );
             return None;
         }
-        self.interpolate(&raw, node.pos, path).map(crate::secret::Secret::new)
+        let value = self.interpolate(&raw, node.pos, path)?;
+        self.redactor.add_secret(&value);
+        Some(crate::secret::Secret::new(value))
     }
 
     pub fn interpolate(&mut self, raw: &str, pos: Pos, path: &str) -> Option<String> {
@@ -144,7 +156,10 @@ impl<'a> Decoder<'a> {
                 ok = false;
             } else {
                 match ((self.env)(name), default) {
-                    (Some(v), _) => out.push_str(&v),
+                    (Some(v), _) => {
+                        self.redactor.add_env_value(name, &v);
+                        out.push_str(&v)
+                    }
                     (None, Some(d)) => out.push_str(d),
                     (None, None) => {
                         self.problem(pos, format!("environment variable `{name}` is not set (used in `{path}`)"));
@@ -279,6 +294,7 @@ impl<'a> Decoder<'a> {
             return None;
         }
         let s = self.interpolate(&raw, node.pos, path)?;
+        self.redactor.add_url(&s);
         match crate::secret::RedisUrl::parse(&s) {
             Ok(u) => Some(u),
             Err(e) => {
@@ -287,6 +303,32 @@ impl<'a> Decoder<'a> {
             }
         }
     }
+}
+
+/// The environment variables a shell script references: `$NAME` and `${NAME...}`.
+pub fn script_references(script: &str) -> Vec<String> {
+    let bytes = script.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' {
+            let start = if bytes.get(i + 1) == Some(&b'{') { i + 2 } else { i + 1 };
+            let mut end = start;
+            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+                end += 1;
+            }
+            if end > start && !bytes[start].is_ascii_digit() {
+                let name = script[start..end].to_string();
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+            i = end.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    out
 }
 
 fn display_path(path: &str) -> &str {

@@ -41,7 +41,10 @@ fn render_problems(path: &Path, problems: &[Problem]) -> String {
 pub fn load(path: &Path) -> Result<Playbook, PlaybookError> {
     let bytes = std::fs::read(path).map_err(|source| PlaybookError::Read { path: path.to_path_buf(), source })?;
     let env = |name: &str| std::env::var(name).ok();
-    load_bytes(&bytes, path, &env)
+    let pb = load_bytes(&bytes, path, &env)?;
+    // Logs and the CLI's own lines go through the process-wide redactor.
+    crate::redact::install(&pb.redactor);
+    Ok(pb)
 }
 
 /// Loads a playbook from bytes with a given environment: what tests call.
@@ -57,6 +60,14 @@ pub fn load_bytes(bytes: &[u8], path: &Path, env: decode::EnvLookup<'_>) -> Resu
     let mut decoder = decode::Decoder::new(env);
     let playbook = compile::compile(&root, path.to_path_buf(), hash, &mut decoder);
     let mut problems = decoder.problems;
+    // A problem may quote a value the playbook took from the environment (a URL that
+    // does not parse): problems are output like everything else.
+    for p in problems.iter_mut() {
+        p.message = decoder.redactor.redact(&p.message);
+    }
+    if !problems.is_empty() {
+        crate::redact::install(&decoder.redactor);
+    }
     problems.sort_by_key(|p| (p.pos.line, p.pos.col));
     problems.dedup();
     match playbook {

@@ -26,6 +26,8 @@ pub struct Playbook {
     pub notifications: Notifications,
     pub cooldown: Duration,
     pub watch: WatchPolicy,
+    /// Every secret this playbook holds or references, for the one redaction path.
+    pub redactor: std::sync::Arc<crate::redact::Redactor>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +106,9 @@ pub struct ApprovalPolicy {
     pub approvers: Vec<String>,
     pub required: u32,
     pub ttl: Duration,
+    /// Approver name → the OS user who alone may act as them from the CLI. Empty: any
+    /// OS user may give any name (and the OS user is journaled with it).
+    pub os_users: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]

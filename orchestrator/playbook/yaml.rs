@@ -55,22 +55,36 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// At most this many nodes may be materialised by aliases in one document. A playbook
+/// has a few hundred nodes; nested aliases ("billion laughs") would otherwise expand a
+/// 431-byte file into gigabytes. Without aliases the node count is bounded by the file
+/// size (1 MiB) already.
+pub const MAX_ALIAS_NODES: usize = 10_000;
+
 enum Frame {
-    Map { pos: Pos, entries: Vec<(String, Pos, Node)>, key: Option<(String, Pos)> },
-    Seq { pos: Pos, items: Vec<Node> },
+    Map { pos: Pos, entries: Vec<(String, Pos, Node)>, key: Option<(String, Pos)>, size: usize },
+    Seq { pos: Pos, items: Vec<Node>, size: usize },
 }
 
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     root: Option<Node>,
-    anchors: std::collections::HashMap<usize, Node>,
+    /// Each anchored node and its size in nodes (what an alias to it would add).
+    anchors: std::collections::HashMap<usize, (Node, usize)>,
     pending_anchor: Vec<usize>,
     errors: Vec<SyntaxError>,
+    /// Nodes materialised by aliases so far; see [`MAX_ALIAS_NODES`].
+    aliased: usize,
+    alias_limit_hit: bool,
 }
 
 impl Builder {
-    fn push_node(&mut self, node: Node) {
+    fn push_node(&mut self, node: Node, size: usize) {
+        match self.stack.last_mut() {
+            Some(Frame::Seq { size: s, .. }) | Some(Frame::Map { size: s, .. }) => *s += size,
+            None => {}
+        }
         match self.stack.last_mut() {
             None => {
                 if self.root.is_none() {
@@ -111,33 +125,48 @@ impl MarkedEventReceiver for Builder {
                 };
                 let node = Node { kind, pos };
                 if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
+                    self.anchors.insert(anchor, (node.clone(), 1));
                 }
-                self.push_node(node);
+                self.push_node(node, 1);
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().unwrap_or(Node { kind: Kind::Null, pos });
-                self.push_node(node);
+                let (node, size) = self.anchors.get(&id).cloned().unwrap_or((Node { kind: Kind::Null, pos }, 1));
+                // Checked before cloning: the clone itself is what would exhaust memory.
+                if self.aliased + size > MAX_ALIAS_NODES {
+                    if !self.alias_limit_hit {
+                        self.alias_limit_hit = true;
+                        self.errors.push(SyntaxError {
+                            pos,
+                            message: format!(
+                                "YAML aliases expand to more than {MAX_ALIAS_NODES} nodes; a playbook needs far fewer (nested aliases?)"
+                            ),
+                        });
+                    }
+                    self.push_node(Node { kind: Kind::Null, pos }, 1);
+                    return;
+                }
+                self.aliased += size;
+                self.push_node(node, size);
             }
             Event::SequenceStart(anchor, _) => {
                 self.pending_anchor.push(anchor);
-                self.stack.push(Frame::Seq { pos, items: Vec::new() });
+                self.stack.push(Frame::Seq { pos, items: Vec::new(), size: 0 });
             }
             Event::MappingStart(anchor, _) => {
                 self.pending_anchor.push(anchor);
-                self.stack.push(Frame::Map { pos, entries: Vec::new(), key: None });
+                self.stack.push(Frame::Map { pos, entries: Vec::new(), key: None, size: 0 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let anchor = self.pending_anchor.pop().unwrap_or(0);
-                let node = match self.stack.pop() {
-                    Some(Frame::Seq { pos, items }) => Node { kind: Kind::Seq(items), pos },
-                    Some(Frame::Map { pos, entries, .. }) => Node { kind: Kind::Map(entries), pos },
+                let (node, size) = match self.stack.pop() {
+                    Some(Frame::Seq { pos, items, size }) => (Node { kind: Kind::Seq(items), pos }, size + 1),
+                    Some(Frame::Map { pos, entries, size, .. }) => (Node { kind: Kind::Map(entries), pos }, size + 1),
                     None => return,
                 };
                 if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
+                    self.anchors.insert(anchor, (node.clone(), size));
                 }
-                self.push_node(node);
+                self.push_node(node, size);
             }
             _ => {}
         }

@@ -10,6 +10,62 @@ use subtle::ConstantTimeEq;
 
 /// How far a signed timestamp may be from now, either way.
 pub const MAX_SIGNATURE_AGE_SECS: i64 = 300;
+/// Off loopback, every token and secret is at least this long.
+pub const MIN_CREDENTIAL: usize = 16;
+/// Signatures without a timestamp remembered at most (loopback only; beyond it the
+/// oldest are forgotten and could be replayed once more).
+pub const MAX_REMEMBERED_SIGNATURES: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookAuth {
+    Denied,
+    /// No webhook credential configured (loopback only).
+    Open,
+    Bearer,
+    Signed {
+        signature: String,
+        timestamped: bool,
+    },
+}
+
+/// Signatures already accepted: a signature is accepted once. A timestamped one is
+/// remembered until its timestamp is stale anyway (twice the freshness window); one
+/// without a timestamp (accepted on loopback only) as long as room allows.
+#[derive(Default)]
+pub struct ReplayGuard {
+    seen: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+impl ReplayGuard {
+    /// Claims a signature for one request; `false` when it was seen before (a replay,
+    /// or the same delivery in flight twice).
+    pub fn reserve(&self, signature: &str, timestamped: bool, now: i64) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = seen.get(signature) {
+            if *until > now {
+                return false;
+            }
+        }
+        if seen.len() >= MAX_REMEMBERED_SIGNATURES {
+            seen.retain(|_, until| *until > now);
+            if seen.len() >= MAX_REMEMBERED_SIGNATURES {
+                // Only untimestamped ones can be left: forget the one that expires first.
+                if let Some(k) = seen.iter().min_by_key(|(_, u)| **u).map(|(k, _)| k.clone()) {
+                    seen.remove(&k);
+                }
+            }
+        }
+        let until = if timestamped { now + 2 * MAX_SIGNATURE_AGE_SECS } else { i64::MAX };
+        seen.insert(signature.to_string(), until);
+        true
+    }
+
+    /// Gives a signature back when its request was not journaled: the sender retries
+    /// the same delivery, and that retry must be accepted.
+    pub fn release(&self, signature: &str) {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).remove(signature);
+    }
+}
 
 #[derive(Clone, Default)]
 pub struct AuthConfig {
@@ -47,7 +103,9 @@ impl AuthConfig {
     }
 
     /// Refuses configurations that would leave a non-loopback listener open, or let a
-    /// webhook sender approve its own failover.
+    /// webhook sender approve its own failover. Off loopback every credential must be
+    /// at least [`MIN_CREDENTIAL`] characters and all of them distinct: one leaked
+    /// secret must not open a second door.
     pub fn check_for(&self, loopback: bool) -> Result<(), String> {
         if self.webhook_token.is_none() && self.hmac_secret.is_none() && !loopback {
             return Err("serving on a non-loopback address needs ORCH_WEBHOOK_TOKEN or ORCH_WEBHOOK_HMAC_SECRET".into());
@@ -55,9 +113,26 @@ impl AuthConfig {
         if self.approvers.is_empty() && !loopback {
             return Err("serving on a non-loopback address needs ORCH_APPROVER_TOKENS".into());
         }
+        let mut named: Vec<(String, &str)> = Vec::new();
         if let Some(w) = &self.webhook_token {
-            if self.approvers.iter().any(|(_, t)| t.expose() == w.expose()) {
-                return Err("the webhook token and an approver token must be different secrets".into());
+            named.push(("ORCH_WEBHOOK_TOKEN".into(), w.expose()));
+        }
+        if let Some(h) = &self.hmac_secret {
+            named.push(("ORCH_WEBHOOK_HMAC_SECRET".into(), h.expose()));
+        }
+        for (who, t) in &self.approvers {
+            named.push((format!("the approver token of {who:?}"), t.expose()));
+        }
+        for (i, (a, va)) in named.iter().enumerate() {
+            if !loopback && va.chars().count() < MIN_CREDENTIAL {
+                return Err(format!("{a} must be at least {MIN_CREDENTIAL} characters when serving off loopback"));
+            }
+            for (b, vb) in &named[i + 1..] {
+                // On loopback too: a webhook sender must never approve its own failover,
+                // and a token must say which one person holds it.
+                if ct_eq(va, vb) {
+                    return Err(format!("{a} and {b} must be different secrets"));
+                }
             }
         }
         Ok(())
@@ -66,12 +141,18 @@ impl AuthConfig {
     /// A webhook is accepted with the bearer token or a valid HMAC signature. With
     /// neither configured (loopback only) every webhook is accepted.
     pub fn webhook_ok(&self, headers: &HeaderMap, body: &[u8]) -> bool {
+        !matches!(self.webhook_auth(headers, body), WebhookAuth::Denied)
+    }
+
+    /// How a webhook authenticated: the signature, when it did by HMAC, so the caller
+    /// can refuse its replay.
+    pub fn webhook_auth(&self, headers: &HeaderMap, body: &[u8]) -> WebhookAuth {
         if self.webhook_token.is_none() && self.hmac_secret.is_none() {
-            return true;
+            return WebhookAuth::Open;
         }
         if let (Some(expected), Some(got)) = (&self.webhook_token, bearer(headers)) {
             if ct_eq(expected.expose(), got) {
-                return true;
+                return WebhookAuth::Bearer;
             }
         }
         if let (Some(secret), Some(sig)) = (&self.hmac_secret, headers.get("x-grafana-alerting-signature").and_then(|v| v.to_str().ok())) {
@@ -82,13 +163,16 @@ impl AuthConfig {
                 let fresh =
                     t.trim().parse::<i64>().map(|t| (chrono::Utc::now().timestamp() - t).abs() <= MAX_SIGNATURE_AGE_SECS).unwrap_or(false);
                 if !fresh {
-                    return false;
+                    return WebhookAuth::Denied;
                 }
             }
             let expected = sign(secret.expose(), ts, body);
-            return ct_eq(&expected, sig.trim().trim_start_matches("sha256="));
+            let got = sig.trim().trim_start_matches("sha256=");
+            if ct_eq(&expected, got) {
+                return WebhookAuth::Signed { signature: expected, timestamped: ts.is_some() };
+            }
         }
-        false
+        WebhookAuth::Denied
     }
 
     /// The person a bearer token belongs to.
@@ -148,6 +232,16 @@ mod tests {
         h.insert("x-grafana-alerting-signature-timestamp", old.parse().unwrap());
         h.insert("x-grafana-alerting-signature", sign("k", Some(&old), b"{}").parse().unwrap());
         assert!(!cfg.webhook_ok(&h, b"{}"), "an hour-old signature is a replay");
+    }
+
+    #[test]
+    fn a_signature_is_accepted_once_unless_released() {
+        let g = ReplayGuard::default();
+        assert!(g.reserve("s", true, 1000));
+        assert!(!g.reserve("s", true, 1100), "replay within the window");
+        g.release("s");
+        assert!(g.reserve("s", true, 1100), "a released signature (503) may be retried");
+        assert!(g.reserve("s", true, 1000 + 3 * MAX_SIGNATURE_AGE_SECS), "forgotten once stale anyway");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod listen;
 pub mod metrics;
 
 use crate::daemon::Daemon;
@@ -39,16 +40,28 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .with_state(daemon)
 }
 
+/// Serves with the default [`listen::Limits`] (header and body timeouts, a connection
+/// limit below the descriptor limit, a bounded graceful shutdown).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     daemon: Arc<Daemon>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(daemon)).with_graceful_shutdown(shutdown).await
+    serve_with(listener, daemon, listen::Limits::default(), shutdown).await
+}
+
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    daemon: Arc<Daemon>,
+    limits: listen::Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listen::serve(listener, router(daemon), limits, shutdown).await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    // Error text may quote what a client sent or what a library said: redacted.
+    (status, Json(json!({ "error": crate::redact::redact(&message.into()) }))).into_response()
 }
 
 fn journal_error(e: JournalError) -> Response {
@@ -69,17 +82,42 @@ async fn webhook(
     body: Bytes,
     parse: fn(&[u8]) -> Result<Vec<alerts::IncomingAlert>, alerts::AlertError>,
 ) -> Response {
-    if !d.auth.webhook_ok(&headers, &body) {
-        d.metrics.webhook(source, "unauthorized");
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token or signature");
-    }
+    let signature = match d.auth.webhook_auth(&headers, &body) {
+        auth::WebhookAuth::Denied => {
+            d.metrics.webhook(source, "unauthorized");
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token or signature");
+        }
+        auth::WebhookAuth::Signed { timestamped: false, .. } if d.require_signed_timestamp.load(std::sync::atomic::Ordering::Relaxed) => {
+            d.metrics.webhook(source, "unauthorized");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "a signature without X-Grafana-Alerting-Signature-Timestamp is replayable; refused off loopback",
+            );
+        }
+        auth::WebhookAuth::Signed { signature, timestamped } => {
+            if !d.replays.reserve(&signature, timestamped, chrono::Utc::now().timestamp()) {
+                d.metrics.webhook(source, "replayed");
+                return error(StatusCode::CONFLICT, "this signature was already accepted (a replay)");
+            }
+            Some(signature)
+        }
+        auth::WebhookAuth::Open | auth::WebhookAuth::Bearer => None,
+    };
+    // Any answer but 2xx gives the signature back: the sender retries that delivery.
+    let release = |d: &Daemon| {
+        if let Some(s) = &signature {
+            d.replays.release(s);
+        }
+    };
     let parsed = match parse(&body) {
         Ok(a) => a,
         Err(alerts::AlertError::TooMany(n)) => {
+            release(&d);
             d.metrics.webhook(source, "too_many");
             return error(StatusCode::PAYLOAD_TOO_LARGE, format!("{n} alerts in one body; at most {}", alerts::MAX_ALERTS));
         }
         Err(e) => {
+            release(&d);
             d.metrics.webhook(source, "bad_request");
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
@@ -90,6 +128,7 @@ async fn webhook(
             (StatusCode::ACCEPTED, Json(json!({ "alerts": dispositions }))).into_response()
         }
         Err(e) => {
+            release(&d);
             d.metrics.webhook(source, "journal_error");
             journal_error(e)
         }
