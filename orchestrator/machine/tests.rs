@@ -408,6 +408,13 @@ fn at_deploy(p: Policy) -> Machine {
     m
 }
 
+/// A machine in Verify after an ungated failover under `p`.
+fn verifying(p: Policy) -> Machine {
+    let mut m = at_deploy(p);
+    drive(&mut m, &[deploy(DeployStatus::Live)]);
+    m
+}
+
 fn verify_sample(holding: &[VerifyItem], over: bool) -> Event {
     Event::VerifyChecked {
         checks: VerifyItem::ALL.iter().map(|i| if holding.contains(i) { ok(i.as_str()) } else { bad(i.as_str()) }).collect(),
@@ -471,19 +478,7 @@ fn a_failed_verification_says_which_item_never_held_and_what_was_seen() {
 #[test]
 fn stalled_workers_get_one_restart_then_verify_again() {
     use VerifyItem::*;
-    let mut m = machine_with(Policy { restart_on_stall: true, gated_steps: vec![], ..policy() });
-    drive(
-        &mut m,
-        &[
-            trigger(),
-            confirmed(),
-            confirmed(),
-            assessed(FailureClass::ConnectionRefused),
-            Event::Switched { ok: true, detail: "".into() },
-            Event::Flushed { mode: FlushMode::Selective, deleted: 0, detail: "".into() },
-            deploy(DeployStatus::Live),
-        ],
-    );
+    let mut m = verifying(Policy { restart_on_stall: true, gated_steps: vec![], ..policy() });
     let stalled = [HealthUp, QueueConnected, NoNewErrors, Latency, WaitingDecreasing];
     let d = m.handle(&verify_sample(&stalled, true));
     assert_eq!((d.to.name(), d.effects.clone()), ("restart", vec![Effect::Restart]));
@@ -496,19 +491,7 @@ fn stalled_workers_get_one_restart_then_verify_again() {
 #[test]
 fn a_service_that_is_down_is_not_restarted_for_a_stall() {
     use VerifyItem::*;
-    let mut m = machine_with(Policy { restart_on_stall: true, gated_steps: vec![], ..policy() });
-    drive(
-        &mut m,
-        &[
-            trigger(),
-            confirmed(),
-            confirmed(),
-            assessed(FailureClass::ConnectionRefused),
-            Event::Switched { ok: true, detail: "".into() },
-            Event::Flushed { mode: FlushMode::Selective, deleted: 0, detail: "".into() },
-            deploy(DeployStatus::Live),
-        ],
-    );
+    let mut m = verifying(Policy { restart_on_stall: true, gated_steps: vec![], ..policy() });
     assert_eq!(m.handle(&verify_sample(&[Latency], true)).to.name(), "rollback", "health down: not a stall");
 }
 
