@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// The last answer of the service's queue metrics: when, and (waiting, failed) jobs.
+type QueueSample = (tokio::time::Instant, (u64, u64));
+
 pub struct Daemon {
     pub exec: Arc<Executor>,
     pub metrics: Arc<Metrics>,
@@ -205,7 +208,7 @@ impl Daemon {
         // The service's queue metrics are read by a task of their own: a real service
         // can take ioredis's whole timeout to answer while Redis is down, and that must
         // never delay the Redis probe, which is what detects the failure.
-        let latest_queue: Arc<Mutex<Option<(tokio::time::Instant, (u64, u64))>>> = Arc::default();
+        let latest_queue: Arc<Mutex<Option<QueueSample>>> = Arc::default();
         let reader = {
             let (me, latest, every) = (self.clone(), latest_queue.clone(), pb.watch.interval);
             tokio::spawn(async move {

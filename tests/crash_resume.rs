@@ -62,7 +62,11 @@ async fn crash_then_resume(point: &str, scenario: Scenario) {
     if failing > 0 {
         w.sandbox
             .platform()
-            .set_faults(sandbox::FaultsPatch { fail_next_deploys: Some(failing), fail_status: Some("build_failed".into()), ..Default::default() })
+            .set_faults(sandbox::FaultsPatch {
+                fail_next_deploys: Some(failing),
+                fail_status: Some("build_failed".into()),
+                ..Default::default()
+            })
             .unwrap();
     }
     if scenario == Scenario::Stalled {

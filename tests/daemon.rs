@@ -244,7 +244,10 @@ async fn an_approval_that_never_comes_escalates_when_the_ttl_expires() {
     assert_eq!(wait_outcome(&w, &id, Duration::from_secs(30)).await, "held");
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
     let t = j.transitions(&id).await.unwrap();
-    assert!(t.iter().any(|t| t.event == "approval_expired" && t.to_state == "rollback"), "giving up after the switch goes through rollback");
+    assert!(
+        t.iter().any(|t| t.event == "approval_expired" && t.to_state == "rollback"),
+        "giving up after the switch goes through rollback"
+    );
     let held = t.iter().find(|t| t.from_state == "rollback" && t.to_state == "held").expect("held: the primary is still down");
     assert!(held.note.as_deref().unwrap_or("").contains("not deployed"), "{:?}", held.note);
     assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.backup.url()), "no write back to a dead primary");

@@ -77,7 +77,8 @@ async fn primary_requiring_a_password_is_classified_auth_and_escalated_without_s
     let _: () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("rotated-pw-77").query_async(&mut con).await.unwrap();
     // A rotated password only affects new connections: a real service keeps working on
     // its authenticated ones until it reconnects. Drop them, as a restart would.
-    let _: redis::Value = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").arg("SKIPME").arg("yes").query_async(&mut con).await.unwrap();
+    let _: redis::Value =
+        redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").arg("SKIPME").arg("yes").query_async(&mut con).await.unwrap();
     w.service_sees_redis_down().await;
 
     let exec = w.executor(FAST).await;
@@ -95,7 +96,8 @@ async fn primary_requiring_a_password_is_classified_auth_and_escalated_without_s
     let _: () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("rotated-pw-77").query_async(&mut con).await.unwrap();
     // A rotated password only affects new connections: a real service keeps working on
     // its authenticated ones until it reconnects. Drop them, as a restart would.
-    let _: redis::Value = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").arg("SKIPME").arg("yes").query_async(&mut con).await.unwrap();
+    let _: redis::Value =
+        redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").arg("SKIPME").arg("yes").query_async(&mut con).await.unwrap();
     w2.service_sees_redis_down().await;
     let mut edits = FAST.to_vec();
     edits.push(("  auth: escalate", "  auth: failover"));
@@ -138,10 +140,7 @@ async fn failed_deploy_rolls_back_to_the_restored_primary() {
     let id = exec.open("test", "deploy will fail").await.unwrap();
     assert_eq!(exec.run(&id).await.unwrap(), RunEnd::AwaitingApproval(orchestrator::model::Step::Deploy));
     w.primary.restart().unwrap();
-    exec.journal
-        .add_command(&id, orchestrator::journal::CommandKind::Approve, "oncall", "go", "cli", chrono::Utc::now())
-        .await
-        .unwrap();
+    exec.journal.add_command(&id, orchestrator::journal::CommandKind::Approve, "oncall", "go", "cli", chrono::Utc::now()).await.unwrap();
     let end = exec.run(&id).await.unwrap();
     assert_eq!(end, RunEnd::Finished(Outcome::RolledBack));
     let t = transitions(&w, &id).await;
@@ -150,7 +149,11 @@ async fn failed_deploy_rolls_back_to_the_restored_primary() {
     assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.primary.url()), "original restored");
     let writes = w.env_writes();
     assert_eq!(writes, vec![("REDIS_URL".to_string(), w.backup.url()), ("REDIS_URL".to_string(), w.primary.url())]);
-    assert_eq!(w.sandbox.platform().stats().deploy_count, 2, "the failed deploy and its retry; no rollback deploy (the old one stayed live)");
+    assert_eq!(
+        w.sandbox.platform().stats().deploy_count,
+        2,
+        "the failed deploy and its retry; no rollback deploy (the old one stayed live)"
+    );
     // The service never left the primary, but its workers were cut off while it was
     // down: BullMQ's workers reconnect on their own backoff (up to 20 s), not at once.
     assert!(
@@ -176,7 +179,10 @@ async fn workers_that_never_resume_fail_verify_and_roll_back() {
     w.primary.restart().unwrap();
     // Workers come back for the deploys after the restart's (the rollback's): its
     // verification processes a job on the primary.
-    support::world::wait_until(Duration::from_secs(30), "the restart's deploy", || async { w.sandbox.platform().stats().deploy_count >= 2 }).await;
+    support::world::wait_until(Duration::from_secs(30), "the restart's deploy", || async {
+        w.sandbox.platform().stats().deploy_count >= 2
+    })
+    .await;
     w.sandbox.platform().set_faults(sandbox::FaultsPatch { workers_enabled: Some(true), ..Default::default() }).unwrap();
     let end = runner.await.unwrap();
     let journal = orchestrator::journal::Journal::open_existing(&w.journal_path()).await.unwrap();

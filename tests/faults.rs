@@ -437,7 +437,11 @@ async fn an_approval_given_in_time_counts_even_when_applied_after_the_ttl() {
         .add_command(&id2, orchestrator::journal::CommandKind::Approve, "oncall", "too late", "cli", chrono::Utc::now())
         .await
         .unwrap();
-    assert_eq!(exec2.run(&id2).await.unwrap(), RunEnd::Finished(Outcome::Held), "expired after the switch; the primary is still down: hold");
+    assert_eq!(
+        exec2.run(&id2).await.unwrap(),
+        RunEnd::Finished(Outcome::Held),
+        "expired after the switch; the primary is still down: hold"
+    );
     assert_eq!(w2.sandbox.platform().stats().deploy_count, 0);
     assert_eq!(w2.env_writes(), vec![("REDIS_URL".to_string(), w2.backup.url())], "nothing written back to the dead primary");
 }

@@ -55,7 +55,8 @@ async fn journal_with_history(path: &Path) -> String {
     feed(&j, &id, &mut m, Event::Trigger { source: "test".into(), detail: "".into() }).await;
     feed(&j, &id, &mut m, Event::ConfirmChecked { checks: vec![Check::new("ping_failed", true, "refused")] }).await;
     let preflight = vec![Check::new("backup_ping", true, "PONG"), Check::new("backup_latency", true, "1 ms")];
-    feed(&j, &id, &mut m, Event::Assessed { class: FailureClass::ConnectionRefused, detail: "".into(), preflight, primary_answers: false }).await;
+    feed(&j, &id, &mut m, Event::Assessed { class: FailureClass::ConnectionRefused, detail: "".into(), preflight, primary_answers: false })
+        .await;
     j.effect_intent(&id, &format!("{id}:set_env:1"), "set_env", &serde_json::json!({"to": "backup"}), Utc::now()).await.unwrap();
     j.effect_outcome(&format!("{id}:set_env:1"), "ok", &serde_json::json!({"read_back": true}), Utc::now()).await.unwrap();
     feed(&j, &id, &mut m, Event::Switched { ok: true, detail: "".into() }).await;

@@ -44,7 +44,13 @@ fn backup_url(w: &World) -> String {
 /// The incident's path: every state it entered, in order.
 async fn path(w: &World, id: &str) -> Vec<String> {
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
-    j.transitions(id).await.unwrap().into_iter().filter(|t| t.rejected.is_none() && t.from_state != t.to_state).map(|t| t.to_state).collect()
+    j.transitions(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.rejected.is_none() && t.from_state != t.to_state)
+        .map(|t| t.to_state)
+        .collect()
 }
 
 async fn note_into(w: &World, id: &str, state: &str) -> String {
@@ -174,10 +180,7 @@ async fn a_primary_alive_again_when_verification_fails_is_rolled_back_to() {
     support::world::wait_until(Duration::from_secs(30), "the restart's deploy", || async { platform.stats().deploy_count >= 2 }).await;
     platform.set_faults(sandbox::FaultsPatch { workers_enabled: Some(true), ..Default::default() }).unwrap();
     assert_eq!(runner.await.unwrap(), RunEnd::Finished(Outcome::RolledBack));
-    assert_eq!(
-        w.env_writes(),
-        vec![("REDIS_URL".to_string(), backup_url(&w)), ("REDIS_URL".to_string(), primary_url(&w))]
-    );
+    assert_eq!(w.env_writes(), vec![("REDIS_URL".to_string(), backup_url(&w)), ("REDIS_URL".to_string(), primary_url(&w))]);
     assert_eq!(platform.stats().deploy_count, 3, "switch, one restart, the rollback's deploy");
     assert!(w.job_completes(Duration::from_secs(15)).await, "jobs run on the restored primary");
 }
@@ -190,11 +193,10 @@ async fn make_busy(w: &World) -> tokio::task::JoinHandle<()> {
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("CONFIG").arg("SET").arg("busy-reply-threshold").arg(100).query_async(&mut admin).await.unwrap();
     let task = tokio::spawn(async move {
-        let mut con = client.get_multiplexed_async_connection_with_config(
-            &redis::AsyncConnectionConfig::new().set_response_timeout(None),
-        )
-        .await
-        .unwrap();
+        let mut con = client
+            .get_multiplexed_async_connection_with_config(&redis::AsyncConnectionConfig::new().set_response_timeout(None))
+            .await
+            .unwrap();
         let _: redis::RedisResult<()> = redis::cmd("EVAL").arg("while true do end").arg(0).query_async(&mut con).await;
     });
     // Busy once a probe says so.
@@ -266,7 +268,9 @@ async fn check_on_a_healthy_world_reads_as_healthy() {
             let Ok(r) = client.get(url).header("X-API-Key", support::world::SERVICE_KEY).send().await else { return false };
             let v: serde_json::Value = r.json().await.unwrap_or_default();
             let newest = v["data"].as_array().and_then(|l| l.iter().filter_map(|e| e["timestamp"].as_str()).max().map(str::to_string));
-            newest.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()).is_none_or(|t| chrono::Utc::now() - t.to_utc() > chrono::Duration::milliseconds(1500))
+            newest
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .is_none_or(|t| chrono::Utc::now() - t.to_utc() > chrono::Duration::milliseconds(1500))
         }
     })
     .await;
@@ -279,8 +283,7 @@ async fn check_on_a_healthy_world_reads_as_healthy() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    let recovery: Vec<&str> =
-        text.split("Recovery checklist").nth(1).unwrap().split("\n\n").next().unwrap().lines().skip(1).collect();
+    let recovery: Vec<&str> = text.split("Recovery checklist").nth(1).unwrap().split("\n\n").next().unwrap().lines().skip(1).collect();
     assert!(recovery.iter().all(|l| l.trim_start().starts_with('✓')), "a healthy world reads as healthy:\n{text}");
     assert!(!text.contains("since the deploy went live"), "{text}");
     assert!(text.contains("Failure class of the primary now: none: the primary"), "{text}");

@@ -313,8 +313,17 @@ impl Client {
                         if let Ok(r) = r {
                             if r.status().is_success() {
                                 if let Ok(v) = r.json::<Value>().await {
-                                    if let Some(id) = v["jobId"].as_str().map(str::to_string).or_else(|| v["jobId"].as_u64().map(|n| n.to_string())) {
-                                        sh.jobs.lock().unwrap().push(Job { name, sent_ms, id, state: None, finished_on: None, absent_since: None });
+                                    if let Some(id) =
+                                        v["jobId"].as_str().map(str::to_string).or_else(|| v["jobId"].as_u64().map(|n| n.to_string()))
+                                    {
+                                        sh.jobs.lock().unwrap().push(Job {
+                                            name,
+                                            sent_ms,
+                                            id,
+                                            state: None,
+                                            finished_on: None,
+                                            absent_since: None,
+                                        });
                                     }
                                 }
                             }
@@ -330,8 +339,15 @@ impl Client {
             let http = reqwest::Client::builder().timeout(Duration::from_millis(1500)).build().expect("reqwest client");
             tasks.push(tokio::spawn(async move {
                 while !sh.stop_all.load(Ordering::Relaxed) {
-                    let todo: Vec<(usize, String, String)> =
-                        sh.jobs.lock().unwrap().iter().enumerate().filter(|(_, j)| !j.resolved()).map(|(i, j)| (i, j.id.clone(), j.name.clone())).collect();
+                    let todo: Vec<(usize, String, String)> = sh
+                        .jobs
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, j)| !j.resolved())
+                        .map(|(i, j)| (i, j.id.clone(), j.name.clone()))
+                        .collect();
                     let mut set = tokio::task::JoinSet::new();
                     for (i, id, name) in todo {
                         let (http, url) = (http.clone(), format!("{base}/api/v1/jobs/{QUEUE}/{id}"));
@@ -451,7 +467,8 @@ impl Client {
         }
         let deadline = Instant::now() + LOST_DEADLINE;
         loop {
-            let open = self.sh.jobs.lock().unwrap().iter().any(|j| !j.resolved() && !j.absent_since.is_some_and(|t| t.elapsed() >= ABSENT_FOR));
+            let open =
+                self.sh.jobs.lock().unwrap().iter().any(|j| !j.resolved() && j.absent_since.is_none_or(|t| t.elapsed() < ABSENT_FOR));
             if !open || Instant::now() > deadline {
                 break;
             }
@@ -506,7 +523,10 @@ async fn orch_once(ctx: &Ctx, b: Budget, tag: &str) -> Result<(OrchRun, f64, u64
     let db = world.journal_path();
     let (mut serve, serve_url, _) = world.serve(ctx, &db, &playbook, true)?;
     let client = Client::start(world.sandbox.service_url(), tag.to_string());
-    client.warm(Duration::from_secs(30)).await.with_context(|| format!("service log: {}", world.sandbox.node_service().map(|n| n.log_tail(6)).unwrap_or_default()))?;
+    client
+        .warm(Duration::from_secs(30))
+        .await
+        .with_context(|| format!("service log: {}", world.sandbox.node_service().map(|n| n.log_tail(6)).unwrap_or_default()))?;
     tokio::time::sleep(b.before_kill()).await;
 
     // Kill → the watch loop's first failing probe, from serve's /metrics (polled every
@@ -613,14 +633,18 @@ fn sentinel_setup(d_ms: u64) -> Result<(RedisServer, RedisServer, Sentinels)> {
     let mport = master.port().to_string();
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &mport])?;
     wait_for("the replica to sync", Duration::from_secs(20), || {
-        query(replica.port(), &["INFO", "replication"]).map(|r| info_field(&r.text(), "master_link_status").as_deref() == Some("up")).unwrap_or(false)
+        query(replica.port(), &["INFO", "replication"])
+            .map(|r| info_field(&r.text(), "master_link_status").as_deref() == Some("up"))
+            .unwrap_or(false)
     })?;
     let sentinels = start_sentinels_with(master.port(), d_ms, FAILOVER_TIMEOUT_MS)?;
     wait_for("three sentinels that know the replica and each other", Duration::from_secs(30), || {
         sentinels.ports.iter().all(|p| {
             query(*p, &["SENTINEL", "MASTER", SENTINEL_NAME])
                 .map(|r| {
-                    pairs_field(&r, "num-slaves").as_deref() == Some("1") && pairs_field(&r, "num-other-sentinels").as_deref() == Some("2") && pairs_field(&r, "flags").as_deref() == Some("master")
+                    pairs_field(&r, "num-slaves").as_deref() == Some("1")
+                        && pairs_field(&r, "num-other-sentinels").as_deref() == Some("2")
+                        && pairs_field(&r, "flags").as_deref() == Some("master")
                 })
                 .unwrap_or(false)
         })
@@ -692,7 +716,9 @@ async fn sentinel_once(ctx: &Ctx, b: Budget, tag: &str) -> Result<SentinelRun> {
         let stop = stop.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let port = query(sport, &["SENTINEL", "get-master-addr-by-name", SENTINEL_NAME]).ok().and_then(|r| r.items().get(1).and_then(|p| p.text().parse::<u16>().ok()));
+                let port = query(sport, &["SENTINEL", "get-master-addr-by-name", SENTINEL_NAME])
+                    .ok()
+                    .and_then(|r| r.items().get(1).and_then(|p| p.text().parse::<u16>().ok()));
                 if port.is_some_and(|p| p != original) {
                     return Some(ms(kill_at.elapsed()));
                 }

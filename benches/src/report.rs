@@ -825,8 +825,15 @@ impl Report {
                 let _ = writeln!(o, "A run failed: `{}`\n", e.replace('`', "'"));
             }
             let (no, ns) = (b.orch.len(), b.sentinel.len());
-            let _ = writeln!(o, "| | orchestrator median | orchestrator worst | Sentinel median | Sentinel worst |\n| --- | ---: | ---: | ---: | ---: |");
-            let row = |o: &mut String, name: &str, fo: &dyn Fn(&bullmq::OrchRun) -> Option<f64>, fs: &dyn Fn(&bullmq::SentinelRun) -> Option<f64>, f: fn(f64) -> String| {
+            let _ = writeln!(
+                o,
+                "| | orchestrator median | orchestrator worst | Sentinel median | Sentinel worst |\n| --- | ---: | ---: | ---: | ---: |"
+            );
+            let row = |o: &mut String,
+                       name: &str,
+                       fo: &dyn Fn(&bullmq::OrchRun) -> Option<f64>,
+                       fs: &dyn Fn(&bullmq::SentinelRun) -> Option<f64>,
+                       f: fn(f64) -> String| {
                 let _ = writeln!(
                     o,
                     "| {name} | {} | {} | {} | {} |",
@@ -838,16 +845,37 @@ impl Report {
             };
             row(o, "**kill → first job completed again**", &|r| r.seen.first_job_ms, &|r| r.seen.first_job_ms, fmt_ms0);
             row(o, "kill → `GET /api/v1/health` up", &|r| r.seen.health_up_ms, &|r| r.seen.health_up_ms, fmt_ms0);
-            row(o, "jobs lost per run", &|r| Some(r.seen.lost() as f64), &|r| Some(r.seen.lost() as f64), |v| if v.is_nan() { "–".into() } else { format!("{v:.0}") });
+            row(o, "jobs lost per run", &|r| Some(r.seen.lost() as f64), &|r| Some(r.seen.lost() as f64), |v| {
+                if v.is_nan() {
+                    "–".into()
+                } else {
+                    format!("{v:.0}")
+                }
+            });
             row(o, "kill → Recovered (orchestrator) / a sentinel names the new master", &|r| Some(r.total_ms), &|r| r.switch_ms, fmt_ms0);
             let lost = |v: Vec<(usize, usize, usize, usize, usize)>| {
-                v.iter().map(|(l, a, g, f, p)| format!("{l} of {a}{}", if *l > 0 { format!(" ({g} gone, {f} failed, {p} pending)") } else { String::new() })).collect::<Vec<_>>().join(", ")
+                v.iter()
+                    .map(|(l, a, g, f, p)| {
+                        format!("{l} of {a}{}", if *l > 0 { format!(" ({g} gone, {f} failed, {p} pending)") } else { String::new() })
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             let _ = writeln!(
                 o,
                 "\nJobs lost of accepted, per run: orchestrator {}; Sentinel {}. Runs: orchestrator {no}, Sentinel {ns}.\n",
-                lost(b.orch.iter().map(|r| (r.seen.lost(), r.seen.accepted, r.seen.lost_absent, r.seen.lost_failed, r.seen.lost_pending)).collect()),
-                lost(b.sentinel.iter().map(|r| (r.seen.lost(), r.seen.accepted, r.seen.lost_absent, r.seen.lost_failed, r.seen.lost_pending)).collect())
+                lost(
+                    b.orch
+                        .iter()
+                        .map(|r| (r.seen.lost(), r.seen.accepted, r.seen.lost_absent, r.seen.lost_failed, r.seen.lost_pending))
+                        .collect()
+                ),
+                lost(
+                    b.sentinel
+                        .iter()
+                        .map(|r| (r.seen.lost(), r.seen.accepted, r.seen.lost_absent, r.seen.lost_failed, r.seen.lost_pending))
+                        .collect()
+                )
             );
             let (fo, fs) = (bullmq::med(&b.orch, |r| r.seen.first_job_ms), bullmq::med(&b.sentinel, |r| r.seen.first_job_ms));
             let verdict = |xs: &[f64]| {
@@ -908,7 +936,16 @@ impl Report {
                 let ws: Vec<f64> = b.orch.iter().map(|r| sub(r, i)).collect();
                 let own: Vec<f64> = b.orch.iter().map(|r| r.steps[i] - sub(r, i)).collect();
                 own_med.push((bullmq::step_names()[i], median(&own)));
-                let _ = writeln!(o, "| {name} | {} | {} | {} | {} | {} | {} |", fmt_ms0(median(&xs)), fmt_ms0(max(&xs)), waits_desc[i], fmt_ms0(median(&ws)), fmt_ms0(median(&own)), fmt_ms0(max(&own)));
+                let _ = writeln!(
+                    o,
+                    "| {name} | {} | {} | {} | {} | {} | {} |",
+                    fmt_ms0(median(&xs)),
+                    fmt_ms0(max(&xs)),
+                    waits_desc[i],
+                    fmt_ms0(median(&ws)),
+                    fmt_ms0(median(&own)),
+                    fmt_ms0(max(&own))
+                );
             }
             let tot: Vec<f64> = b.orch.iter().map(|r| r.total_ms).collect();
             let ws: Vec<f64> = b.orch.iter().map(|r| r.waits_ms).collect();
@@ -955,9 +992,15 @@ impl Report {
             let mut failed: Vec<String> = b.orch.iter().flat_map(|r| r.first_verify_failed.iter().cloned()).collect();
             failed.dedup();
             if !failed.is_empty() {
-                let _ = writeln!(o, "Checks that failed in a first verify attempt (why a second one, {} later, was needed): {}.\n", fmt_ms0(vi), failed.iter().map(|f| format!("`{}`", f.replace('`', "'"))).collect::<Vec<_>>().join("; "));
+                let _ = writeln!(
+                    o,
+                    "Checks that failed in a first verify attempt (why a second one, {} later, was needed): {}.\n",
+                    fmt_ms0(vi),
+                    failed.iter().map(|f| format!("`{}`", f.replace('`', "'"))).collect::<Vec<_>>().join("; ")
+                );
             }
-            let alerts: Vec<String> = b.orch.iter().map(|r| format!("`{}`", r.alert.split(':').next().unwrap_or("").replace('`', "'"))).collect();
+            let alerts: Vec<String> =
+                b.orch.iter().map(|r| format!("`{}`", r.alert.split(':').next().unwrap_or("").replace('`', "'"))).collect();
             let first_fail: Vec<f64> = b.orch.iter().filter_map(|r| r.first_fail_ms).collect();
             let _ = writeln!(
                 o,
@@ -966,7 +1009,11 @@ impl Report {
                 fmt_ms0(median(&first_fail)),
                 r.job_ms
             );
-            let late = b.orch.iter().filter(|r| failing_for_ms(&r.alert).is_some_and(|f| f >= bud.ping_fail_for_ms as f64 + bud.interval_ms as f64 / 2.0)).count();
+            let late = b
+                .orch
+                .iter()
+                .filter(|r| failing_for_ms(&r.alert).is_some_and(|f| f >= bud.ping_fail_for_ms as f64 + bud.interval_ms as f64 / 2.0))
+                .count();
             if late > 0 {
                 let _ = writeln!(
                     o,
@@ -993,7 +1040,8 @@ impl Report {
             overhead_verdicts.join("; "),
             first_job_verdicts.join("; ")
         );
-        let switch: Vec<String> = r.budgets.iter().map(|b| format!("{} at {}", b.budget.label(), fmt_ms0(bullmq::med(&b.sentinel, |x| x.switch_ms)))).collect();
+        let switch: Vec<String> =
+            r.budgets.iter().map(|b| format!("{} at {}", b.budget.label(), fmt_ms0(bullmq::med(&b.sentinel, |x| x.switch_ms)))).collect();
         let lost_o: Vec<String> = r.budgets.iter().flat_map(|b| b.orch.iter().map(|x| x.seen.lost().to_string())).collect();
         let lost_s: Vec<String> = r.budgets.iter().flat_map(|b| b.sentinel.iter().map(|x| x.seen.lost().to_string())).collect();
         let _ = writeln!(

@@ -225,14 +225,14 @@ impl Executor {
                     let since = started - chrono::Duration::seconds(2);
                     match platform.deploys_since(since).await {
                         Ok(found) => {
-                            let next = found
-                                .into_iter()
-                                .filter(|d| !followed.contains(&d.id))
-                                .filter(|d| match (created_at, d.created_at) {
-                                    (Some(ours), Some(theirs)) => theirs >= ours,
-                                    _ => true,
-                                })
-                                .last(); // newest first: the last is the next one after ours
+                            // Newest first: the last match is the next one after ours.
+                            let next = found.into_iter().rfind(|d| {
+                                !followed.contains(&d.id)
+                                    && match (created_at, d.created_at) {
+                                        (Some(ours), Some(theirs)) => theirs >= ours,
+                                        _ => true,
+                                    }
+                            });
                             match next {
                                 Some(next) => {
                                     self.report(Progress::Info(format!("deploy {deploy_id} was replaced by {}; following it", next.id)));
@@ -440,7 +440,10 @@ impl Executor {
                 };
                 return Ok(Event::RollbackFinished {
                     ok: false,
-                    detail: format!("{primary} restored, {how}, but not healthy within {}: {why}", crate::duration::format_duration(t.verify_window)),
+                    detail: format!(
+                        "{primary} restored, {how}, but not healthy within {}: {why}",
+                        crate::duration::format_duration(t.verify_window)
+                    ),
                 });
             }
             self.report(Progress::Waiting { what: "rollback verification".into(), elapsed: started.elapsed(), limit: t.verify_window });

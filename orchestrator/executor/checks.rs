@@ -111,7 +111,9 @@ impl Probes<'_> {
                         format!("{LOCAL_NOT_EVIDENCE} kept it from probing {} ({})", pb.redis.primary, f.message),
                     )
                 }
-                Err(f) => Check::new(ConfirmItem::PingFailed.as_str(), true, format!("{} from {}: {}", f.class, pb.redis.primary, f.message)),
+                Err(f) => {
+                    Check::new(ConfirmItem::PingFailed.as_str(), true, format!("{} from {}: {}", f.class, pb.redis.primary, f.message))
+                }
             }
         };
         let health = async {
@@ -337,7 +339,11 @@ impl Probes<'_> {
             Ok(entries) => {
                 let hits: Vec<_> = entries.iter().filter(|e| is_redis_error(&e.message, &pb.service.error_patterns)).collect();
                 let latest = hits.first().map(|e| format!("; latest: {}", e.message)).unwrap_or_default();
-                Check::new(VerifyItem::NoNewErrors.as_str(), hits.is_empty(), format!("{} Redis error(s) since {since_what}{latest}", hits.len()))
+                Check::new(
+                    VerifyItem::NoNewErrors.as_str(),
+                    hits.is_empty(),
+                    format!("{} Redis error(s) since {since_what}{latest}", hits.len()),
+                )
             }
             Err(e) => Check::new(VerifyItem::NoNewErrors.as_str(), false, format!("logs endpoint did not answer: {e}")),
         });

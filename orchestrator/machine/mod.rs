@@ -383,7 +383,8 @@ impl Incident {
                         .iter()
                         .map(|item| {
                             let seen = checks.iter().find(|c| c.item == *item).map(|c| c.observed.as_str()).unwrap_or("not measured");
-                            let when = if self.verify_held.iter().any(|h| h == item) { "did not hold in the last sample" } else { "never held" };
+                            let when =
+                                if self.verify_held.iter().any(|h| h == item) { "did not hold in the last sample" } else { "never held" };
                             format!("{item} {when} (last seen: {seen})")
                         })
                         .collect::<Vec<_>>()

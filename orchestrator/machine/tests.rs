@@ -549,9 +549,18 @@ fn incidents_journaled_before_these_fields_existed_still_load() {
     // Strip every field added for the decisions work, wherever statig keeps them.
     fn strip(v: &mut serde_json::Value) {
         if let Some(o) = v.as_object_mut() {
-            for k in
-                ["waits", "failed_deploys", "deploy_failed", "backup_deployed", "restarted", "verify_held", "healthy_since", "busy_attempts", "deploy_retries", "restart_on_stall"]
-            {
+            for k in [
+                "waits",
+                "failed_deploys",
+                "deploy_failed",
+                "backup_deployed",
+                "restarted",
+                "verify_held",
+                "healthy_since",
+                "busy_attempts",
+                "deploy_retries",
+                "restart_on_stall",
+            ] {
                 o.remove(k);
             }
             o.values_mut().for_each(strip);

@@ -55,7 +55,8 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
     };
     let confirm =
         opt_section(&top, "confirm", d, confirm_policy, || ConfirmPolicy { required: vec![ConfirmItem::PingFailed], min_signals: 2 });
-    let verify = opt_section(&top, "verify", d, verify_policy, || VerifyPolicy { required: VerifyItem::ALL.to_vec(), restart_on_stall: true });
+    let verify =
+        opt_section(&top, "verify", d, verify_policy, || VerifyPolicy { required: VerifyItem::ALL.to_vec(), restart_on_stall: true });
     let actions = match top.get("actions") {
         Some(n) => actions(n, d),
         None => Some(FailureClass::ALL.iter().filter(|c| **c != FailureClass::Local).map(|c| (*c, default_action(*c))).collect()),
