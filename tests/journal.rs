@@ -3,26 +3,12 @@
 
 use chrono::Utc;
 use orchestrator::journal::{CommandKind, Journal, JournalError, NewIncident};
-use orchestrator::machine::{Check, Event, Machine, Policy};
-use orchestrator::model::{Action, ConfirmItem, FailureClass, FlushMode, VerifyItem};
+use orchestrator::machine::{Check, Event, Machine};
+use orchestrator::model::FailureClass;
 use std::time::Duration;
+use support::policy;
 
-fn policy() -> Policy {
-    Policy {
-        confirm_required: vec![ConfirmItem::PingFailed],
-        confirm_min_signals: 1,
-        confirm_attempts: 1,
-        verify_required: VerifyItem::ALL.to_vec(),
-        actions: FailureClass::ALL.iter().map(|c| (*c, Action::Failover)).collect(),
-        flush_mode: FlushMode::Selective,
-        gated_steps: vec![orchestrator::model::Step::Flush],
-        approvers: vec!["alice".into()],
-        approvals_required: 1,
-        busy_attempts: 1,
-        deploy_retries: 0,
-        restart_on_stall: false,
-    }
-}
+mod support;
 
 fn new_incident() -> NewIncident {
     NewIncident {
@@ -173,7 +159,16 @@ async fn a_journal_locked_by_another_writer_reports_busy() {
     writeln!(stdin, "ROLLBACK;").unwrap();
     drop(locker.stdin.take());
     locker.wait().unwrap();
-    j.set_setting("paused", "1", "t", Utc::now()).await.expect("writes again once the lock is gone");
+    // Right after sqlite3 exits a read may meet its WAL mid-change (retryable, as the
+    // executor and intake treat it): write again until the deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match j.set_setting("paused", "1", "t", Utc::now()).await {
+            Ok(()) => break,
+            Err(e) if e.is_retryable() && std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("writes again once the lock is gone: {e}"),
+        }
+    }
     assert!(j.paused().await.unwrap());
 }
 

@@ -5,30 +5,15 @@
 
 mod support;
 
+use support::policy;
+
 use chrono::Utc;
 use orchestrator::journal::{CommandKind, Journal, NewAlert, NewIncident};
-use orchestrator::machine::{Check, Event, Machine, Policy};
-use orchestrator::model::{Action, ConfirmItem, FailureClass, FlushMode, VerifyItem};
+use orchestrator::machine::{Check, Event, Machine};
+use orchestrator::model::FailureClass;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
-
-fn policy() -> Policy {
-    Policy {
-        confirm_required: vec![ConfirmItem::PingFailed],
-        confirm_min_signals: 1,
-        confirm_attempts: 1,
-        verify_required: VerifyItem::ALL.to_vec(),
-        actions: FailureClass::ALL.iter().map(|c| (*c, Action::Failover)).collect(),
-        flush_mode: FlushMode::Selective,
-        gated_steps: vec![orchestrator::model::Step::Flush],
-        approvers: vec!["alice".into()],
-        approvals_required: 1,
-        busy_attempts: 1,
-        deploy_retries: 0,
-        restart_on_stall: false,
-    }
-}
 
 async fn feed(j: &Journal, id: &str, m: &mut Machine, e: Event) {
     let d = m.handle(&e);

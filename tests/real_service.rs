@@ -41,6 +41,17 @@ fn backup_url(w: &World) -> String {
     w.env["SANDBOX_BACKUP_URL"].clone()
 }
 
+/// Kills the primary, waits until the service sees it down, and runs one incident
+/// under [`EDITS`] to its end.
+async fn fail_over(w: &World, why: &str) -> (String, RunEnd) {
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let exec = w.executor(EDITS).await;
+    let id = exec.open("test", why).await.unwrap();
+    let end = exec.run(&id).await.unwrap();
+    (id, end)
+}
+
 /// The incident's path: every state it entered, in order.
 async fn path(w: &World, id: &str) -> Vec<String> {
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
@@ -64,11 +75,8 @@ async fn start_up_errors_that_stop_are_not_a_failed_verification() {
     // behind slow TLS): verification's first samples meet health 503 and the service
     // logs "Redis ping failed: Stream isn't writeable ...", as a real one does.
     let w = world(WorldOptions { connect_delay_ms: 2_000, ..Default::default() }).await;
-    w.primary.kill();
-    w.service_sees_redis_down().await;
-    let exec = w.executor(EDITS).await;
-    let id = exec.open("test", "redis down").await.unwrap();
-    assert_eq!(exec.run(&id).await.unwrap(), RunEnd::Finished(Outcome::Recovered));
+    let (id, end) = fail_over(&w, "redis down").await;
+    assert_eq!(end, RunEnd::Finished(Outcome::Recovered));
 
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
     let verify: Vec<_> = j.checks(&id).await.unwrap().into_iter().filter(|c| c.phase == "verify").collect();
@@ -95,11 +103,8 @@ async fn failed_builds_are_retried_then_hold_on_the_flushed_backup_while_the_pri
         .set_faults(sandbox::FaultsPatch { fail_next_deploys: Some(100), fail_status: Some("build_failed".into()), ..Default::default() })
         .unwrap();
     let pid_before = w.sandbox.node_service().unwrap().pid();
-    w.primary.kill();
-    w.service_sees_redis_down().await;
-    let exec = w.executor(EDITS).await;
-    let id = exec.open("test", "redis down, builds failing").await.unwrap();
-    assert_eq!(exec.run(&id).await.unwrap(), RunEnd::Finished(Outcome::Held));
+    let (id, end) = fail_over(&w, "redis down, builds failing").await;
+    assert_eq!(end, RunEnd::Finished(Outcome::Held));
 
     let stats = platform.stats();
     assert_eq!(stats.deploy_count, 2, "the deploy and the playbook's one retry; no rollback deploy");
@@ -148,11 +153,8 @@ async fn workers_that_process_nothing_get_one_restart_then_hold_on_the_backup() 
     let platform = w.sandbox.platform();
     // Every deploy starts the service with its workers connected but not processing.
     platform.set_faults(sandbox::FaultsPatch { workers_enabled: Some(false), ..Default::default() }).unwrap();
-    w.primary.kill();
-    w.service_sees_redis_down().await;
-    let exec = w.executor(EDITS).await;
-    let id = exec.open("test", "redis down").await.unwrap();
-    assert_eq!(exec.run(&id).await.unwrap(), RunEnd::Finished(Outcome::Held));
+    let (id, end) = fail_over(&w, "redis down").await;
+    assert_eq!(end, RunEnd::Finished(Outcome::Held));
     let p = path(&w, &id).await;
     assert!(p.ends_with(&["verify".into(), "restart".into(), "verify".into(), "rollback".into(), "held".into()]), "{p:?}");
     assert_eq!(platform.stats().deploy_count, 2, "the switch's deploy and exactly one restart");
@@ -296,11 +298,8 @@ async fn confirmation_does_not_wait_for_a_service_call_it_does_not_need() {
     // command timeout. Confirm needs ping_failed plus one more signal: the error logs
     // answer at once, so each round is decided without the metrics call.
     let w = world(WorldOptions::default()).await;
-    w.primary.kill();
-    w.service_sees_redis_down().await;
-    let exec = w.executor(EDITS).await;
-    let id = exec.open("test", "redis down").await.unwrap();
-    assert_eq!(exec.run(&id).await.unwrap(), RunEnd::Finished(Outcome::Recovered));
+    let (id, end) = fail_over(&w, "redis down").await;
+    assert_eq!(end, RunEnd::Finished(Outcome::Recovered));
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
     let confirm: Vec<_> = j.checks(&id).await.unwrap().into_iter().filter(|c| c.phase == "confirm").collect();
     let skipped = confirm.iter().filter(|c| c.observed.starts_with("not awaited")).count();

@@ -180,7 +180,9 @@ impl Executor {
                 async {
                     match platform.deploy().await {
                         Ok(d) => Ok(json!({ "deploy_id": d.id, "status": d.status, "phase": d.phase })),
-                        Err(e) => Err(error_value(e)),
+                        // Whether the platform refused it (4xx: certainly not created) is
+                        // recorded with the error, so the outcome is judged on the type.
+                        Err(e) => Err(json!({ "error": e.to_string(), "refused": matches!(e, crate::ports::PlatformError::Refused(_)) })),
                     }
                 },
             )
@@ -191,7 +193,7 @@ impl Executor {
             // timeouts until the deadline, an interrupted attempt we cannot see): the
             // platform may have created it after all, and it may still go live on the
             // backup, so it counts as timed out (the rollback deploys).
-            let refused = error.starts_with("platform refused the request");
+            let refused = done.result["refused"].as_bool().unwrap_or(false);
             let status = if refused { DeployStatus::Failed } else { DeployStatus::TimedOut };
             return Ok((status, None, format!("deploy could not be started: {error}")));
         }

@@ -56,7 +56,9 @@ impl From<sqlx::Error> for JournalError {
         let busy = match &e {
             sqlx::Error::Database(db) => {
                 let msg = db.message();
-                msg.contains("database is locked") || msg.contains("database is busy") || db.code().as_deref() == Some("5")
+                // 522 is SQLITE_IOERR_SHORT_READ: another process (a `sqlite3` shell that
+                // just exited) changed the WAL under a read; read again and it is whole.
+                msg.contains("database is locked") || msg.contains("database is busy") || matches!(db.code().as_deref(), Some("5" | "522"))
             }
             _ => false,
         };
