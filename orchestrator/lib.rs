@@ -23,5 +23,6 @@ pub mod secret;
 pub mod selfcheck;
 pub mod server;
 pub mod service;
+pub mod timeline;
 pub mod watch;
 pub mod wiring;

@@ -1,59 +1,10 @@
-//! The audit timeline: an incident's journal rendered for a person at 3 a.m. (table)
-//! or for a program (JSON).
+//! The audit timeline ([`crate::timeline`]) rendered for a person at 3 a.m. (table), as
+//! a Markdown report, or followed live.
 
-use crate::journal::{parse_ts, CheckRow, CommandRow, EffectRow, IncidentRow, Journal, JournalError, TransitionRow};
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use crate::journal::{parse_ts, Journal, JournalError};
+pub use crate::timeline::{load, Timeline as Audit};
+use chrono::Utc;
 use std::fmt::Write;
-
-#[derive(Serialize)]
-pub struct Audit {
-    pub incident: IncidentRow,
-    pub transitions: Vec<AuditTransition>,
-    pub effects: Vec<EffectRow>,
-    pub commands: Vec<CommandRow>,
-    pub alerts: Vec<crate::journal::AlertRow>,
-    /// The hash of the incident's last ledger entry: a copy kept elsewhere proves what
-    /// the journal said (`orchestrator journal verify` checks the chain up to it).
-    pub journal_head: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct AuditTransition {
-    #[serde(flatten)]
-    pub row: TransitionRow,
-    /// Milliseconds since the incident opened.
-    pub elapsed_ms: i64,
-    /// Milliseconds spent in the from-state before this event.
-    pub in_step_ms: i64,
-    pub checks: Vec<CheckRow>,
-}
-
-pub async fn load(journal: &Journal, id: &str) -> Result<Audit, JournalError> {
-    let incident = journal.incident(id).await?;
-    let rows = journal.transitions(id).await?;
-    let checks = journal.checks(id).await?;
-    let opened = parse_ts(&incident.opened_at).unwrap_or_else(Utc::now);
-    let mut entered: DateTime<Utc> = opened;
-    let mut transitions = Vec::new();
-    for row in rows {
-        let at = parse_ts(&row.at).unwrap_or(opened);
-        let in_step = (at - entered).num_milliseconds();
-        let own: Vec<CheckRow> = checks.iter().filter(|c| c.transition_seq == row.seq).cloned().collect();
-        if row.rejected.is_none() && row.from_state != row.to_state {
-            entered = at;
-        }
-        transitions.push(AuditTransition { elapsed_ms: (at - opened).num_milliseconds(), in_step_ms: in_step, checks: own, row });
-    }
-    Ok(Audit {
-        journal_head: journal.head(id).await?,
-        effects: journal.effects(id).await?,
-        commands: journal.commands(id).await?,
-        alerts: journal.alerts(id).await?,
-        incident,
-        transitions,
-    })
-}
 
 /// Prints each transition as it is journaled (one line, with its note) until the
 /// incident ends.
@@ -157,7 +108,7 @@ pub fn render(a: &Audit) -> String {
         for c in &t.checks {
             let _ = writeln!(out, "{:<33}{} {:<22} {}", "", if c.holds { "✓" } else { "✗" }, c.item, c.observed);
         }
-        if let Some(detail) = event_detail(&r.observations) {
+        if let Some(detail) = t.gist.clone() {
             let _ = writeln!(out, "{:<33}  {detail}", "");
         }
         if let Some(n) = &r.note {
@@ -206,22 +157,6 @@ pub fn render(a: &Audit) -> String {
     out
 }
 
-/// The one-line gist of an event that carries more than checks.
-fn event_detail(json: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    let kind = v.get("type")?.as_str()?;
-    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-    match kind {
-        "assessed" => Some(format!("class {}: {}", s("class"), s("detail"))),
-        "switched" | "flushed" | "flush_failed" | "rollback_finished" => Some(s("detail")).filter(|d| !d.is_empty()),
-        "deploy_finished" => Some(format!("{} {} {}", s("status"), v.get("deploy_id").and_then(|d| d.as_str()).unwrap_or(""), s("detail"))),
-        "approve" | "reject" => Some(s("comment")).filter(|d| !d.is_empty()).map(|c| format!("“{c}”")),
-        "abort" => Some(s("reason")).filter(|d| !d.is_empty()).map(|c| format!("“{c}”")),
-        "verify_checked" if v.get("window_over").and_then(|w| w.as_bool()) == Some(true) => Some("verify window over".into()),
-        _ => None,
-    }
-}
-
 /// A post-incident report in Markdown: summary, timeline, what was done.
 pub fn report(a: &Audit) -> String {
     let i = &a.incident;
@@ -238,13 +173,7 @@ pub fn report(a: &Audit) -> String {
         let _ = writeln!(out, "- **Journal head:** `{h}` (keep a copy; `orchestrator journal verify {}` checks the chain)", i.id);
     }
     let _ = writeln!(out, "\n## Time per step\n\n| step | time |\n| --- | --- |");
-    let mut per: Vec<(String, i64)> = Vec::new();
-    for t in &a.transitions {
-        if t.row.rejected.is_none() && t.row.from_state != t.row.to_state {
-            per.push((t.row.from_state.clone(), t.in_step_ms));
-        }
-    }
-    for (step, ms) in per {
+    for (step, ms) in a.time_per_step() {
         let _ = writeln!(out, "| {step} | {} |", secs(ms));
     }
     let _ = writeln!(out, "\n## Timeline\n\n```\n{}```", render(a));

@@ -165,7 +165,7 @@ async fn get_incident(State(d): State<AppState>, Path(id): Path<String>, headers
     if let Err(r) = approver_or_401(&d, &headers) {
         return *r;
     }
-    match crate::cli::audit::load(&d.exec.journal, &id).await {
+    match crate::timeline::load(&d.exec.journal, &id).await {
         Ok(a) => Json(a).into_response(),
         Err(e) => journal_error(e),
     }
