@@ -1,43 +1,61 @@
-//! `orchestrator serve` without the HTTP: alert intake (dedupe, cooldown, pause), one
-//! runner task per open incident, resume of open incidents at start, and the watch
-//! loop that measures the runbook's alert conditions itself (judged in `watch`).
+//! `orchestrator serve` without the HTTP: a fleet of targets in one process. Alert
+//! intake per target (routing, dedupe, cooldown, pause, topology), one runner task per
+//! open incident, resume and adoption of open incidents, and per target the watch loop
+//! that measures the runbook's alert conditions itself (judged in `watch`) and the
+//! re-arm loop that measures the standby after a failover (judged in `topology`).
 
 mod intake;
+mod loops;
 
-use crate::executor::{Executor, RunEnd};
-use crate::journal::JournalError;
-use crate::server::alerts::IncomingAlert;
-use crate::server::metrics::Metrics;
+use crate::executor::RunEnd;
+use crate::fleet::{Registry, Route, Target};
+use crate::journal::{Journal, JournalError};
+use crate::metrics::Metrics;
+use crate::model::IncomingAlert;
+use crate::topology::Topology;
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The last answer of the service's queue metrics: when, and (waiting, failed) jobs.
-type QueueSample = (tokio::time::Instant, (u64, u64));
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("incident {id} belongs to target {target:?}, which this process does not run")]
+    ForeignTarget { id: String, target: String },
+}
+
+/// One target's intake and what the daemon keeps about it between rounds.
+pub(crate) struct Lane {
+    pub target: Arc<Target>,
+    queue: intake::Queue,
+    /// Serialises "is there an open incident? if not, open one" per target: a storm of
+    /// duplicate alerts opens exactly one incident, and never waits for another
+    /// target's storm.
+    intake: tokio::sync::Mutex<()>,
+    /// Whether the platform holds the standby's URL, cached briefly.
+    platform_cache: Mutex<Option<(std::time::Instant, bool)>>,
+    /// The topology as last read (the watch loop probes the active).
+    topology: Mutex<Topology>,
+}
 
 pub struct Daemon {
-    pub exec: Arc<Executor>,
+    pub registry: Registry,
+    /// The journal, unowned (alerts, reads); incidents are driven by executors that own
+    /// them. Redacts with every target's secrets.
+    pub journal: Journal,
     pub metrics: Arc<Metrics>,
-    pub auth: crate::server::auth::AuthConfig,
-    /// The playbook's secrets and the daemon's own tokens: everything that arrives from
-    /// outside is redacted with it before it is stored or echoed.
+    /// Every target's secrets and the caller's own (tokens): everything that arrives
+    /// from outside is redacted with it before it is stored or echoed.
     pub redactor: Arc<crate::redact::Redactor>,
-    /// HMAC signatures already accepted (a signature is accepted once).
-    pub replays: crate::server::auth::ReplayGuard,
-    /// Off loopback, an HMAC signature without a timestamp is refused: nothing would
-    /// stop its replay once forgotten.
-    pub require_signed_timestamp: std::sync::atomic::AtomicBool,
-    /// Requests waiting for the next group commit of alerts.
-    intake_queue: intake::Queue,
-    /// Serialises "is there an open incident? if not, open one": a storm of duplicate
-    /// alerts opens exactly one incident.
-    intake: tokio::sync::Mutex<()>,
+    lanes: BTreeMap<String, Arc<Lane>>,
+    /// Alerts that matched no target: journaled by a batcher of their own.
+    unrouted: intake::Queue,
     running: Mutex<HashSet<String>>,
     /// Incidents refused for resume (changed playbook): reported once, not every round.
     refused: Mutex<HashSet<String>>,
-    platform_cache: Mutex<Option<(std::time::Instant, bool)>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -46,76 +64,150 @@ pub struct Daemon {
 pub struct Disposition {
     pub fingerprint: String,
     pub disposition: String,
+    pub target: Option<String>,
     pub incident: Option<String>,
 }
 
 impl Daemon {
-    pub fn new(exec: Arc<Executor>, auth: crate::server::auth::AuthConfig, shutdown: watch::Receiver<bool>) -> Arc<Daemon> {
-        let mut redactor = (*exec.redactor).clone();
-        for s in auth.secrets() {
-            redactor.add_secret(&s);
+    /// A daemon for `registry`'s targets on `journal`. `extra_secrets` (the HTTP side's
+    /// tokens) are redacted like the playbooks' own.
+    pub fn new(journal: Journal, registry: Registry, extra_secrets: &[String], shutdown: watch::Receiver<bool>) -> Arc<Daemon> {
+        let mut redactor = crate::redact::Redactor::default();
+        for t in registry.iter() {
+            redactor.merge(&t.playbook.redactor);
+        }
+        for s in extra_secrets {
+            redactor.add_secret(s);
         }
         crate::redact::install(&redactor);
         let redactor = Arc::new(redactor);
+        let lanes = registry
+            .iter()
+            .map(|t| {
+                let lane = Lane {
+                    target: t.clone(),
+                    queue: Default::default(),
+                    intake: tokio::sync::Mutex::new(()),
+                    platform_cache: Mutex::new(None),
+                    topology: Mutex::new(Topology::as_written(&t.name)),
+                };
+                (t.name.clone(), Arc::new(lane))
+            })
+            .collect();
         Arc::new(Daemon {
+            journal: journal.with_redactor(redactor.clone()),
             redactor,
-            replays: Default::default(),
-            require_signed_timestamp: Default::default(),
-            intake_queue: Default::default(),
-            exec,
+            registry,
+            lanes,
+            unrouted: Default::default(),
             metrics: Arc::new(Metrics::default()),
-            auth,
-            intake: tokio::sync::Mutex::new(()),
             running: Mutex::new(HashSet::new()),
             refused: Mutex::new(HashSet::new()),
-            platform_cache: Mutex::new(None),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
             shutdown,
         })
     }
 
-    /// Journals each alert and decides what it means. Returns only after every alert
-    /// is journaled, so a 2xx answer means "recorded". Group commit: see [`intake`].
-    pub async fn intake(self: &Arc<Self>, source: &str, alerts: Vec<IncomingAlert>) -> Result<Vec<Disposition>, JournalError> {
-        self.enqueue(source, alerts).await
+    /// Reads every target's topology (at start, before the loops).
+    pub async fn load_topology(&self) -> Result<(), JournalError> {
+        for lane in self.lanes.values() {
+            let t = self.journal.topology(&lane.target.name).await?;
+            *lane.topology.lock().expect("topology") = t;
+        }
+        Ok(())
     }
 
-    /// Whether the platform holds the backup URL (the service was failed over and
-    /// nobody moved it back). Cached briefly: a storm must not become a storm of
-    /// platform API calls. "Could not tell" is `false`: the incident's preflight asks
-    /// again and escalates to a person.
-    async fn platform_holds_backup(&self) -> bool {
+    pub fn target_names(&self) -> Vec<String> {
+        self.registry.names()
+    }
+
+    /// Journals each alert and decides what it means. `in_url` is the target the
+    /// webhook URL names. Returns only after every alert is journaled, so a 2xx answer
+    /// means "recorded". Alerts go to their target's intake (group commit per target,
+    /// see [`intake`]); a body's alerts for one target are never split.
+    pub async fn intake(self: &Arc<Self>, source: &str, in_url: Option<&str>, alerts: Vec<IncomingAlert>) -> Result<Vec<Disposition>, JournalError> {
+        let mut groups: BTreeMap<Option<String>, Vec<(usize, IncomingAlert, Option<String>)>> = BTreeMap::new();
+        for (i, a) in alerts.into_iter().enumerate() {
+            match self.registry.route(in_url, &a) {
+                Route::Target(name) => groups.entry(Some(name)).or_default().push((i, a, None)),
+                Route::Unrouted { asked, why } => {
+                    tracing::warn!(source, asked = asked.as_deref().map(|a| self.redactor.redact(a)), why = %self.redactor.redact(&why), "alert matched no target; journaled as unrouted");
+                    groups.entry(None).or_default().push((i, a, asked));
+                }
+            }
+        }
+        let mut answers: Vec<(usize, Disposition)> = Vec::new();
+        for (target, items) in groups {
+            let order: Vec<usize> = items.iter().map(|(i, _, _)| *i).collect();
+            let asked: Vec<Option<String>> = items.iter().map(|(_, _, a)| a.clone()).collect();
+            let alerts: Vec<IncomingAlert> = items.into_iter().map(|(_, a, _)| a).collect();
+            let lane = target.as_deref().and_then(|name| self.lanes.get(name)).cloned();
+            let n = alerts.len() as u64;
+            let unrouted = lane.is_none();
+            let got = self.enqueue(lane, source, alerts, asked).await?;
+            if unrouted {
+                self.metrics.unrouted(source, n);
+            }
+            answers.extend(order.into_iter().zip(got));
+        }
+        answers.sort_by_key(|(i, _)| *i);
+        Ok(answers.into_iter().map(|(_, d)| d).collect())
+    }
+
+    fn lane(&self, target: &str) -> Option<&Arc<Lane>> {
+        self.lanes.get(target)
+    }
+
+    /// Whether the platform holds the standby's URL (the service is not where the
+    /// topology says). Cached briefly: a storm must not become a storm of platform API
+    /// calls. "Could not tell" is `false`: the incident's preflight asks again and
+    /// escalates to a person.
+    async fn platform_holds_standby(&self, lane: &Lane, topology: &Topology) -> bool {
         const FRESH: Duration = Duration::from_secs(30);
-        if let Some((at, holds)) = *self.platform_cache.lock().expect("platform cache") {
+        if let Some((at, holds)) = *lane.platform_cache.lock().expect("platform cache") {
             if at.elapsed() < FRESH {
                 return holds;
             }
         }
-        let pb = &self.exec.playbook;
+        let standby = lane.target.playbook.endpoint(topology.standby()).clone();
         let holds = matches!(
-            tokio::time::timeout(Duration::from_secs(5), self.exec.ports.platform.read_url()).await,
-            Ok(Ok(Some(v))) if v == pb.redis.backup.expose()
+            tokio::time::timeout(Duration::from_secs(5), lane.target.ports.platform.read_url()).await,
+            Ok(Ok(Some(v))) if v == standby.expose()
         );
-        *self.platform_cache.lock().expect("platform cache") = Some((std::time::Instant::now(), holds));
+        *lane.platform_cache.lock().expect("platform cache") = Some((std::time::Instant::now(), holds));
         holds
     }
 
-    async fn open_and_spawn(self: &Arc<Self>, source: &str, summary: &str) -> Result<(&'static str, Option<String>), JournalError> {
-        let id = match self.exec.open(source, summary).await {
+    async fn open_and_spawn(self: &Arc<Self>, lane: &Arc<Lane>, source: &str, summary: &str) -> Result<(&'static str, Option<String>), JournalError> {
+        let target = &lane.target;
+        let exec = target.executor_now().await?;
+        let id = match exec.open(source, summary).await {
             Ok(id) => id,
             // Another process (`orchestrator run`) opened one a moment ago: join it.
-            Err(crate::executor::ExecError::Journal(JournalError::AlreadyOpen(target))) => {
-                return Ok(("attached", self.exec.journal.open_incident_for(&target).await?.map(|i| i.id)));
+            Err(crate::executor::ExecError::Journal(JournalError::AlreadyOpen(name))) => {
+                return Ok(("attached", self.journal.open_incident_for(&name).await?.map(|i| i.id)));
             }
             Err(crate::executor::ExecError::Journal(e)) => return Err(e),
             Err(e) => return Err(JournalError::Corrupt(e.to_string())),
         };
-        self.spawn(&id);
+        self.spawn_on(target.clone(), &id);
         Ok(("opened", Some(id)))
     }
 
-    /// Runs an incident in the background unless it already runs.
-    pub fn spawn(self: &Arc<Self>, id: &str) {
+    /// Runs an incident in the background unless it already runs: finds its target.
+    pub async fn spawn(self: &Arc<Self>, id: &str) -> Result<(), DaemonError> {
+        let inc = self.journal.incident(id).await?;
+        let target = self.target_of(&inc).ok_or_else(|| DaemonError::ForeignTarget { id: id.to_string(), target: inc.target.clone() })?;
+        self.spawn_on(target, id);
+        Ok(())
+    }
+
+    /// The target an incident belongs to, if this process runs it.
+    pub fn target_of(&self, inc: &crate::journal::IncidentRow) -> Option<Arc<Target>> {
+        self.registry.get(&inc.target).or_else(|| inc.target.contains(':').then(|| self.registry.get(&inc.playbook_name)).flatten()).cloned()
+    }
+
+    fn spawn_on(self: &Arc<Self>, target: Arc<Target>, id: &str) {
         if self.refused.lock().expect("refused set").contains(id) || !self.running.lock().expect("running set").insert(id.to_string()) {
             return;
         }
@@ -124,9 +216,16 @@ impl Daemon {
         let mut tasks = self.tasks.lock().expect("task set");
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            let result = me.exec.run(&id).await;
+            let result = match target.executor_for(&id).await {
+                Ok(exec) => {
+                    let r = exec.run(&id).await;
+                    exec.flush_notifications(Duration::from_secs(5)).await;
+                    r
+                }
+                Err(e) => Err(e.into()),
+            };
             match &result {
-                Ok(RunEnd::Finished(o)) => tracing::info!(incident = %id, outcome = %o, "incident ended"),
+                Ok(RunEnd::Finished(o)) => tracing::info!(incident = %id, target = %target.name, outcome = %o, "incident ended"),
                 Ok(RunEnd::Interrupted) => tracing::info!(incident = %id, "incident interrupted by shutdown; resumable"),
                 Ok(RunEnd::AwaitingApproval(step)) => tracing::info!(incident = %id, %step, "incident waits for approval"),
                 Err(crate::executor::ExecError::Journal(JournalError::HeldBy { owner, .. })) => {
@@ -134,34 +233,42 @@ impl Daemon {
                 }
                 Err(e) => tracing::error!(incident = %id, error = %e, "incident runner stopped; resume it when the cause is fixed"),
             }
+            // The incident may have moved the topology: the watch loop must probe the
+            // endpoint the service is on now.
+            if let (Some(lane), Ok(t)) = (me.lane(&target.name), me.journal.topology(&target.name).await) {
+                *lane.topology.lock().expect("topology") = t;
+            }
             me.running.lock().expect("running set").remove(&id);
         });
     }
 
-    /// Resumes every open incident (what `serve` does at start).
+    /// Resumes every open incident of this process's targets (what `serve` does at start).
     pub async fn resume_open(self: &Arc<Self>) -> Result<Vec<String>, JournalError> {
-        let open = self.exec.journal.open_incidents().await?;
+        let open = self.journal.open_incidents().await?;
         let mut resumed = Vec::new();
         for inc in open {
-            if inc.target != self.exec.target() {
-                continue;
-            }
+            let Some(target) = self.target_of(&inc) else { continue };
             if self.running.lock().expect("running set").contains(&inc.id) || self.refused.lock().expect("refused set").contains(&inc.id) {
                 continue;
             }
-            if let Err(e) = self.exec.check_pinned(&inc.id).await {
+            let check = match target.executor_for(&inc.id).await {
+                Ok(exec) => exec.check_pinned(&inc.id).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = check {
                 tracing::error!(incident = %inc.id, error = %e, "not resuming");
                 self.refused.lock().expect("refused set").insert(inc.id);
                 continue;
             }
-            self.spawn(&inc.id);
+            self.spawn_on(target, &inc.id);
             resumed.push(inc.id);
         }
         Ok(resumed)
     }
 
-    /// Picks up open incidents nobody drives: opened by `orchestrator trigger`, or
-    /// whose runner stopped on an error. Every few seconds, until shutdown.
+    /// Picks up open incidents nobody drives: opened by `orchestrator trigger` or
+    /// `switchover --detach`, or whose runner stopped on an error. Every few seconds,
+    /// until shutdown.
     pub async fn adopt_loop(self: Arc<Self>, every: Duration) {
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -172,12 +279,14 @@ impl Daemon {
             if *self.shutdown.borrow() {
                 return;
             }
-            // Under the intake lock: an incident intake is opening right now is not
-            // "nobody's" yet.
-            let adopted = {
-                let _intake = self.intake.lock().await;
-                self.resume_open().await
-            };
+            // Under every target's intake lock: an incident intake is opening right now
+            // is not "nobody's" yet.
+            let mut guards = Vec::new();
+            for lane in self.lanes.values() {
+                guards.push(lane.intake.lock().await);
+            }
+            let adopted = self.resume_open().await;
+            drop(guards);
             match adopted {
                 Ok(ids) if !ids.is_empty() => tracing::info!(?ids, "adopted open incidents"),
                 Ok(_) => {}
@@ -190,110 +299,66 @@ impl Daemon {
     pub async fn drain(&self, limit: Duration) {
         let mut set = std::mem::take(&mut *self.tasks.lock().expect("task set"));
         let _ = tokio::time::timeout(limit, async { while set.join_next().await.is_some() {} }).await;
-        self.exec.flush_notifications(Duration::from_secs(5)).await;
     }
 
-    /// The runbook's alert conditions, measured by the orchestrator itself: PING
-    /// failing for a window, latency above a threshold for a window, queue depth above
-    /// a bound, failed jobs above a bound within a window.
-    pub async fn watch_loop(self: Arc<Self>) {
-        let pb = self.exec.playbook.clone();
-        if !pb.watch.enabled {
-            return;
+    /// Starts every target's watch loop (when its playbook enables it) and re-arm loop.
+    pub fn start_loops(self: &Arc<Self>, watch: bool) {
+        for lane in self.lanes.values() {
+            if watch && lane.target.playbook.watch.enabled {
+                tokio::spawn(self.clone().watch_loop(lane.clone()));
+            }
+            tokio::spawn(self.clone().rearm_loop(lane.clone()));
         }
-        let mut conditions = crate::watch::Conditions::new(pb.watch.clone());
-        let mut blocked: std::collections::HashMap<&'static str, tokio::time::Instant> = Default::default();
-        let started = tokio::time::Instant::now();
-        let mut shutdown = self.shutdown.clone();
-        // The service's queue metrics are read by a task of their own: a real service
-        // can take ioredis's whole timeout to answer while Redis is down, and that must
-        // never delay the Redis probe, which is what detects the failure.
-        let latest_queue: Arc<Mutex<Option<QueueSample>>> = Arc::default();
-        let reader = {
-            let (me, latest, every) = (self.clone(), latest_queue.clone(), pb.watch.interval);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if let Ok(m) = me.exec.ports.service.queue_metrics().await {
-                        *latest.lock().expect("queue sample") = Some((tokio::time::Instant::now(), (m.waiting_jobs, m.failed_jobs)));
-                    }
-                }
-            })
-        };
-        struct AbortOnDrop(tokio::task::JoinHandle<()>);
-        impl Drop for AbortOnDrop {
-            fn drop(&mut self) {
-                self.0.abort();
-            }
+    }
+
+    /// What `status` and `GET /status` show per target.
+    pub async fn status(&self) -> Result<Vec<TargetStatus>, JournalError> {
+        let mut out = Vec::new();
+        for t in self.registry.iter() {
+            out.push(TargetStatus::read(&self.journal, &t.playbook).await?);
         }
-        let _reader = AbortOnDrop(reader);
-        // Rounds on a fixed clock: a slow probe (a frozen Redis takes the whole ping
-        // timeout) does not push the next one back by its own length.
-        let mut tick = tokio::time::interval(pb.watch.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            if *self.shutdown.borrow() {
-                return;
-            }
-            let ping = self.exec.ports.redis.check(&pb.redis.primary, pb.thresholds.ping_timeout).await;
-            // Our own trouble (out of descriptors, memory, no route of our own) says
-            // nothing about Redis: report it as ours and judge nothing this round.
-            if let Err(f) = &ping {
-                if f.class == crate::model::FailureClass::Local {
-                    crate::selfcheck::report(&f.message);
-                    continue;
-                }
-            }
-            self.metrics.probe(ping.as_ref().ok().copied());
-            let sample = crate::watch::Sample {
-                at: started.elapsed(),
-                ping: ping.map_err(|f| f.to_string()),
-                // The last answer while it is recent (a slow metrics call must not read as
-                // "no backlog" and re-arm the queue conditions every other round).
-                queue: latest_queue
-                    .lock()
-                    .expect("queue sample")
-                    .filter(|(at, _)| at.elapsed() < pb.watch.interval * 3 + pb.service.request_timeout)
-                    .map(|(_, q)| q),
-            };
-            // While an incident is open, new breaches are noted but not journaled: that
-            // incident is already the answer.
-            let breaches = conditions.observe_new(&sample);
-            let open =
-                if breaches.is_empty() { None } else { self.exec.journal.open_incident_for(&self.exec.target()).await.ok().flatten() };
-            for b in breaches.into_iter().filter(|_| open.is_none()) {
-                let fingerprint = b.fingerprint;
-                let alert = IncomingAlert { firing: true, fingerprint: fingerprint.into(), summary: b.summary };
-                match self.intake("watch", vec![alert]).await {
-                    Err(e) => {
-                        tracing::error!(error = %e, "watch loop could not journal its alert; retrying next round");
-                        conditions.rearm(fingerprint);
-                    }
-                    // Held back only for now (paused, cooling down): raise it again a
-                    // little later (12 rounds, at most a minute) if it still holds, so it
-                    // is not lost when the block ends.
-                    Ok(d) if d.iter().any(|d| d.disposition == "paused" || d.disposition == "cooldown") => {
-                        let retry = (pb.watch.interval * 12).min(Duration::from_secs(60));
-                        blocked.insert(fingerprint, tokio::time::Instant::now() + retry);
-                    }
-                    Ok(_) => {}
-                }
-            }
-            let now = tokio::time::Instant::now();
-            blocked.retain(|fingerprint, until| {
-                if now >= *until {
-                    conditions.rearm(fingerprint);
-                    false
-                } else {
-                    true
-                }
-            });
-        }
+        Ok(out)
+    }
+}
+
+/// One target as `status` shows it: active, standby, armed or why not, open incident,
+/// last outcome, paused.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    pub target: String,
+    pub active: String,
+    pub active_endpoint: String,
+    pub standby: String,
+    pub standby_endpoint: String,
+    pub since: String,
+    pub through: Option<String>,
+    pub armed: bool,
+    pub reason: String,
+    pub open_incident: Option<String>,
+    pub open_state: Option<String>,
+    pub last_outcome: Option<String>,
+    pub paused: bool,
+}
+
+impl TargetStatus {
+    pub async fn read(journal: &Journal, pb: &crate::playbook::Playbook) -> Result<TargetStatus, JournalError> {
+        let topo = journal.topology(&pb.name).await?;
+        let open = journal.open_incident_for(&pb.name).await?;
+        let last = journal.last_closed_for(&pb.name).await?;
+        Ok(TargetStatus {
+            target: pb.name.clone(),
+            active: topo.active.to_string(),
+            active_endpoint: pb.endpoint(topo.active).endpoint(),
+            standby: topo.standby().to_string(),
+            standby_endpoint: pb.endpoint(topo.standby()).endpoint(),
+            since: topo.since.clone(),
+            through: topo.incident.clone(),
+            armed: topo.armed,
+            reason: topo.reason.clone(),
+            open_state: open.as_ref().map(|i| i.state.clone()),
+            open_incident: open.map(|i| i.id),
+            last_outcome: last.map(|(_, o, _)| o),
+            paused: journal.paused_for(&pb.name).await?,
+        })
     }
 }

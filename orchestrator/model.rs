@@ -129,3 +129,39 @@ named_enum!(
         Held => "held",
     }
 );
+
+named_enum!(
+    /// One of the playbook's two Redis endpoints, by the name the playbook gives it.
+    /// Which one the service uses now (the active) is the target's topology, kept in
+    /// the journal: after a failover the playbook's `backup` is active.
+    Side {
+        Primary => "primary",
+        Backup => "backup",
+    }
+);
+
+impl Default for Side {
+    fn default() -> Self {
+        Side::Primary
+    }
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Primary => Side::Backup,
+            Side::Backup => Side::Primary,
+        }
+    }
+}
+
+/// An alert as it arrives (a webhook body's alert, or a watch-loop breach), before it is
+/// routed to a target and journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IncomingAlert {
+    pub firing: bool,
+    pub fingerprint: String,
+    pub summary: String,
+    /// The alert's string labels (routing reads `target` and the playbooks' labels).
+    pub labels: std::collections::BTreeMap<String, String>,
+}

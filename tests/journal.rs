@@ -34,7 +34,7 @@ async fn transitions_are_append_only_in_the_database() {
     let j = Journal::open(&dir.path().join("j.db")).await.unwrap();
     let mut m = Machine::new(policy());
     let id = j.create_incident(&new_incident(), &m, Utc::now()).await.unwrap();
-    feed(&j, &id, &mut m, Event::Trigger { source: "test".into(), detail: "".into() }).await;
+    feed(&j, &id, &mut m, Event::Trigger { source: "test".into(), detail: "".into(), from: Default::default(), planned: false }).await;
 
     let upd = sqlx::query("UPDATE transitions SET to_state = 'recovered'").execute(j.pool()).await;
     let err = upd.expect_err("UPDATE must fail").to_string();
@@ -53,7 +53,7 @@ async fn an_incident_resumes_from_the_journal_alone() {
         let j = Journal::open(&path).await.unwrap();
         let mut m = Machine::new(policy());
         id = j.create_incident(&new_incident(), &m, Utc::now()).await.unwrap();
-        feed(&j, &id, &mut m, Event::Trigger { source: "test".into(), detail: "".into() }).await;
+        feed(&j, &id, &mut m, Event::Trigger { source: "test".into(), detail: "".into(), from: Default::default(), planned: false }).await;
         feed(&j, &id, &mut m, Event::ConfirmChecked { checks: vec![Check::new("ping_failed", true, "refused")] }).await;
         feed(
             &j,
@@ -188,7 +188,7 @@ async fn the_database_allows_one_open_incident_per_target_and_one_driver() {
     let held = me.claim(&id, Utc::now()).await.unwrap_err();
     assert!(matches!(held, JournalError::HeldBy { .. }), "{held}");
     let mut m2 = m.clone();
-    let e = Event::Trigger { source: "t".into(), detail: "".into() };
+    let e = Event::Trigger { source: "t".into(), detail: "".into(), from: Default::default(), planned: false };
     let d = m2.handle(&e);
     let fenced = me.record_decision(&id, &e, &d, &m2, Utc::now()).await.unwrap_err();
     assert!(matches!(fenced, JournalError::LeaseLost(_)), "{fenced}");

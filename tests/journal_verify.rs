@@ -37,7 +37,7 @@ async fn journal_with_history(path: &Path) -> String {
         approver_os_users: Default::default(),
     };
     let id = j.create_incident(&new, &m, Utc::now()).await.unwrap();
-    feed(&j, &id, &mut m, Event::Trigger { source: "test".into(), detail: "".into() }).await;
+    feed(&j, &id, &mut m, Event::Trigger { source: "test".into(), detail: "".into(), from: Default::default(), planned: false }).await;
     feed(&j, &id, &mut m, Event::ConfirmChecked { checks: vec![Check::new("ping_failed", true, "refused")] }).await;
     let preflight = vec![Check::new("backup_ping", true, "PONG"), Check::new("backup_latency", true, "1 ms")];
     feed(&j, &id, &mut m, Event::Assessed { class: FailureClass::ConnectionRefused, detail: "".into(), preflight, primary_answers: false })
@@ -64,7 +64,7 @@ async fn journal_with_history(path: &Path) -> String {
     let mut m2 = Machine::new(policy());
     let other = NewIncident { target: "127.0.0.1:7002/0".into(), ..new };
     let id2 = j.create_incident(&other, &m2, Utc::now()).await.unwrap();
-    feed(&j, &id2, &mut m2, Event::Trigger { source: "test".into(), detail: "".into() }).await;
+    feed(&j, &id2, &mut m2, Event::Trigger { source: "test".into(), detail: "".into(), from: Default::default(), planned: false }).await;
     feed(&j, &id2, &mut m2, Event::ConfirmChecked { checks: vec![Check::new("ping_failed", false, "PONG")] }).await;
     assert_eq!(m2.state().name(), "false_alarm");
     j.close().await;

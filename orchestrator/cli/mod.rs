@@ -58,10 +58,19 @@ pub enum Command {
     Check(PlaybookArg),
     /// Run the daemon: webhooks, watch loop, approvals API, metrics; resumes open incidents.
     Serve(ServeArgs),
-    /// Switch automatic failover off for everyone (alerts are still journaled).
+    /// Switch automatic failover off for everyone, or one target (alerts are still journaled).
     Pause(PauseArgs),
     /// Switch automatic failover back on.
     Unpause(PauseArgs),
+    /// Per target: which endpoint is active and which the standby, armed or why not,
+    /// the open incident, the last outcome, paused.
+    Status(StatusArgs),
+    /// Move a target's service to its standby on purpose (maintenance, failback after a
+    /// repair): the failover's machine with a planned trigger and no Confirm.
+    Switchover(SwitchoverArgs),
+    /// Say where a target's service is and arm automatic failover again (after a held
+    /// or escalated incident, where only a person may).
+    Arm(ArmArgs),
     /// The journal itself: verify its hash chains.
     #[command(subcommand)]
     Journal(JournalCmd),
@@ -141,6 +150,58 @@ pub struct IncidentsArgs {
     pub json: bool,
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
+    /// Only this target's incidents.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The alerts that matched no target (journaled as `unrouted`) instead.
+    #[arg(long)]
+    pub unrouted: bool,
+}
+
+/// One or more playbooks: files, and every `*.yaml` in folders.
+#[derive(Args, Debug, Clone)]
+pub struct PlaybooksArg {
+    /// A playbook (repeatable): each is one target, named by its `name`.
+    #[arg(long, short)]
+    pub playbook: Vec<PathBuf>,
+    /// Every `*.yaml` in this folder is a playbook (repeatable).
+    #[arg(long)]
+    pub playbooks: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub playbooks: PlaybooksArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SwitchoverArgs {
+    /// The target (a playbook's name).
+    pub target: String,
+    #[command(flatten)]
+    pub playbooks: PlaybooksArg,
+    #[arg(long, default_value = "planned switchover")]
+    pub reason: String,
+    /// Open it for `serve` to drive instead of running it here.
+    #[arg(long)]
+    pub detach: bool,
+    #[arg(long)]
+    pub wait_for_approval: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ArmArgs {
+    pub target: String,
+    /// Where the service is now: the playbook's `primary` or `backup`.
+    #[arg(long, value_parser = ["primary", "backup"])]
+    pub active: String,
+    #[arg(long = "as", env = "ORCH_USER")]
+    pub actor: String,
+    #[arg(long, short, default_value = "")]
+    pub comment: String,
 }
 
 #[derive(Args, Debug)]
@@ -156,8 +217,8 @@ pub struct AuditArgs {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    #[arg(long, short)]
-    pub playbook: PathBuf,
+    #[command(flatten)]
+    pub playbooks: PlaybooksArg,
     /// Listen address. Anything but loopback needs ORCH_WEBHOOK_TOKEN (or
     /// ORCH_WEBHOOK_HMAC_SECRET) and ORCH_APPROVER_TOKENS.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -180,6 +241,9 @@ pub struct ServeArgs {
 pub struct PauseArgs {
     #[arg(long = "as", env = "ORCH_USER", default_value = "operator")]
     pub actor: String,
+    /// Only this target (default: everyone).
+    #[arg(long)]
+    pub target: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,6 +276,49 @@ fn load_playbook(path: &Path) -> Result<Playbook, Failure> {
     playbook::load(path).map_err(|e| usage(e.to_string()))
 }
 
+/// Every playbook named: the files, then each folder's `*.yaml` in name order. Every
+/// file's problems are reported, not only the first file's.
+pub fn load_playbooks(a: &PlaybooksArg) -> Result<Vec<Playbook>, Failure> {
+    let mut files = a.playbook.clone();
+    for dir in &a.playbooks {
+        let entries = std::fs::read_dir(dir).map_err(|e| usage(format!("cannot read the playbook folder {}: {e}", dir.display())))?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml") && p.is_file())
+            .collect();
+        found.sort();
+        if found.is_empty() {
+            return Err(usage(format!("no *.yaml playbook in {}", dir.display())));
+        }
+        files.extend(found);
+    }
+    if files.is_empty() {
+        return Err(usage("no playbook: pass --playbook FILE (repeatable) or --playbooks DIR"));
+    }
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for f in &files {
+        match playbook::load(f) {
+            Ok(pb) => out.push(pb),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(usage(problems.join("\n")));
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for pb in &out {
+        if let Some(first) = seen.insert(pb.name.clone(), pb.source.display().to_string()) {
+            return Err(usage(format!(
+                "two playbooks are named {:?} ({first} and {}): a target's name must be unique",
+                pb.name,
+                pb.source.display()
+            )));
+        }
+    }
+    Ok(out)
+}
+
 async fn existing_journal(path: &Path) -> Result<Journal, Failure> {
     Journal::open_existing(path).await.map_err(Failure::from)
 }
@@ -226,13 +333,13 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Run(a) => {
             let pb = load_playbook(&a.playbook)?;
             let journal = Journal::open(&cli.db).await?;
-            if let Some(open) = journal.open_incident_for(&pb.redis.primary.endpoint()).await? {
+            if let Some(open) = journal.open_incident_for(&pb.name).await? {
                 return Err(usage(format!(
                     "incident {} is already open for {} (state {}); `orchestrator resume {} --playbook ...` continues it",
                     open.id, open.target, open.state, open.id
                 )));
             }
-            let exec = executor(journal, pb, a.wait_for_approval, false);
+            let exec = target(journal, pb, a.wait_for_approval, false).executor_now().await?;
             let id = exec.open("manual", &a.reason).await?;
             eprintln!("incident {id} opened (journal {})", cli.db.display());
             finish(&exec, &id).await
@@ -240,12 +347,12 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Trigger(a) => {
             let pb = load_playbook(&a.playbook)?;
             let journal = Journal::open(&cli.db).await?;
-            if let Some(open) = journal.open_incident_for(&pb.redis.primary.endpoint()).await? {
+            if let Some(open) = journal.open_incident_for(&pb.name).await? {
                 println!("{}", open.id);
                 eprintln!("incident {} is already open for {} (state {}); not opening another", open.id, open.target, open.state);
                 return Ok(exit::OK);
             }
-            let exec = executor(journal, pb, false, false);
+            let exec = target(journal, pb, false, false).executor_now().await?;
             let id = exec.open_for_others("manual", &a.reason).await?;
             println!("{id}");
             Ok(exit::OK)
@@ -258,7 +365,10 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                 eprintln!("incident {} has already ended: {outcome}", inc.id);
                 return Ok(crate::model::Outcome::parse(outcome).map(exit::for_outcome).unwrap_or(exit::OK));
             }
-            let exec = executor(journal, pb, a.wait_for_approval, a.allow_changed_playbook);
+            if inc.target != pb.name && !(inc.target.contains(':') && inc.playbook_name == pb.name) {
+                return Err(usage(format!("incident {} belongs to target {:?}, not to {:?} ({})", inc.id, inc.target, pb.name, a.playbook.display())));
+            }
+            let exec = target(journal, pb, a.wait_for_approval, a.allow_changed_playbook).executor_for(&a.id).await?;
             exec.check_pinned(&a.id).await.map_err(|e| usage(e.to_string()))?;
             eprintln!("resuming incident {} from {}", a.id, inc.state);
             finish(&exec, &a.id).await
@@ -268,18 +378,34 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Abort(a) => person_command(&cli.db, CommandKind::Abort, a).await,
         Command::Incidents(a) => {
             let journal = existing_journal(&cli.db).await?;
-            let rows = journal.incidents(a.limit).await?;
+            if a.unrouted {
+                let rows = journal.unrouted_alerts(a.limit).await?;
+                if a.json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else if rows.is_empty() {
+                    println!("no unrouted alerts in {}", cli.db.display());
+                } else {
+                    println!("{:<25} {:<13} {:<18} {:<9} SUMMARY", "RECEIVED", "SOURCE", "NAMED TARGET", "STATUS");
+                    for r in rows {
+                        let named = if r.target.is_empty() { "(none)" } else { r.target.as_str() };
+                        println!("{:<25} {:<13} {:<18} {:<9} {}", r.received_at, r.source, named, r.status, r.summary);
+                    }
+                }
+                return Ok(exit::OK);
+            }
+            let rows: Vec<_> =
+                journal.incidents(a.limit).await?.into_iter().filter(|r| a.target.as_ref().is_none_or(|t| &r.target == t)).collect();
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
                 println!("no incidents in {}", cli.db.display());
             } else {
-                println!("{:<27} {:<14} {:<18} {:<25} OUTCOME", "ID", "PLAYBOOK", "STATE", "OPENED");
+                println!("{:<27} {:<16} {:<18} {:<25} OUTCOME", "ID", "TARGET", "STATE", "OPENED");
                 for r in rows {
                     println!(
-                        "{:<27} {:<14} {:<18} {:<25} {}",
+                        "{:<27} {:<16} {:<18} {:<25} {}",
                         r.id,
-                        r.playbook_name,
+                        r.target,
                         r.state,
                         r.opened_at,
                         r.outcome.as_deref().unwrap_or("(open)")
@@ -336,22 +462,134 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(if report.ok() { exit::OK } else { exit::TAMPERED })
         }
+        Command::Pause(a) | Command::Unpause(a) if a.target.as_ref().is_some_and(|t| t.is_empty()) => Err(usage("--target must not be empty")),
         Command::Pause(a) => {
             let journal = Journal::open(&cli.db).await?;
-            journal.set_setting_as("paused", "1", &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now()).await?;
-            println!("automatic failover paused by {} (alerts are still journaled)", a.actor);
+            journal.set_paused(a.target.as_deref(), true, &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now()).await?;
+            let whom = a.target.as_deref().map(|t| format!(" for {t}")).unwrap_or_else(|| " for every target".into());
+            println!("automatic failover paused{whom} by {} (alerts are still journaled)", a.actor);
             Ok(exit::OK)
         }
         Command::Unpause(a) => {
             let journal = Journal::open(&cli.db).await?;
-            journal.set_setting_as("paused", "0", &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now()).await?;
-            println!("automatic failover resumed by {}", a.actor);
+            journal.set_paused(a.target.as_deref(), false, &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now()).await?;
+            let whom = a.target.as_deref().map(|t| format!(" for {t}")).unwrap_or_default();
+            println!("automatic failover resumed{whom} by {}", a.actor);
             Ok(exit::OK)
         }
+        Command::Status(a) => status(&cli.db, a).await,
+        Command::Switchover(a) => switchover(&cli.db, a).await,
+        Command::Arm(a) => arm(&cli.db, a).await,
     }
 }
 
-fn executor(journal: Journal, pb: Playbook, wait_for_approval: bool, allow_changed: bool) -> Executor {
+/// `status`: per target, from the journal (and the playbooks, for the endpoints).
+async fn status(db: &Path, a: StatusArgs) -> Result<i32, Failure> {
+    let journal = existing_journal(db).await?;
+    let named = !a.playbooks.playbook.is_empty() || !a.playbooks.playbooks.is_empty();
+    let rows = if named {
+        let mut rows = Vec::new();
+        for pb in load_playbooks(&a.playbooks)? {
+            rows.push(crate::daemon::TargetStatus::read(&journal, &pb).await?);
+        }
+        rows
+    } else {
+        Vec::new()
+    };
+    if a.json {
+        if named {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            println!("{}", serde_json::to_string_pretty(&journal.topologies().await?)?);
+        }
+        return Ok(exit::OK);
+    }
+    if !named {
+        let topologies = journal.topologies().await?;
+        if topologies.is_empty() {
+            println!("no target has failed over in {}: every target is on its playbook's primary, armed (pass --playbook for more)", db.display());
+        }
+        for t in topologies {
+            println!("{:<18} active {:<8} {:<9} {}", t.target, t.active.as_str(), if t.armed { "ARMED" } else { "DISARMED" }, t.reason);
+        }
+        return Ok(exit::OK);
+    }
+    for r in rows {
+        println!("{}{}", r.target, if r.paused { "  [PAUSED]" } else { "" });
+        println!("  active   {} {}{}", r.active, r.active_endpoint, if r.since.is_empty() { String::new() } else { format!("  since {}", r.since) });
+        println!("  standby  {} {}", r.standby, r.standby_endpoint);
+        println!("  {:<8} {}{}", if r.armed { "ARMED" } else { "DISARMED" }, r.reason, r.through.as_deref().map(|i| format!(" (through {i})")).unwrap_or_default());
+        match (&r.open_incident, &r.open_state) {
+            (Some(id), Some(state)) => println!("  open     {id} in {state}"),
+            _ => println!("  open     none"),
+        }
+        println!("  last     {}", r.last_outcome.as_deref().unwrap_or("none"));
+    }
+    Ok(exit::OK)
+}
+
+/// `switchover TARGET`: a planned move of the service to its standby.
+async fn switchover(db: &Path, a: SwitchoverArgs) -> Result<i32, Failure> {
+    let mut pbs = load_playbooks(&a.playbooks)?;
+    let Some(pos) = pbs.iter().position(|p| p.name == a.target) else {
+        let names: Vec<&str> = pbs.iter().map(|p| p.name.as_str()).collect();
+        return Err(usage(format!("no playbook is named {:?} (targets: {})", a.target, names.join(", "))));
+    };
+    let pb = pbs.swap_remove(pos);
+    let journal = Journal::open(db).await?;
+    if let Some(open) = journal.open_incident_for(&pb.name).await? {
+        return Err(usage(format!("incident {} is open for {} (state {}); a switchover waits for it to end", open.id, open.target, open.state)));
+    }
+    let topo = journal.topology(&pb.name).await?;
+    let exec = target(journal, pb, a.wait_for_approval, false).executor_now().await?;
+    eprintln!(
+        "switchover of {}: from the {} {} to the {} {}",
+        a.target,
+        topo.active,
+        exec.playbook.redis.primary.endpoint(),
+        topo.standby(),
+        exec.playbook.redis.backup.endpoint()
+    );
+    let id = exec.open_switchover(crate::executor::SWITCHOVER_SOURCE, &a.reason).await?;
+    if a.detach {
+        exec.journal.release(&id).await?;
+        println!("{id}");
+        eprintln!("switchover {id} opened; the `serve` running {} drives it", a.target);
+        return Ok(exit::OK);
+    }
+    eprintln!("switchover {id} opened (journal {})", db.display());
+    finish(&exec, &id).await
+}
+
+/// `arm TARGET --active SIDE`: a person says where the service is; armed at once.
+async fn arm(db: &Path, a: ArmArgs) -> Result<i32, Failure> {
+    if a.actor.trim().is_empty() {
+        return Err(usage("--as NAME must not be empty"));
+    }
+    let journal = Journal::open(db).await?;
+    let active = crate::model::Side::parse(&a.active).ok_or_else(|| usage("--active must be primary or backup"))?;
+    if let Some(open) = journal.open_incident_for(&a.target).await? {
+        return Err(usage(format!("incident {} is open for {}; arm it after it ends", open.id, a.target)));
+    }
+    let before = journal.topology(&a.target).await?;
+    let me = osuser::OsUser::current().describe();
+    let change = crate::topology::Change {
+        kind: crate::topology::ChangeKind::Set,
+        active,
+        moved: active != before.active,
+        incident: None,
+        armed: true,
+        needs_person: false,
+        standby_ok_since: None,
+        reason: format!("armed by {} ({me}) with the {active} active{}", a.actor, if a.comment.is_empty() { String::new() } else { format!(": {}", a.comment) }),
+        actor: a.actor.clone(),
+    };
+    journal.change_topology(&a.target, &change, chrono::Utc::now()).await?;
+    println!("{}: the {active} is active, automatic failover armed (by {})", a.target, a.actor);
+    Ok(exit::OK)
+}
+
+fn target(journal: Journal, pb: Playbook, wait_for_approval: bool, allow_changed: bool) -> crate::fleet::Target {
     let pb = Arc::new(pb);
     let ports = crate::wiring::real_ports(&pb);
     let opts = ExecOptions {
@@ -362,7 +600,7 @@ fn executor(journal: Journal, pb: Playbook, wait_for_approval: bool, allow_chang
         ..ExecOptions::default()
     };
     let (_tx, rx) = crate::wiring::shutdown_on_signals();
-    Executor::new(journal, ports, pb, opts, rx)
+    crate::fleet::Target::new(journal, ports, pb, opts, rx)
 }
 
 async fn finish(exec: &Executor, id: &str) -> Result<i32, Failure> {
@@ -452,47 +690,52 @@ async fn person_command(db: &Path, kind: CommandKind, a: CommandArgs) -> Result<
 }
 
 async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
-    let mut pb = load_playbook(&a.playbook)?;
+    let playbooks = load_playbooks(&a.playbooks)?;
     let auth = crate::server::auth::AuthConfig::from_env().map_err(usage)?;
     auth.check_for(a.listen.ip().is_loopback()).map_err(usage)?;
-    // The daemon's own tokens are secrets of this run like the playbook's.
-    let mut redactor = (*pb.redactor).clone();
-    for s in auth.secrets() {
-        redactor.add_secret(&s);
-    }
-    crate::redact::install(&redactor);
-    pb.redactor = Arc::new(redactor);
-    let pb = Arc::new(pb);
     // A shorter busy timeout than the CLI's: a webhook sender waits on us.
     let journal = Journal::open_with(db, true, std::time::Duration::from_secs(2)).await?;
     let (_tx, shutdown) = crate::wiring::shutdown_on_signals();
-    let ports = crate::wiring::real_ports(&pb);
     let opts =
         ExecOptions { wait_for_approval: true, allow_changed_playbook: a.allow_changed_playbook, reporter: None, ..ExecOptions::default() };
-    let exec = Arc::new(Executor::new(journal, ports, pb.clone(), opts, shutdown.clone()));
+    let secrets: Vec<String> = auth.secrets();
+    let mut targets = Vec::new();
+    for mut pb in playbooks {
+        // The daemon's own tokens are secrets of this run like the playbooks' own.
+        let mut redactor = (*pb.redactor).clone();
+        for s in &secrets {
+            redactor.add_secret(s);
+        }
+        pb.redactor = Arc::new(redactor);
+        let pb = Arc::new(pb);
+        let ports = crate::wiring::real_ports(&pb);
+        targets.push(crate::fleet::Target::new(journal.clone(), ports, pb, opts.clone(), shutdown.clone()));
+    }
+    let registry = crate::fleet::Registry::new(targets).map_err(|e| usage(e.to_string()))?;
+    let names = registry.names();
+    let daemon = crate::daemon::Daemon::new(journal, registry, &secrets, shutdown.clone());
     let hmac_configured = auth.hmac_secret.is_some();
-    let daemon = crate::daemon::Daemon::new(exec, auth, shutdown.clone());
+    let app = crate::server::App::new(daemon.clone(), auth);
     let loopback = a.listen.ip().is_loopback();
-    daemon.require_signed_timestamp.store(!loopback, std::sync::atomic::Ordering::Relaxed);
+    app.require_signed_timestamp.store(!loopback, std::sync::atomic::Ordering::Relaxed);
     if hmac_configured && loopback {
         tracing::warn!(
             "HMAC signatures without X-Grafana-Alerting-Signature-Timestamp are accepted on loopback: each once, but remembered only while this process runs"
         );
     }
+    daemon.load_topology().await?;
     let resumed = daemon.resume_open().await?;
     for id in &resumed {
         eprintln!("resuming open incident {id}");
     }
-    if !a.no_watch {
-        tokio::spawn(daemon.clone().watch_loop());
-    }
+    daemon.start_loops(!a.no_watch);
     tokio::spawn(daemon.clone().adopt_loop(std::time::Duration::from_secs(2)));
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .map_err(|e| Failure { code: exit::FAILURE, message: format!("cannot listen on {}: {e}", a.listen) })?;
     let addr = listener.local_addr()?;
-    println!("{}", serde_json::json!({ "listening": addr.to_string(), "playbook": pb.name, "resumed": resumed }));
-    eprintln!("orchestrator serving playbook {} on http://{addr} (journal {})", pb.name, db.display());
+    println!("{}", serde_json::json!({ "listening": addr.to_string(), "targets": names, "resumed": resumed }));
+    eprintln!("orchestrator serving {} target(s) ({}) on http://{addr} (journal {})", names.len(), names.join(", "), db.display());
     let mut stop = shutdown.clone();
     let signal = async move {
         while !*stop.borrow() {
@@ -506,9 +749,9 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
         body_timeout: a.body_timeout,
         ..crate::server::listen::Limits::default()
     };
-    crate::server::serve_with(listener, daemon.clone(), limits, signal).await?;
+    crate::server::serve_with(listener, app, limits, signal).await?;
     eprintln!("shutting down: waiting for incident runners to reach a resumable point");
     daemon.drain(std::time::Duration::from_secs(30)).await;
-    daemon.exec.journal.close().await;
+    daemon.journal.close().await;
     Ok(exit::OK)
 }

@@ -1,18 +1,20 @@
-//! Alert intake with group commit: the alerts of every webhook waiting at a moment are
-//! decided and journaled together, in one transaction and one fsync.
+//! Alert intake with group commit, one queue per target (and one for unrouted alerts):
+//! the alerts of every webhook waiting at a moment for a target are decided and
+//! journaled together, in one transaction and one fsync.
 //!
 //! One fsync per alert under one lock capped a storm at about 1.7k requests/s and let
 //! a 1,000-alert body hold up a single alert for a second. Here requests queue; one
-//! task takes everything queued, decides each alert's disposition in arrival order
-//! (the first firing alert with no open incident opens it; the rest attach), writes all
-//! of them in one transaction, and only then answers each request: 2xx means its
-//! alerts are on disk, 5xx that they are not (the whole batch, since it is one
-//! transaction). A body's alerts are never split across transactions. The incident's
-//! own writes keep their place in the journal's FIFO between batches.
+//! task per target takes everything queued, decides each alert's disposition in
+//! arrival order (the first firing alert with no open incident opens it; the rest
+//! attach), writes all of them in one transaction, and only then answers each request:
+//! 2xx means its alerts are on disk, 5xx that they are not (the whole batch, since it
+//! is one transaction). A body's alerts for one target are never split across
+//! transactions. Queues per target: a storm for one target waits behind its own
+//! batches, never in front of another target's first alert.
 
-use super::{Daemon, Disposition};
+use super::{Daemon, Disposition, Lane};
 use crate::journal::{JournalError, NewAlert};
-use crate::server::alerts::IncomingAlert;
+use crate::model::IncomingAlert;
 use chrono::Utc;
 use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, oneshot};
@@ -26,45 +28,97 @@ type Reply = oneshot::Sender<Result<Vec<Disposition>, JournalError>>;
 pub(super) struct Job {
     source: String,
     alerts: Vec<IncomingAlert>,
+    /// Per alert, for unrouted ones: the target it named.
+    asked: Vec<Option<String>>,
     reply: Reply,
 }
 
-/// The queue in front of the batcher, started with the first request.
+/// The queue in front of a batcher, started with the first request.
 #[derive(Default)]
 pub struct Queue(std::sync::OnceLock<mpsc::UnboundedSender<Job>>);
 
 impl Daemon {
-    /// Journals each alert and decides what it means. Returns only after every alert
-    /// is journaled, so a 2xx answer means "recorded".
-    pub(super) async fn enqueue(self: &Arc<Self>, source: &str, alerts: Vec<IncomingAlert>) -> Result<Vec<Disposition>, JournalError> {
-        let tx = self.intake_queue.0.get_or_init(|| {
+    /// Journals each alert of `lane`'s target (or, with `None`, each unrouted alert)
+    /// and decides what it means. Returns only after every alert is journaled.
+    pub(super) async fn enqueue(
+        self: &Arc<Self>,
+        lane: Option<Arc<Lane>>,
+        source: &str,
+        alerts: Vec<IncomingAlert>,
+        asked: Vec<Option<String>>,
+    ) -> Result<Vec<Disposition>, JournalError> {
+        let queue = match &lane {
+            Some(l) => &l.queue,
+            None => &self.unrouted,
+        };
+        let tx = queue.0.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(batcher(Arc::downgrade(self), rx));
+            tokio::spawn(batcher(Arc::downgrade(self), lane.as_ref().map(Arc::downgrade), rx));
             tx
         });
         let (reply, answer) = oneshot::channel();
-        tx.send(Job { source: source.to_string(), alerts, reply }).map_err(|_| JournalError::Corrupt("alert intake has stopped".into()))?;
+        tx.send(Job { source: source.to_string(), alerts, asked, reply })
+            .map_err(|_| JournalError::Corrupt("alert intake has stopped".into()))?;
         answer.await.map_err(|_| JournalError::Corrupt("alert intake dropped the request".into()))?
     }
 
-    async fn journal_batch(self: &Arc<Self>, jobs: Vec<Job>) {
-        // Under the intake lock: adoption must not see an incident this batch is
-        // opening as "nobody's".
-        let _guard = self.intake.lock().await;
-        match self.decide(&jobs).await {
-            Ok((rows, answers)) => {
-                let at = Utc::now();
-                match self.exec.journal.record_alerts(&rows, at).await {
-                    Ok(()) => {
-                        for (job, answer) in jobs.into_iter().zip(answers) {
-                            let _ = job.reply.send(Ok(answer));
-                        }
-                    }
-                    Err(e) => fail_all(jobs, &e),
-                }
+    async fn journal_batch(self: &Arc<Self>, lane: Option<&Arc<Lane>>, jobs: Vec<Job>) {
+        let decided = match lane {
+            Some(lane) => {
+                // Under the target's intake lock: adoption must not see an incident this
+                // batch is opening as "nobody's".
+                let _guard = lane.intake.lock().await;
+                let decided = self.decide(lane, &jobs).await;
+                self.write(jobs, decided).await;
+                return;
             }
+            None => Ok(self.unrouted_rows(&jobs)),
+        };
+        self.write(jobs, decided).await;
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn write(&self, jobs: Vec<Job>, decided: Result<(Vec<(NewAlert, Option<String>, &'static str)>, Vec<Vec<Disposition>>), JournalError>) {
+        match decided {
+            Ok((rows, answers)) => match self.journal.record_alerts(&rows, Utc::now()).await {
+                Ok(()) => {
+                    for (job, answer) in jobs.into_iter().zip(answers) {
+                        let _ = job.reply.send(Ok(answer));
+                    }
+                }
+                Err(e) => fail_all(jobs, &e),
+            },
             Err(e) => fail_all(jobs, &e),
         }
+    }
+
+    /// Unrouted alerts: journaled with the target they named (or none), attached to
+    /// nothing.
+    #[allow(clippy::type_complexity)]
+    fn unrouted_rows(&self, jobs: &[Job]) -> (Vec<(NewAlert, Option<String>, &'static str)>, Vec<Vec<Disposition>>) {
+        let mut rows = Vec::new();
+        let mut answers = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut answer = Vec::with_capacity(job.alerts.len());
+            for (a, asked) in job.alerts.iter().zip(&job.asked) {
+                let fingerprint = self.redactor.redact(&a.fingerprint);
+                let target = asked.as_deref().map(|t| self.redactor.redact(&truncate(t, 200))).unwrap_or_default();
+                rows.push((
+                    NewAlert {
+                        source: job.source.clone(),
+                        fingerprint: fingerprint.clone(),
+                        status: if a.firing { "firing" } else { "resolved" }.into(),
+                        target,
+                        summary: self.redactor.redact(&a.summary),
+                    },
+                    None,
+                    "unrouted",
+                ));
+                answer.push(Disposition { fingerprint, disposition: "unrouted".into(), target: None, incident: None });
+            }
+            answers.push(answer);
+        }
+        (rows, answers)
     }
 
     /// Each alert's disposition, in arrival order. Reads the journal once per batch,
@@ -72,11 +126,11 @@ impl Daemon {
     #[allow(clippy::type_complexity)]
     async fn decide(
         self: &Arc<Self>,
+        lane: &Arc<Lane>,
         jobs: &[Job],
     ) -> Result<(Vec<(NewAlert, Option<String>, &'static str)>, Vec<Vec<Disposition>>), JournalError> {
-        let journal = &self.exec.journal;
-        let target = self.exec.target();
-        let mut incident = journal.open_incident_for(&target).await?.map(|i| i.id);
+        let target = lane.target.name.clone();
+        let mut incident = self.journal.open_incident_for(&target).await?.map(|i| i.id);
         // Why a firing alert with no open incident starts nothing, decided once.
         let mut held: Option<Option<&'static str>> = None;
         let mut rows = Vec::new();
@@ -93,12 +147,12 @@ impl Daemon {
                     ("attached", incident.clone())
                 } else {
                     if held.is_none() {
-                        held = Some(self.held_back(&target).await?);
+                        held = Some(self.held_back(lane).await?);
                     }
                     match held.flatten() {
                         Some(why) => (why, None),
                         None => {
-                            let (d, id) = self.open_and_spawn(&job.source, &summary).await?;
+                            let (d, id) = self.open_and_spawn(lane, &job.source, &summary).await?;
                             incident = id.clone();
                             (d, id)
                         }
@@ -106,45 +160,53 @@ impl Daemon {
                 };
                 let status = if a.firing { "firing" } else { "resolved" };
                 rows.push((
-                    NewAlert {
-                        source: job.source.clone(),
-                        fingerprint: fingerprint.clone(),
-                        status: status.into(),
-                        target: target.clone(),
-                        summary,
-                    },
+                    NewAlert { source: job.source.clone(), fingerprint: fingerprint.clone(), status: status.into(), target: target.clone(), summary },
                     inc.clone(),
                     disposition,
                 ));
-                answer.push(Disposition { fingerprint, disposition: disposition.into(), incident: inc });
+                answer.push(Disposition { fingerprint, disposition: disposition.into(), target: Some(target.clone()), incident: inc });
             }
             answers.push(answer);
         }
         Ok((rows, answers))
     }
 
-    /// Why a firing alert with no open incident must not start one: paused, the
-    /// playbook's backup already live after a recovery, or the cooldown.
-    async fn held_back(&self, target: &str) -> Result<Option<&'static str>, JournalError> {
-        let journal = &self.exec.journal;
-        if journal.paused().await? {
+    /// Why a firing alert with no open incident must not start one: paused, automatic
+    /// failover disarmed after a failover (or the platform not where the topology
+    /// says), or the cooldown.
+    async fn held_back(&self, lane: &Lane) -> Result<Option<&'static str>, JournalError> {
+        let target = &lane.target.name;
+        if self.journal.paused_for(target).await? {
             return Ok(Some("paused"));
         }
-        if let Some((closed, outcome, hash)) = journal.last_closed_for(target).await? {
-            let cooldown = chrono::Duration::from_std(self.exec.playbook.cooldown).unwrap_or_default();
-            if outcome == "recovered" && hash == self.exec.playbook.hash && self.platform_holds_backup().await {
-                // The playbook's primary is no longer what the service uses: a second
-                // failover under the same playbook would flush the live Redis.
-                tracing::warn!(target = %target, "alert after a completed failover: update the playbook (swap primary and backup); no automatic failover until then");
-                return Ok(Some("failed_over"));
-            }
+        let topology = self.journal.topology(target).await?;
+        if !topology.armed {
+            tracing::warn!(target = %target, reason = %topology.reason, "alert while automatic failover is disarmed: journaled, no failover");
+            return Ok(Some("failed_over"));
+        }
+        if self.platform_holds_standby(lane, &topology).await {
+            // The service is not where the topology says (moved by hand?): a switch to
+            // the "standby" would flush the Redis production uses.
+            tracing::warn!(target = %target, active = %topology.active, "alert while the platform holds the standby's URL: no automatic failover; check `orchestrator status`");
+            return Ok(Some("failed_over"));
+        }
+        if let Some((closed, _, _)) = self.journal.last_closed_for(target).await? {
+            let cooldown = chrono::Duration::from_std(lane.target.playbook.cooldown).unwrap_or_default();
             if Utc::now() - closed < cooldown {
-                tracing::info!(closed = %closed, "alert during the cooldown: journaled, no automatic failover");
+                tracing::info!(target = %target, closed = %closed, "alert during the cooldown: journaled, no automatic failover");
                 return Ok(Some("cooldown"));
             }
         }
         Ok(None)
     }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 fn fail_all(jobs: Vec<Job>, e: &JournalError) {
@@ -155,7 +217,9 @@ fn fail_all(jobs: Vec<Job>, e: &JournalError) {
 }
 
 /// Takes everything queued, journals it as one batch, repeats. Ends with the daemon.
-async fn batcher(daemon: Weak<Daemon>, mut rx: mpsc::UnboundedReceiver<Job>) {
+/// Weak references both: the lane holds this batcher's sender, and the batcher must
+/// end when the daemon (and so the lane) is gone.
+async fn batcher(daemon: Weak<Daemon>, lane: Option<Weak<Lane>>, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.recv().await {
         let mut n = first.alerts.len();
         let mut batch = vec![first];
@@ -169,6 +233,13 @@ async fn batcher(daemon: Weak<Daemon>, mut rx: mpsc::UnboundedReceiver<Job>) {
             }
         }
         let Some(d) = daemon.upgrade() else { return };
-        d.journal_batch(batch).await;
+        let lane = match &lane {
+            Some(weak) => match weak.upgrade() {
+                Some(l) => Some(l),
+                None => return,
+            },
+            None => None,
+        };
+        d.journal_batch(lane.as_ref(), batch).await;
     }
 }

@@ -66,6 +66,9 @@ pub enum Progress {
     Info(String),
 }
 
+/// The trigger source of a planned switchover (`orchestrator switchover`).
+pub const SWITCHOVER_SOURCE: &str = "switchover";
+
 pub type Reporter = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 #[derive(Clone)]
@@ -100,7 +103,12 @@ impl Default for ExecOptions {
 pub struct Executor {
     pub journal: Journal,
     pub ports: Ports,
+    /// The playbook oriented to the topology: `redis.primary` is the endpoint the
+    /// service was on when the incident opened (the active), `redis.backup` the standby.
     pub playbook: Arc<Playbook>,
+    /// The playbook as written, and which of its endpoints is the active here.
+    pub written: Arc<Playbook>,
+    pub active: crate::model::Side,
     pub opts: ExecOptions,
     /// Every secret the playbook holds or references, scrubbed from observations
     /// before they are journaled: the service's logs or health messages may echo a
@@ -142,6 +150,8 @@ impl Executor {
         Executor {
             journal,
             ports,
+            written: playbook.clone(),
+            active: crate::model::Side::Primary,
             playbook,
             opts,
             redactor,
@@ -149,6 +159,14 @@ impl Executor {
             notifications: Mutex::new(tokio::task::JoinSet::new()),
             lost_claims: Default::default(),
         }
+    }
+
+    /// The same executor driving with `active` as the endpoint the service is on (the
+    /// target's topology, or the incident's own record of it).
+    pub fn with_active(mut self, active: crate::model::Side) -> Self {
+        self.playbook = Arc::new(self.written.oriented(active));
+        self.active = active;
+        self
     }
 
     /// Kills the process with SIGKILL when `point` is the configured crash point: the
@@ -180,13 +198,23 @@ impl Executor {
         *self.shutdown.borrow()
     }
 
-    /// The target incidents are grouped by: the primary's endpoint, never its password.
+    /// The target incidents are grouped by: the playbook's name.
     pub fn target(&self) -> String {
-        self.playbook.redis.primary.endpoint()
+        self.playbook.name.clone()
     }
 
     /// Opens an incident and journals its trigger: Detect → Confirm.
     pub async fn open(&self, source: &str, detail: &str) -> Result<String, ExecError> {
+        self.open_as(source, detail, false).await
+    }
+
+    /// Opens a planned switchover away from the active: Detect → Assess (nothing to
+    /// confirm), then the standby's preflight, gates, flush, deploy, verify.
+    pub async fn open_switchover(&self, source: &str, detail: &str) -> Result<String, ExecError> {
+        self.open_as(source, detail, true).await
+    }
+
+    async fn open_as(&self, source: &str, detail: &str, planned: bool) -> Result<String, ExecError> {
         let mut machine = Machine::new(Policy::from_playbook(&self.playbook));
         let new = NewIncident {
             playbook_name: self.playbook.name.clone(),
@@ -202,7 +230,8 @@ impl Executor {
         let id = self.journal_retry(|| self.journal.create_incident(&new, &machine, self.now())).await?;
         // Detect is the state the incident is created in, not entered by a transition.
         self.crash_point("state:detect");
-        self.feed(&id, &mut machine, Event::Trigger { source: source.to_string(), detail: detail.to_string() }).await?;
+        let trigger = Event::Trigger { source: source.to_string(), detail: detail.to_string(), from: self.active, planned };
+        self.feed(&id, &mut machine, trigger).await?;
         Ok(id)
     }
 
@@ -221,7 +250,8 @@ impl Executor {
         let decision = machine.handle(&event);
         let (event, decision) = (self.redacted(&event), self.redacted_decision(&decision));
         let at = self.now();
-        let seq = match self.journal_retry(|| self.journal.record_decision(id, &event, &decision, machine, at)).await {
+        let moves = self.topology_change(id, &decision, machine);
+        let seq = match self.journal_retry(|| self.journal.record_decision_moving(id, &event, &decision, machine, at, moves.as_ref())).await {
             Ok(seq) => seq,
             Err(e) => {
                 // Not journaled means not decided: keep the machine as it was.
@@ -231,6 +261,17 @@ impl Executor {
         };
         self.after_decision(id, seq, &event, &decision);
         Ok(decision)
+    }
+
+    /// What the decision does to the target's topology: an incident that ends
+    /// recovered moves the service to the standby (see [`crate::topology`]).
+    fn topology_change(&self, id: &str, decision: &Decision, machine: &Machine) -> Option<crate::topology::Change> {
+        if decision.rejected.is_some() {
+            return None;
+        }
+        let outcome = decision.to.outcome()?;
+        let inc = machine.incident();
+        crate::topology::after_close(outcome, inc.from, inc.switched, id, self.playbook.topology.rearm_after)
     }
 
     /// What follows a journaled decision: the crash point (drills), progress, and the
@@ -514,7 +555,8 @@ impl Executor {
                         // An incident is opened with its trigger; Detect only persists if the
                         // process died between the two writes. The trigger is in incidents.
                         let inc = self.journal.incident(id).await?;
-                        Some(Event::Trigger { source: inc.trigger_source, detail: inc.trigger_detail })
+                        let planned = inc.trigger_source == SWITCHOVER_SOURCE;
+                        Some(Event::Trigger { source: inc.trigger_source, detail: inc.trigger_detail, from: self.active, planned })
                     }
                     Effect::RunConfirmChecklist { attempt } => self.confirm_step(id, &machine, attempt).await?,
                     Effect::Assess => self.assess_step(id, &machine).await?,

@@ -18,6 +18,7 @@ use sqlx::{Row, SqliteConnection};
 /// The chain of everything not tied to one incident.
 pub const ALERTS: &str = "alerts";
 pub const SETTINGS: &str = "settings";
+pub const TOPOLOGY: &str = "topology";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -31,10 +32,11 @@ pub enum Kind {
     Applied,
     Alert,
     Setting,
+    Topology,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Open,
         Kind::Close,
         Kind::Transition,
@@ -45,6 +47,7 @@ impl Kind {
         Kind::Applied,
         Kind::Alert,
         Kind::Setting,
+        Kind::Topology,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl Kind {
             Kind::Applied => "applied",
             Kind::Alert => "alert",
             Kind::Setting => "setting",
+            Kind::Topology => "topology",
         }
     }
 
@@ -75,6 +79,7 @@ impl Kind {
             Kind::Command | Kind::Applied => "commands",
             Kind::Alert => "alerts",
             Kind::Setting => "settings",
+            Kind::Topology => "topology_changes",
         }
     }
 
@@ -94,6 +99,7 @@ impl Kind {
             Kind::Applied => "id, applied_at, accepted, result",
             Kind::Alert => "id, received_at, source, fingerprint, status, target, summary, incident_id, disposition",
             Kind::Setting => "key, value, set_by, at, os_user",
+            Kind::Topology => "id, target, at, change, active, armed, reason, incident_id, actor",
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod chain;
 mod records;
 pub mod verify;
+pub mod topology;
 
 pub use records::*;
 
@@ -420,7 +421,22 @@ impl Journal {
         machine: &Machine,
         at: DateTime<Utc>,
     ) -> Result<i64> {
-        self.record(incident, event, decision, machine, at, None).await
+        self.record(incident, event, decision, machine, at, None, None).await
+    }
+
+    /// [`Journal::record_decision`] that also moves the incident's target's topology in
+    /// the same transaction (an incident that ends recovered, held, or escalated after
+    /// its switch).
+    pub async fn record_decision_moving(
+        &self,
+        incident: &str,
+        event: &Event,
+        decision: &Decision,
+        machine: &Machine,
+        at: DateTime<Utc>,
+        topology: Option<&crate::topology::Change>,
+    ) -> Result<i64> {
+        self.record(incident, event, decision, machine, at, None, topology).await
     }
 
     /// [`Journal::record_decision`] for a person's command, marking the command applied
@@ -435,9 +451,10 @@ impl Journal {
         at: DateTime<Utc>,
         command: (i64, bool, &str),
     ) -> Result<i64> {
-        self.record(incident, event, decision, machine, at, Some(command)).await
+        self.record(incident, event, decision, machine, at, Some(command), None).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn record(
         &self,
         incident: &str,
@@ -446,6 +463,7 @@ impl Journal {
         machine: &Machine,
         at: DateTime<Utc>,
         command: Option<(i64, bool, &str)>,
+        topology: Option<&crate::topology::Change>,
     ) -> Result<i64> {
         let _write = self.writes.lock().await;
         // IMMEDIATE: take the write lock before reading, so the fence and the sequence
@@ -530,6 +548,12 @@ impl Journal {
             }
             if let (Some((rowid, true)), Some(_)) = (was_open, outcome) {
                 entries.push((chain::Kind::Close, rowid));
+                // The close moves the target's topology, once: a close is never rewritten.
+                if let Some(change) = topology {
+                    let target: String =
+                        sqlx::query("SELECT target FROM incidents WHERE id = ?").bind(incident).fetch_one(&mut *tx).await?.get(0);
+                    topology::apply(&mut tx, &self.redactor, &target, change, at).await?;
+                }
             }
         }
         if let Some((id, accepted, result)) = command {
@@ -601,7 +625,9 @@ impl Journal {
 
     /// The open incident for a target, if any: new alerts attach to it.
     pub async fn open_incident_for(&self, target: &str) -> Result<Option<IncidentRow>> {
-        Ok(self.open_incidents().await?.into_iter().find(|i| i.target == target))
+        // Incidents journaled before targets had names carry the primary's endpoint
+        // (host:port/db, never a valid name): theirs is the playbook's name.
+        Ok(self.open_incidents().await?.into_iter().find(|i| i.target == target || (i.playbook_name == target && i.target.contains(':'))))
     }
 
     /// The last incident for a target that ended other than as a false alarm: when it
@@ -611,7 +637,7 @@ impl Journal {
     pub async fn last_closed_for(&self, target: &str) -> Result<Option<(DateTime<Utc>, String, String)>> {
         let row = sqlx::query(
             "SELECT closed_at, outcome, playbook_hash FROM incidents
-             WHERE target = ? AND closed_at IS NOT NULL AND outcome != 'false_alarm'
+             WHERE (target = ?1 OR (playbook_name = ?1 AND target LIKE '%:%')) AND closed_at IS NOT NULL AND outcome != 'false_alarm'
              ORDER BY closed_at DESC LIMIT 1",
         )
         .bind(target)
@@ -894,24 +920,45 @@ impl Journal {
 
     pub async fn alerts(&self, incident: &str) -> Result<Vec<AlertRow>> {
         let rows = sqlx::query(
-            "SELECT received_at, source, fingerprint, status, summary, disposition FROM alerts WHERE incident_id = ? ORDER BY id",
+            "SELECT received_at, target, source, fingerprint, status, summary, disposition FROM alerts WHERE incident_id = ? ORDER BY id",
         )
         .bind(incident)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
+        Ok(alert_rows(&rows))
+    }
+
+    /// The newest alerts that matched no target (`incidents --unrouted`), newest last.
+    pub async fn unrouted_alerts(&self, limit: i64) -> Result<Vec<AlertRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT id, received_at, target, source, fingerprint, status, summary, disposition FROM alerts
+             WHERE disposition = 'unrouted' ORDER BY id DESC LIMIT ?) ORDER BY id",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(alert_rows(&rows))
+    }
+}
+
+fn alert_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Vec<AlertRow> {
+    {
+        rows
             .iter()
             .map(|r| AlertRow {
                 received_at: r.get("received_at"),
+                target: r.get("target"),
                 source: r.get("source"),
                 fingerprint: r.get("fingerprint"),
                 status: r.get("status"),
                 summary: r.get("summary"),
                 disposition: r.get("disposition"),
             })
-            .collect())
+            .collect()
     }
+}
 
+impl Journal {
     pub async fn set_setting(&self, key: &str, value: &str, by: &str, at: DateTime<Utc>) -> Result<()> {
         self.set_setting_as(key, value, by, None, at).await
     }
@@ -939,10 +986,77 @@ impl Journal {
         Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
     }
 
-    /// Whether automatic failover is switched off (`orchestrator pause`).
+    /// Whether automatic failover is switched off for everyone (`orchestrator pause`).
     pub async fn paused(&self) -> Result<bool> {
         Ok(self.setting("paused").await?.map(|(v, _, _)| v == "1").unwrap_or(false))
     }
+
+    /// Whether automatic failover is switched off for `target`: for everyone, or for
+    /// it alone (`orchestrator pause --target T`).
+    pub async fn paused_for(&self, target: &str) -> Result<bool> {
+        Ok(self.paused().await? || self.setting(&pause_key(target)).await?.map(|(v, _, _)| v == "1").unwrap_or(false))
+    }
+
+    /// Pauses (or unpauses) one target, or everyone with `None`.
+    pub async fn set_paused(&self, target: Option<&str>, paused: bool, by: &str, os_user: Option<&str>, at: DateTime<Utc>) -> Result<()> {
+        let key = target.map(pause_key).unwrap_or_else(|| "paused".into());
+        self.set_setting_as(&key, if paused { "1" } else { "0" }, by, os_user, at).await
+    }
+
+    /// The figures `/metrics` reads from the journal.
+    pub async fn stats(&self) -> Result<Stats> {
+        let pool = &self.pool;
+        let outcomes = sqlx::query("SELECT target, outcome, COUNT(*) FROM incidents WHERE outcome IS NOT NULL GROUP BY target, outcome")
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let open = sqlx::query("SELECT target, state, COUNT(*) FROM incidents WHERE closed_at IS NULL GROUP BY target, state")
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        // Time in each step: from entering a state to leaving it, over all incidents.
+        let steps = sqlx::query(
+            "WITH moves AS (
+                SELECT incident_id, from_state, to_state, julianday(at) AS t,
+                       LAG(julianday(at)) OVER (PARTITION BY incident_id ORDER BY seq) AS prev
+                FROM transitions WHERE rejected IS NULL AND from_state != to_state)
+             SELECT from_state, COUNT(*), SUM((t - prev) * 86400.0) FROM moves WHERE prev IS NOT NULL GROUP BY from_state",
+        )
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+        let paused_targets = sqlx::query("SELECT substr(key, 8) FROM settings WHERE key LIKE 'paused:%' AND value = '1'")
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(Stats { outcomes, open, steps, paused: self.paused().await?, paused_targets, topologies: self.topologies().await? })
+    }
+}
+
+fn pause_key(target: &str) -> String {
+    format!("paused:{target}")
+}
+
+/// What `/metrics` reads from the journal at a scrape.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// (target, outcome, incidents)
+    pub outcomes: Vec<(String, String, i64)>,
+    /// (target, state, open incidents)
+    pub open: Vec<(String, String, i64)>,
+    /// (step, times left, seconds spent)
+    pub steps: Vec<(String, i64, f64)>,
+    pub paused: bool,
+    pub paused_targets: Vec<String>,
+    pub topologies: Vec<crate::topology::Topology>,
 }
 
 const INCIDENT_COLUMNS_WHERE_ID: &str = "SELECT id, playbook_name, playbook_path, playbook_hash, target, state, machine, outcome, opened_at, closed_at, trigger_source, trigger_detail FROM incidents WHERE id = ?";

@@ -194,6 +194,9 @@ pub struct NewAlert {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AlertRow {
     pub received_at: String,
+    /// The target it was routed to (for unrouted alerts: the one it named, or "").
+    #[serde(default)]
+    pub target: String,
     pub source: String,
     pub fingerprint: String,
     pub status: String,

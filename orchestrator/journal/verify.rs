@@ -88,6 +88,7 @@ async fn describe(conn: &mut sqlx::SqliteConnection, kind: Kind, rowid: i64) -> 
         "commands" => "SELECT kind || ' by ' || actor FROM commands WHERE rowid = ?",
         "alerts" => "SELECT source || ' ' || status FROM alerts WHERE rowid = ?",
         "settings" => "SELECT key FROM settings WHERE rowid = ?",
+        "topology_changes" => "SELECT target || ' ' || change FROM topology_changes WHERE rowid = ?",
         _ => "SELECT id FROM incidents WHERE rowid = ?",
     };
     let label: Option<String> =
@@ -147,12 +148,13 @@ async fn verify_in(pool: &SqlitePool, conn: &mut sqlx::SqliteConnection, only: O
                 sqlx::query("SELECT id FROM incidents ORDER BY opened_at").fetch_all(&mut *conn).await?.iter().map(|r| r.get(0)).collect();
             for r in sqlx::query("SELECT DISTINCT chain FROM ledger").fetch_all(&mut *conn).await? {
                 let name: String = r.get(0);
-                if !c.contains(&name) && name != chain::ALERTS && name != chain::SETTINGS {
+                if !c.contains(&name) && name != chain::ALERTS && name != chain::SETTINGS && name != chain::TOPOLOGY {
                     c.push(name);
                 }
             }
             c.push(chain::ALERTS.into());
             c.push(chain::SETTINGS.into());
+            c.push(chain::TOPOLOGY.into());
             c
         }
     };
@@ -217,6 +219,8 @@ async fn verify_chain(conn: &mut sqlx::SqliteConnection, name: &str, after: &dyn
     // them a new rowid).
     let uncovered: Vec<(Kind, &str)> = if name == chain::ALERTS {
         vec![(Kind::Alert, "SELECT rowid FROM alerts WHERE rowid > ?2")]
+    } else if name == chain::TOPOLOGY {
+        vec![(Kind::Topology, "SELECT rowid FROM topology_changes WHERE rowid > ?2")]
     } else if name == chain::SETTINGS {
         vec![(Kind::Setting, "SELECT rowid FROM settings WHERE ?2 >= 0")]
     } else {
@@ -244,7 +248,7 @@ async fn verify_chain(conn: &mut sqlx::SqliteConnection, name: &str, after: &dyn
             problems.push(format!("{} is not in the chain (inserted behind the journal's back)", describe(conn, kind, rowid).await));
         }
     }
-    if entries.is_empty() && name != chain::ALERTS && name != chain::SETTINGS {
+    if entries.is_empty() && name != chain::ALERTS && name != chain::SETTINGS && name != chain::TOPOLOGY {
         let predates: bool = sqlx::query("SELECT rowid <= ? FROM incidents WHERE id = ?")
             .bind(after("incidents"))
             .bind(name)

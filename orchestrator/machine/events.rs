@@ -44,10 +44,17 @@ impl DeployStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    /// A firing alert, a watch-loop breach or a manual `trigger`.
+    /// A firing alert, a watch-loop breach or a manual `trigger`; with `planned`, a
+    /// switchover a person asked for (no failure to confirm).
     Trigger {
         source: String,
         detail: String,
+        /// Which of the playbook's endpoints was active when the incident opened (the
+        /// one it moves away from). Absent in incidents journaled before topology.
+        #[serde(default)]
+        from: crate::model::Side,
+        #[serde(default)]
+        planned: bool,
     },
     /// One sampling of the confirmation checklist.
     ConfirmChecked {

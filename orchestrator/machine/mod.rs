@@ -94,6 +94,14 @@ pub struct Incident {
     /// started: Redis errors count from then (start-up noise before it is not a failure).
     #[serde(default)]
     pub healthy_since: Option<String>,
+    /// Which of the playbook's endpoints was active when the incident opened: the
+    /// executor drives it with that one as "primary" and the other as "backup".
+    #[serde(default)]
+    pub from: crate::model::Side,
+    /// A planned switchover: no failure to confirm or classify; the standby's
+    /// preflight, gates, flush, deploy, verify and rollback as in a failover.
+    #[serde(default)]
+    pub planned: bool,
 }
 
 /// Per-event scratch the handlers fill in: why an event was refused, or a note on
@@ -107,11 +115,19 @@ pub struct Ctx {
 #[state_machine(initial = "State::detect()", state(derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)), superstate(derive(Debug)))]
 impl Incident {
     #[state(superstate = "open")]
-    fn detect(context: &mut Ctx, event: &Event) -> Outcome<State> {
+    fn detect(&mut self, context: &mut Ctx, event: &Event) -> Outcome<State> {
         match event {
-            Event::Trigger { .. } => {
+            Event::Trigger { from, planned: false, .. } => {
+                self.from = *from;
                 context.note = Some("trigger received; confirming".into());
                 Transition(State::confirm(1))
+            }
+            // Nothing is failing: there is nothing to confirm, only the standby to check.
+            Event::Trigger { from, planned: true, source, .. } => {
+                self.from = *from;
+                self.planned = true;
+                context.note = Some(format!("planned switchover away from the {from} requested ({source}); checking the standby"));
+                Transition(State::assess())
             }
             _ => Super,
         }
@@ -154,6 +170,16 @@ impl Incident {
     #[state(superstate = "open")]
     fn assess(&mut self, context: &mut Ctx, event: &Event) -> Outcome<State> {
         match event {
+            Event::Assessed { preflight, .. } if self.planned => {
+                let failing: Vec<&str> = preflight.iter().filter(|c| !c.holds).map(|c| c.item.as_str()).collect();
+                if preflight.is_empty() || !failing.is_empty() {
+                    context.note =
+                        Some(format!("planned switchover refused: the standby fails preflight ({}); never switch to a dead standby", failing.join(", ")));
+                    return Transition(State::escalated());
+                }
+                context.note = Some("planned switchover: the standby passes preflight".into());
+                Transition(self.enter(Step::Switch))
+            }
             Event::Assessed { class, preflight, primary_answers, .. } => {
                 self.class = Some(*class);
                 if *class == FailureClass::Local {
@@ -616,6 +642,8 @@ impl Machine {
                 restarted: false,
                 verify_held: Vec::new(),
                 healthy_since: None,
+                from: Default::default(),
+                planned: false,
             }
             .state_machine(),
         }

@@ -32,7 +32,7 @@ fn bad(item: &str) -> Check {
 }
 
 fn trigger() -> Event {
-    Event::Trigger { source: "test".into(), detail: "".into() }
+    Event::Trigger { source: "test".into(), detail: "".into(), from: Default::default(), planned: false }
 }
 fn confirmed() -> Event {
     Event::ConfirmChecked { checks: vec![ok("ping_failed"), ok("health_down"), bad("error_logs"), bad("queue_stopped")] }

@@ -23,6 +23,8 @@ const TOP: &[&str] = &[
     "notifications",
     "cooldown",
     "watch",
+    "routing",
+    "topology",
     "allow_insecure_http",
 ];
 
@@ -73,6 +75,17 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
     let notifications = opt_section(&top, "notifications", d, notifications, Notifications::default);
     let cooldown = top.get("cooldown").map(|n| d.duration(n, "cooldown")).unwrap_or(Some(Duration::from_secs(600)));
     let watch = opt_section(&top, "watch", d, watch_policy, default_watch);
+    let routing = opt_section(&top, "routing", d, routing, Routing::default);
+    let topology = opt_section(&top, "topology", d, topology_policy, || TopologyPolicy { rearm_after: Duration::from_secs(600) });
+    // The name is the target's: in webhook URLs (`/webhooks/grafana/NAME`), labels and
+    // the journal. A path segment and a label value, so plain characters only.
+    let name = match (name, top.get("name")) {
+        (Some(n), Some(node)) if n.is_empty() || n.len() > 64 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+            d.problem(node.pos, format!("`name` {n:?} must be 1 to 64 letters, digits, `-`, `_` or `.`: it names the target in webhook URLs and labels"));
+            None
+        }
+        (n, _) => n,
+    };
 
     let pb = Playbook {
         name: name?,
@@ -90,6 +103,8 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
         notifications: notifications?,
         cooldown: cooldown?,
         watch: watch?,
+        routing: routing?,
+        topology: topology?,
         redactor: std::sync::Arc::new(d.redactor.clone()),
     };
     cross_checks(&pb, root, allow_insecure?, d);
@@ -626,4 +641,34 @@ fn watch_policy(node: &Node, d: &mut Decoder<'_>) -> Option<WatchPolicy> {
         }
     }
     ok.then_some(w)
+}
+
+fn routing(node: &Node, d: &mut Decoder<'_>) -> Option<Routing> {
+    let f = d.map(node, "routing", &["labels"])?;
+    let mut labels = BTreeMap::new();
+    if let Some(n) = f.get("labels") {
+        match &n.kind {
+            Kind::Map(entries) if !entries.is_empty() => {
+                for (key, _, value) in entries {
+                    if let Some(v) = d.string(value, &format!("routing.labels.{key}")) {
+                        labels.insert(key.clone(), v);
+                    }
+                }
+            }
+            _ => {
+                d.problem(n.pos, "`routing.labels` must be a mapping of label name to value, e.g. `service: visapi`");
+                return None;
+            }
+        }
+    }
+    Some(Routing { labels })
+}
+
+fn topology_policy(node: &Node, d: &mut Decoder<'_>) -> Option<TopologyPolicy> {
+    let f = d.map(node, "topology", &["rearm_after"])?;
+    let rearm_after = match f.get("rearm_after") {
+        Some(n) => d.positive_duration(n, "topology.rearm_after")?,
+        None => Duration::from_secs(600),
+    };
+    Some(TopologyPolicy { rearm_after })
 }

@@ -26,6 +26,10 @@ pub struct Playbook {
     pub notifications: Notifications,
     pub cooldown: Duration,
     pub watch: WatchPolicy,
+    /// Which alerts are this target's when a webhook body carries alerts for many.
+    pub routing: Routing,
+    /// How the target's topology (which endpoint is active) re-arms after a failover.
+    pub topology: TopologyPolicy,
     /// Every secret this playbook holds or references, for the one redaction path.
     pub redactor: std::sync::Arc<crate::redact::Redactor>,
 }
@@ -184,4 +188,39 @@ pub struct WatchPolicy {
     /// More than `failed_jobs` failed jobs within `failed_window`.
     pub failed_jobs: u64,
     pub failed_window: Duration,
+}
+
+/// An alert is this target's when its `target` label is the playbook's name, or when it
+/// carries every label given here with the value given (e.g. `service: visapi`).
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TopologyPolicy {
+    /// After a failover, automatic failover stays disarmed until the standby (the old
+    /// primary) has passed its preflight continuously for this long.
+    pub rearm_after: Duration,
+}
+
+impl Playbook {
+    /// The playbook as the executor uses it when `active` is the endpoint the service
+    /// is on: `redis.primary` is the active and `redis.backup` the standby. The hash,
+    /// secrets and everything else are the file's.
+    pub fn oriented(&self, active: crate::model::Side) -> Playbook {
+        let mut pb = self.clone();
+        if active == crate::model::Side::Backup {
+            std::mem::swap(&mut pb.redis.primary, &mut pb.redis.backup);
+        }
+        pb
+    }
+
+    /// The playbook's URL for one of its endpoints.
+    pub fn endpoint(&self, side: crate::model::Side) -> &RedisUrl {
+        match side {
+            crate::model::Side::Primary => &self.redis.primary,
+            crate::model::Side::Backup => &self.redis.backup,
+        }
+    }
 }

@@ -9,11 +9,16 @@ use std::collections::BTreeMap;
 /// journal an unbounded batch in one request).
 pub const MAX_ALERTS: usize = 1000;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncomingAlert {
-    pub firing: bool,
-    pub fingerprint: String,
-    pub summary: String,
+pub use crate::model::IncomingAlert;
+
+/// Labels kept per alert (for routing): at most this many, each name and value cut.
+const MAX_LABELS: usize = 64;
+
+fn labels_of(map: &BTreeMap<String, Value>) -> BTreeMap<String, String> {
+    map.iter()
+        .filter_map(|(k, v)| Some((truncate(k, 100), truncate(v.as_str()?, 200))))
+        .take(MAX_LABELS)
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -82,13 +87,14 @@ pub fn parse_group(body: &[u8]) -> Result<Vec<IncomingAlert>, AlertError> {
             firing: status != "resolved",
             fingerprint: truncate(&fingerprint, 200),
             summary: truncate(&if summary.is_empty() { name } else { format!("{name}: {summary}") }, 500),
+            labels: labels_of(&a.labels),
         });
     }
     Ok(out)
 }
 
-/// `{"status": "firing"|"resolved", "summary": "...", "fingerprint": "..."}`; only
-/// `summary` is required.
+/// `{"status": "firing"|"resolved", "summary": "...", "fingerprint": "...", "target":
+/// "...", "labels": {...}}`; only `summary` is required (`target` is the label of that name).
 pub fn parse_generic(body: &[u8]) -> Result<Vec<IncomingAlert>, AlertError> {
     let v = parse_value(body)?;
     let obj = v.as_object().ok_or_else(|| AlertError::Shape("generic alert must be a JSON object".into()))?;
@@ -98,7 +104,20 @@ pub fn parse_generic(body: &[u8]) -> Result<Vec<IncomingAlert>, AlertError> {
         return Err(AlertError::Shape(format!("`status` must be firing or resolved, not {status:?}")));
     }
     let fingerprint = text(obj.get("fingerprint")).unwrap_or_else(|| format!("generic:{summary}"));
-    Ok(vec![IncomingAlert { firing: status == "firing", fingerprint: truncate(&fingerprint, 200), summary: truncate(&summary, 500) }])
+    let mut labels = match obj.get("labels") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Object(m)) => labels_of(&m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        Some(_) => return Err(AlertError::Shape("`labels` must be an object of strings".into())),
+    };
+    if let Some(t) = text(obj.get("target")) {
+        labels.insert("target".into(), truncate(&t, 200));
+    }
+    Ok(vec![IncomingAlert {
+        firing: status == "firing",
+        fingerprint: truncate(&fingerprint, 200),
+        summary: truncate(&summary, 500),
+        labels,
+    }])
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -122,7 +141,8 @@ mod tests {
             "alerts":[{"status":"firing","labels":{"alertname":"RedisDown"},"annotations":{"summary":"ping fails"},
             "startsAt":"2026-11-26T10:00:00Z","fingerprint":"abc123"}]}"#;
         let a = parse_group(body).unwrap();
-        assert_eq!(a, vec![IncomingAlert { firing: true, fingerprint: "abc123".into(), summary: "RedisDown: ping fails".into() }]);
+        let labels = [("alertname".to_string(), "RedisDown".to_string())].into();
+        assert_eq!(a, vec![IncomingAlert { firing: true, fingerprint: "abc123".into(), summary: "RedisDown: ping fails".into(), labels }]);
     }
 
     #[test]

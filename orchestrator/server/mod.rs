@@ -5,7 +5,6 @@
 pub mod alerts;
 pub mod auth;
 pub mod listen;
-pub mod metrics;
 
 use crate::daemon::Daemon;
 use crate::journal::{CommandKind, JournalError};
@@ -22,41 +21,58 @@ use std::time::Duration;
 /// Webhook bodies above this are refused with 413.
 pub const MAX_BODY: usize = 256 * 1024;
 
-type AppState = Arc<Daemon>;
+/// What the HTTP side holds: the daemon, and its own auth (tokens, replay memory).
+pub struct App {
+    pub daemon: Arc<Daemon>,
+    pub auth: auth::AuthConfig,
+    /// HMAC signatures already accepted (a signature is accepted once).
+    pub replays: auth::ReplayGuard,
+    /// Off loopback, an HMAC signature without a timestamp is refused: nothing would
+    /// stop its replay once forgotten.
+    pub require_signed_timestamp: std::sync::atomic::AtomicBool,
+}
 
-pub fn router(daemon: Arc<Daemon>) -> Router {
+impl App {
+    pub fn new(daemon: Arc<Daemon>, auth: auth::AuthConfig) -> Arc<App> {
+        Arc::new(App { daemon, auth, replays: Default::default(), require_signed_timestamp: Default::default() })
+    }
+}
+
+type AppState = Arc<App>;
+
+pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/webhooks/grafana", post(grafana))
-        .route("/webhooks/alertmanager", post(alertmanager))
-        .route("/webhooks/generic", post(generic))
+        .route("/webhooks/{source}", post(webhook_any))
+        .route("/webhooks/{source}/{target}", post(webhook_for))
         .route("/incidents", get(list_incidents))
         .route("/incidents/{id}", get(get_incident))
         .route("/incidents/{id}/approve", post(approve))
         .route("/incidents/{id}/reject", post(reject))
         .route("/incidents/{id}/abort", post(abort))
+        .route("/status", get(status))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(daemon)
+        .with_state(app)
 }
 
 /// Serves with the default [`listen::Limits`] (header and body timeouts, a connection
 /// limit below the descriptor limit, a bounded graceful shutdown).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    daemon: Arc<Daemon>,
+    app: Arc<App>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, daemon, listen::Limits::default(), shutdown).await
+    serve_with(listener, app, listen::Limits::default(), shutdown).await
 }
 
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
-    daemon: Arc<Daemon>,
+    app: Arc<App>,
     limits: listen::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    listen::serve(listener, router(daemon), limits, shutdown).await
+    listen::serve(listener, router(app), limits, shutdown).await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -75,19 +91,20 @@ fn journal_error(e: JournalError) -> Response {
     }
 }
 
-async fn webhook(
-    d: AppState,
-    source: &str,
-    headers: HeaderMap,
-    body: Bytes,
-    parse: fn(&[u8]) -> Result<Vec<alerts::IncomingAlert>, alerts::AlertError>,
-) -> Response {
-    let signature = match d.auth.webhook_auth(&headers, &body) {
+async fn webhook(app: AppState, source: String, target: Option<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let (source, parse): (&'static str, fn(&[u8]) -> Result<Vec<alerts::IncomingAlert>, alerts::AlertError>) = match source.as_str() {
+        "grafana" => ("grafana", alerts::parse_group),
+        "alertmanager" => ("alertmanager", alerts::parse_group),
+        "generic" => ("generic", alerts::parse_generic),
+        _ => return error(StatusCode::NOT_FOUND, "unknown webhook source; use grafana, alertmanager or generic"),
+    };
+    let d = &app.daemon;
+    let signature = match app.auth.webhook_auth(&headers, &body) {
         auth::WebhookAuth::Denied => {
             d.metrics.webhook(source, "unauthorized");
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token or signature");
         }
-        auth::WebhookAuth::Signed { timestamped: false, .. } if d.require_signed_timestamp.load(std::sync::atomic::Ordering::Relaxed) => {
+        auth::WebhookAuth::Signed { timestamped: false, .. } if app.require_signed_timestamp.load(std::sync::atomic::Ordering::Relaxed) => {
             d.metrics.webhook(source, "unauthorized");
             return error(
                 StatusCode::UNAUTHORIZED,
@@ -95,7 +112,7 @@ async fn webhook(
             );
         }
         auth::WebhookAuth::Signed { signature, timestamped } => {
-            if !d.replays.reserve(&signature, timestamped, chrono::Utc::now().timestamp()) {
+            if !app.replays.reserve(&signature, timestamped, chrono::Utc::now().timestamp()) {
                 d.metrics.webhook(source, "replayed");
                 return error(StatusCode::CONFLICT, "this signature was already accepted (a replay)");
             }
@@ -104,68 +121,83 @@ async fn webhook(
         auth::WebhookAuth::Open | auth::WebhookAuth::Bearer => None,
     };
     // Any answer but 2xx gives the signature back: the sender retries that delivery.
-    let release = |d: &Daemon| {
+    let release = |app: &App| {
         if let Some(s) = &signature {
-            d.replays.release(s);
+            app.replays.release(s);
         }
     };
     let parsed = match parse(&body) {
         Ok(a) => a,
         Err(alerts::AlertError::TooMany(n)) => {
-            release(&d);
+            release(&app);
             d.metrics.webhook(source, "too_many");
             return error(StatusCode::PAYLOAD_TOO_LARGE, format!("{n} alerts in one body; at most {}", alerts::MAX_ALERTS));
         }
         Err(e) => {
-            release(&d);
+            release(&app);
             d.metrics.webhook(source, "bad_request");
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    match d.intake(source, parsed).await {
+    match d.intake(source, target.as_deref(), parsed).await {
         Ok(dispositions) => {
             d.metrics.webhook(source, "accepted");
             (StatusCode::ACCEPTED, Json(json!({ "alerts": dispositions }))).into_response()
         }
         Err(e) => {
-            release(&d);
+            release(&app);
             d.metrics.webhook(source, "journal_error");
             journal_error(e)
         }
     }
 }
 
-async fn grafana(State(d): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    webhook(d, "grafana", headers, body, alerts::parse_group).await
+async fn webhook_any(State(app): State<AppState>, Path(source): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    webhook(app, source, None, headers, body).await
 }
 
-async fn alertmanager(State(d): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    webhook(d, "alertmanager", headers, body, alerts::parse_group).await
+async fn webhook_for(State(app): State<AppState>, Path((source, target)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Response {
+    webhook(app, source, Some(target), headers, body).await
 }
 
-async fn generic(State(d): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    webhook(d, "generic", headers, body, alerts::parse_generic).await
+fn approver_or_401(app: &App, headers: &HeaderMap) -> Result<String, Box<Response>> {
+    app.auth.approver(headers).ok_or_else(|| Box::new(error(StatusCode::UNAUTHORIZED, "an approver token is required")))
 }
 
-fn approver_or_401(d: &Daemon, headers: &HeaderMap) -> Result<String, Box<Response>> {
-    d.auth.approver(headers).ok_or_else(|| Box::new(error(StatusCode::UNAUTHORIZED, "an approver token is required")))
+#[derive(serde::Deserialize, Default)]
+struct IncidentsQuery {
+    target: Option<String>,
 }
 
-async fn list_incidents(State(d): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = approver_or_401(&d, &headers) {
+async fn list_incidents(
+    State(app): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<IncidentsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = approver_or_401(&app, &headers) {
         return *r;
     }
-    match d.exec.journal.incidents(200).await {
+    match app.daemon.journal.incidents(200).await {
+        Ok(rows) => Json(rows.into_iter().filter(|i| q.target.as_ref().is_none_or(|t| &i.target == t)).collect::<Vec<_>>()).into_response(),
+        Err(e) => journal_error(e),
+    }
+}
+
+async fn status(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = approver_or_401(&app, &headers) {
+        return *r;
+    }
+    match app.daemon.status().await {
         Ok(rows) => Json(rows).into_response(),
         Err(e) => journal_error(e),
     }
 }
 
-async fn get_incident(State(d): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(r) = approver_or_401(&d, &headers) {
+async fn get_incident(State(app): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = approver_or_401(&app, &headers) {
         return *r;
     }
-    match crate::timeline::load(&d.exec.journal, &id).await {
+    match crate::timeline::load(&app.daemon.journal, &id).await {
         Ok(a) => Json(a).into_response(),
         Err(e) => journal_error(e),
     }
@@ -177,8 +209,9 @@ struct CommandBody {
     comment: String,
 }
 
-async fn command(d: AppState, id: String, kind: CommandKind, headers: HeaderMap, body: Bytes) -> Response {
-    let who = match approver_or_401(&d, &headers) {
+async fn command(app: AppState, id: String, kind: CommandKind, headers: HeaderMap, body: Bytes) -> Response {
+    let d = &app.daemon;
+    let who = match approver_or_401(&app, &headers) {
         Ok(w) => w,
         Err(r) => return *r,
     };
@@ -190,14 +223,14 @@ async fn command(d: AppState, id: String, kind: CommandKind, headers: HeaderMap,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"comment\": \"...\"}}: {e}")),
         }
     };
-    let journal = &d.exec.journal;
+    let journal = &d.journal;
     match journal.incident(&id).await {
         Ok(i) if i.outcome.is_some() => {
             return error(StatusCode::CONFLICT, format!("incident {id} has already ended ({})", i.outcome.unwrap_or_default()))
         }
-        // Another target's incident: this daemon's playbook cannot drive it.
-        Ok(i) if i.target != d.exec.target() => {
-            return error(StatusCode::CONFLICT, format!("incident {id} belongs to {}, not to this daemon's playbook", i.target))
+        // Another process's target: no playbook here can drive it.
+        Ok(i) if d.target_of(&i).is_none() => {
+            return error(StatusCode::CONFLICT, format!("incident {id} belongs to target {}, which this serve does not run", i.target))
         }
         Ok(_) => {}
         Err(e) => return journal_error(e),
@@ -206,7 +239,9 @@ async fn command(d: AppState, id: String, kind: CommandKind, headers: HeaderMap,
         Ok(c) => c,
         Err(e) => return journal_error(e),
     };
-    d.spawn(&id);
+    if let Err(e) = d.spawn(&id).await {
+        tracing::warn!(incident = %id, error = %e, "could not start the incident's runner; the adopt loop retries");
+    }
     // The runner applies it within its command poll; wait a little for the verdict.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < deadline {
@@ -234,8 +269,8 @@ async fn abort(State(d): State<AppState>, Path(id): Path<String>, headers: Heade
     command(d, id, CommandKind::Abort, headers, body).await
 }
 
-async fn healthz(State(d): State<AppState>) -> Response {
-    let journal = &d.exec.journal;
+async fn healthz(State(app): State<AppState>) -> Response {
+    let journal = &app.daemon.journal;
     match (journal.paused().await, journal.open_incidents().await) {
         // The orchestrator's own host in trouble (out of descriptors, memory, its own
         // network): it cannot be trusted to judge Redis now, and says so.
@@ -254,10 +289,10 @@ async fn healthz(State(d): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_text(State(d): State<AppState>) -> Response {
-    let paused = d.exec.journal.paused().await.unwrap_or(false);
-    match d.metrics.render(&d.exec.journal, paused).await {
-        Ok(text) => ([("content-type", "text/plain; version=0.0.4")], text).into_response(),
+async fn metrics_text(State(app): State<AppState>) -> Response {
+    let d = &app.daemon;
+    match d.metrics.render(&d.journal, &d.target_names()).await {
+        Ok(text) => ([("content-type", crate::metrics::Metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => journal_error(e),
     }
 }

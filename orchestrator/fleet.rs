@@ -1,0 +1,154 @@
+//! The fleet: every target one `serve` runs (one playbook each, named by the playbook's
+//! `name`), the executor for each incident oriented by the target's topology, and how
+//! an alert finds its target.
+
+use crate::executor::{ExecOptions, Executor};
+use crate::journal::{Journal, JournalError};
+use crate::model::{IncomingAlert, Side};
+use crate::playbook::Playbook;
+use crate::ports::Ports;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("two playbooks are named {name:?} ({first} and {second}): a target's name must be unique")]
+    DuplicateName { name: String, first: String, second: String },
+    #[error("no playbook: `serve` needs at least one (--playbook FILE or --playbooks DIR)")]
+    Empty,
+}
+
+/// One target: its playbook as written, the outside world it acts on, and the options
+/// its incidents run with.
+pub struct Target {
+    pub name: String,
+    pub playbook: Arc<Playbook>,
+    pub ports: Ports,
+    journal: Journal,
+    opts: ExecOptions,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Target {
+    pub fn new(journal: Journal, ports: Ports, playbook: Arc<Playbook>, opts: ExecOptions, shutdown: watch::Receiver<bool>) -> Target {
+        Target { name: playbook.name.clone(), playbook, ports, journal, opts, shutdown }
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// An executor driving with `active` as the endpoint the service is on.
+    pub fn executor(&self, active: Side) -> Executor {
+        Executor::new(self.journal.clone(), self.ports.clone(), self.playbook.clone(), self.opts.clone(), self.shutdown.clone())
+            .with_active(active)
+    }
+
+    /// An executor for a new incident: oriented by the topology the journal holds now.
+    pub async fn executor_now(&self) -> Result<Executor, JournalError> {
+        Ok(self.executor(self.journal.topology(&self.name).await?.active))
+    }
+
+    /// An executor for an existing incident: oriented as the incident recorded when it
+    /// opened (the topology may have moved since; the incident's own record decides).
+    pub async fn executor_for(&self, id: &str) -> Result<Executor, JournalError> {
+        let machine = self.journal.machine(id).await?;
+        if machine.state().name() == "detect" {
+            // Its trigger (which records the side) was never journaled.
+            return self.executor_now().await;
+        }
+        Ok(self.executor(machine.incident().from))
+    }
+
+    /// The playbook oriented to `active` (its `redis.primary` is the active).
+    pub fn oriented(&self, active: Side) -> Playbook {
+        self.playbook.oriented(active)
+    }
+}
+
+/// Where an alert goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Target(String),
+    /// No target matched: journaled as `unrouted`. `asked` is the target the alert named,
+    /// if it named one.
+    Unrouted { asked: Option<String>, why: String },
+}
+
+/// Every target one process runs, by name.
+pub struct Registry {
+    targets: BTreeMap<String, Arc<Target>>,
+}
+
+impl Registry {
+    pub fn new(targets: Vec<Target>) -> Result<Registry, FleetError> {
+        if targets.is_empty() {
+            return Err(FleetError::Empty);
+        }
+        let mut map: BTreeMap<String, Arc<Target>> = BTreeMap::new();
+        for t in targets {
+            if let Some(first) = map.get(&t.name) {
+                return Err(FleetError::DuplicateName {
+                    name: t.name.clone(),
+                    first: first.playbook.source.display().to_string(),
+                    second: t.playbook.source.display().to_string(),
+                });
+            }
+            map.insert(t.name.clone(), Arc::new(t));
+        }
+        Ok(Registry { targets: map })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Target>> {
+        self.targets.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Target>> {
+        self.targets.values()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.targets.keys().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// The alert's target: the one the URL names (`/webhooks/{source}/{target}`); else
+    /// its `target` label; else the one target whose playbook's `routing.labels` it
+    /// carries, every one with the value given; else, when this process runs a single
+    /// target, that one (a one-playbook `serve` takes every alert, as before fleets).
+    pub fn route(&self, in_url: Option<&str>, alert: &IncomingAlert) -> Route {
+        let named = in_url.or(alert.labels.get("target").map(String::as_str));
+        if let Some(name) = named {
+            return match self.targets.contains_key(name) {
+                true => Route::Target(name.to_string()),
+                false => Route::Unrouted { asked: Some(name.to_string()), why: format!("no target named {name:?}") },
+            };
+        }
+        let matching: Vec<&String> = self
+            .targets
+            .iter()
+            .filter(|(_, t)| {
+                let wanted = &t.playbook.routing.labels;
+                !wanted.is_empty() && wanted.iter().all(|(k, v)| alert.labels.get(k) == Some(v))
+            })
+            .map(|(name, _)| name)
+            .collect();
+        match matching.as_slice() {
+            [one] => Route::Target((*one).clone()),
+            [] if self.targets.len() == 1 => Route::Target(self.targets.keys().next().cloned().unwrap_or_default()),
+            [] => Route::Unrouted { asked: None, why: "no `target` label and no target's routing labels match".into() },
+            many => Route::Unrouted {
+                asked: None,
+                why: format!("the labels match several targets ({}); add a `target` label", many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+            },
+        }
+    }
+}
