@@ -29,6 +29,8 @@ enum Scenario {
     /// Deploys start the service with its workers stopped; workers are enabled before
     /// resume, so the one restart (if not already requested) brings them back.
     Stalled,
+    /// A planned switchover (`orchestrator switchover`): the primary is alive.
+    Switchover,
 }
 
 async fn orchestrator(w: &World, args: &[&str], crash_at: Option<&str>) -> std::process::ExitStatus {
@@ -72,8 +74,10 @@ async fn crash_then_resume(point: &str, scenario: Scenario) {
     if scenario == Scenario::Stalled {
         w.sandbox.platform().set_faults(sandbox::FaultsPatch { workers_enabled: Some(false), ..Default::default() }).unwrap();
     }
-    w.primary.kill();
-    w.service_sees_redis_down().await;
+    if scenario != Scenario::Switchover {
+        w.primary.kill();
+        w.service_sees_redis_down().await;
+    }
     let mut edits = FAST.to_vec();
     if scenario == Scenario::Gated {
         edits.push(("  steps: []", "  steps: [flush]"));
@@ -81,7 +85,11 @@ async fn crash_then_resume(point: &str, scenario: Scenario) {
     let playbook = w.playbook_file(&edits);
     let pb = playbook.to_str().unwrap();
 
-    let status = orchestrator(&w, &["run", "--playbook", pb, "--reason", point], Some(point)).await;
+    let status = if scenario == Scenario::Switchover {
+        orchestrator(&w, &["switchover", "sandbox", "--playbook", pb, "--reason", point], Some(point)).await
+    } else {
+        orchestrator(&w, &["run", "--playbook", pb, "--reason", point], Some(point)).await
+    };
     assert_eq!(status.signal(), Some(libc_sigkill()), "the run was killed at {point} (status {status:?})");
 
     let journal = Journal::open_existing(&w.journal_path()).await.unwrap();
@@ -122,6 +130,12 @@ async fn crash_then_resume(point: &str, scenario: Scenario) {
         assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.backup.url()), "held: never handed the dead primary's URL");
     }
     check_no_dup_transitions(&journal, &id).await;
+    if scenario == Scenario::Switchover {
+        assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.backup.url()), "the switchover moved the service");
+        assert_eq!(journal.topology("sandbox").await.unwrap().active, orchestrator::model::Side::Backup, "topology moved once");
+        let moves = journal.topology_history("sandbox", 100).await.unwrap().into_iter().filter(|c| c.change == "moved").count();
+        assert_eq!(moves, 1, "one topology move after a crash at {point}");
+    }
 }
 
 /// The journal reads as one incident: each state is entered once per path.
@@ -177,4 +191,17 @@ crash_tests! {
     killed_in_restart: "state:restart", Scenario::Stalled;
     killed_after_restart_intent: "intent:restart", Scenario::Stalled;
     killed_after_restart_request: "outcome:restart", Scenario::Stalled;
+    switchover_killed_in_detect: "state:detect", Scenario::Switchover;
+    switchover_killed_in_assess: "state:assess", Scenario::Switchover;
+    switchover_killed_in_switch: "state:switch", Scenario::Switchover;
+    switchover_killed_after_switch_intent: "intent:set_env", Scenario::Switchover;
+    switchover_killed_after_switch_write: "outcome:set_env", Scenario::Switchover;
+    switchover_killed_in_flush: "state:flush", Scenario::Switchover;
+    switchover_killed_after_flush_intent: "intent:flush", Scenario::Switchover;
+    switchover_killed_after_flush: "outcome:flush", Scenario::Switchover;
+    switchover_killed_in_deploy: "state:deploy", Scenario::Switchover;
+    switchover_killed_after_deploy_intent: "intent:deploy", Scenario::Switchover;
+    switchover_killed_after_deploy_request: "outcome:deploy", Scenario::Switchover;
+    switchover_killed_in_verify: "state:verify", Scenario::Switchover;
+    switchover_killed_at_recovered: "state:recovered", Scenario::Switchover;
 }

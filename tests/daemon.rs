@@ -159,7 +159,7 @@ async fn grafana_hmac_signature_is_accepted_and_resolved_alerts_are_journaled() 
 async fn paused_failover_journals_alerts_without_opening_incidents() {
     let w = World::start().await;
     let s = w.serve(FAST, false).await;
-    s.daemon.exec.journal.set_setting("paused", "1", "test", chrono::Utc::now()).await.unwrap();
+    s.daemon.journal.set_setting("paused", "1", "test", chrono::Utc::now()).await.unwrap();
     let client = reqwest::Client::new();
     let v = fire(&s, "redis down").await;
     assert_eq!(v["alerts"][0]["disposition"], "paused");
@@ -252,9 +252,12 @@ async fn an_approval_that_never_comes_escalates_when_the_ttl_expires() {
     assert!(held.note.as_deref().unwrap_or("").contains("not deployed"), "{:?}", held.note);
     assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.backup.url()), "no write back to a dead primary");
     assert_eq!(w.sandbox.platform().stats().deploy_count, 0, "and no deploy");
-    // The cooldown after it: a new alert is journaled and starts nothing.
+    // Held on the backup: automatic failover is disarmed until a person says where the
+    // service is (`orchestrator arm`); a new alert is journaled and starts nothing.
     let v = fire(&s, "still down").await;
-    assert_eq!(v["alerts"][0]["disposition"], "cooldown");
+    assert_eq!(v["alerts"][0]["disposition"], "failed_over");
+    let topo = j.topology("sandbox").await.unwrap();
+    assert!(!topo.armed && topo.needs_person && topo.reason.contains("orchestrator arm"), "{topo:?}");
     assert_eq!(incident_count(&w).await, 1);
 }
 
@@ -277,8 +280,8 @@ async fn the_watch_loop_detects_a_killed_primary_and_recovers() {
     assert!(inc.trigger_detail.contains("Redis ping failing"), "{}", inc.trigger_detail);
     assert_eq!(wait_outcome(&w, &inc.id, Duration::from_secs(60)).await, "recovered");
     let m = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
-    assert!(m.contains("orchestrator_incidents_total{outcome=\"recovered\"} 1"), "{m}");
-    assert!(m.contains("orchestrator_step_seconds_count{step=\"verify\"} 1"), "{m}");
+    assert!(m.contains("orchestrator_incidents_total{target=\"sandbox\",outcome=\"recovered\"} 1"), "{m}");
+    assert!(m.contains("orchestrator_steps_total{step=\"verify\"} 1"), "{m}");
     assert!(m.contains("orchestrator_probe_failures_total"), "{m}");
 }
 

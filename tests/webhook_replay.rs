@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 const SECRET: &str = "hmac-secret-0123456789abcdef";
 
-async fn daemon(dir: &Path) -> (String, Arc<orchestrator::daemon::Daemon>) {
+async fn daemon(dir: &Path) -> (String, Arc<orchestrator::server::App>) {
     orchestrator::wiring::install_crypto();
     let none = |_: &str| None;
     let pb = Arc::new(
@@ -19,14 +19,16 @@ async fn daemon(dir: &Path) -> (String, Arc<orchestrator::daemon::Daemon>) {
     let ports = orchestrator::wiring::real_ports(&pb);
     let (tx, rx) = tokio::sync::watch::channel(false);
     std::mem::forget(tx);
-    let exec = Arc::new(orchestrator::executor::Executor::new(journal, ports, pb, Default::default(), rx.clone()));
+    let target = orchestrator::fleet::Target::new(journal.clone(), ports, pb, Default::default(), rx.clone());
+    let registry = orchestrator::fleet::Registry::new(vec![target]).unwrap();
     let auth = AuthConfig { webhook_token: None, hmac_secret: Some(Secret::new(SECRET)), approvers: vec![] };
-    let d = orchestrator::daemon::Daemon::new(exec, auth, rx);
+    let d = orchestrator::daemon::Daemon::new(journal, registry, &auth.secrets(), rx);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/webhooks/grafana", listener.local_addr().unwrap());
-    let app = orchestrator::server::router(d.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, d)
+    let app = orchestrator::server::App::new(d, auth);
+    let router = orchestrator::server::router(app.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (url, app)
 }
 
 // Resolved alerts: journaled, and no incident is opened (nothing else runs).

@@ -238,46 +238,59 @@ impl World {
     /// Starts the daemon with tokens for `oncall` and `lead` (on the sandbox playbook's
     /// approver list) and `mallory` (not on it).
     pub async fn serve(&self, edits: &[(&str, &str)], watch_loop: bool) -> Served {
-        use orchestrator::secret::Secret;
-        use orchestrator::server::auth::AuthConfig;
-        let path = self.playbook_file(edits);
-        let pb = Arc::new(self.load(&path));
-        let journal = Journal::open_with(&self.journal_path(), true, Duration::from_millis(300)).await.unwrap();
-        let ports = orchestrator::wiring::real_ports(&pb);
-        let (stop, rx) = watch::channel(false);
-        let opts = ExecOptions { wait_for_approval: true, command_poll: Duration::from_millis(50), ..ExecOptions::default() };
-        let exec = Arc::new(Executor::new(journal, ports, pb, opts, rx.clone()));
-        let auth = AuthConfig {
-            webhook_token: Some(Secret::new(WEBHOOK_TOKEN)),
-            hmac_secret: Some(Secret::new("hmac-secret-for-tests")),
-            approvers: vec![
-                ("oncall".into(), Secret::new(ONCALL_TOKEN)),
-                ("lead".into(), Secret::new(LEAD_TOKEN)),
-                ("mallory".into(), Secret::new(MALLORY_TOKEN)),
-            ],
-        };
-        let daemon = orchestrator::daemon::Daemon::new(exec, auth, rx.clone());
-        daemon.resume_open().await.unwrap();
-        if watch_loop {
-            tokio::spawn(daemon.clone().watch_loop());
-        }
-        tokio::spawn(daemon.clone().adopt_loop(Duration::from_millis(200)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let mut stop_rx = rx;
-        let d = daemon.clone();
-        let server = tokio::spawn(async move {
-            let signal = async move {
-                while !*stop_rx.borrow() {
-                    if stop_rx.changed().await.is_err() {
-                        break;
-                    }
-                }
-            };
-            orchestrator::server::serve(listener, d, signal).await.unwrap();
-        });
-        Served { url, daemon, stop, server }
+        serve_fleet(&self.journal_path(), &[(self, edits)], watch_loop).await
     }
+}
+
+/// The test tokens for the daemon's HTTP side.
+pub fn test_auth() -> orchestrator::server::auth::AuthConfig {
+    use orchestrator::secret::Secret;
+    orchestrator::server::auth::AuthConfig {
+        webhook_token: Some(Secret::new(WEBHOOK_TOKEN)),
+        hmac_secret: Some(Secret::new("hmac-secret-for-tests")),
+        approvers: vec![
+            ("oncall".into(), Secret::new(ONCALL_TOKEN)),
+            ("lead".into(), Secret::new(LEAD_TOKEN)),
+            ("mallory".into(), Secret::new(MALLORY_TOKEN)),
+        ],
+    }
+}
+
+/// Starts one daemon (`serve` in-process) for several worlds, each its own target
+/// (give each playbook its own `name` with an edit), on the journal at `journal`.
+pub async fn serve_fleet(journal: &Path, worlds: &[(&World, &[(&str, &str)])], watch_loop: bool) -> Served {
+    let journal = Journal::open_with(journal, true, Duration::from_millis(300)).await.unwrap();
+    let (stop, rx) = watch::channel(false);
+    let opts = ExecOptions { wait_for_approval: true, command_poll: Duration::from_millis(50), ..ExecOptions::default() };
+    let mut targets = Vec::new();
+    for (w, edits) in worlds {
+        let path = w.playbook_file(edits);
+        let pb = Arc::new(w.load(&path));
+        let ports = orchestrator::wiring::real_ports(&pb);
+        targets.push(orchestrator::fleet::Target::new(journal.clone(), ports, pb, opts.clone(), rx.clone()));
+    }
+    let registry = orchestrator::fleet::Registry::new(targets).unwrap();
+    let auth = test_auth();
+    let daemon = orchestrator::daemon::Daemon::new(journal, registry, &auth.secrets(), rx.clone());
+    daemon.load_topology().await.unwrap();
+    daemon.resume_open().await.unwrap();
+    daemon.start_loops(watch_loop);
+    tokio::spawn(daemon.clone().adopt_loop(Duration::from_millis(200)));
+    let app = orchestrator::server::App::new(daemon.clone(), auth);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut stop_rx = rx;
+    let server = tokio::spawn(async move {
+        let signal = async move {
+            while !*stop_rx.borrow() {
+                if stop_rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        orchestrator::server::serve(listener, app, signal).await.unwrap();
+    });
+    Served { url, daemon, stop, server }
 }
 
 pub fn firing_alertmanager(fingerprint: &str) -> serde_json::Value {
