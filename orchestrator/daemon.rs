@@ -125,8 +125,16 @@ impl Daemon {
     /// webhook URL names. Returns only after every alert is journaled, so a 2xx answer
     /// means "recorded". Alerts go to their target's intake (group commit per target,
     /// see [`intake`]); a body's alerts for one target are never split.
-    pub async fn intake(self: &Arc<Self>, source: &str, in_url: Option<&str>, alerts: Vec<IncomingAlert>) -> Result<Vec<Disposition>, JournalError> {
-        let mut groups: BTreeMap<Option<String>, Vec<(usize, IncomingAlert, Option<String>)>> = BTreeMap::new();
+    pub async fn intake(
+        self: &Arc<Self>,
+        source: &str,
+        in_url: Option<&str>,
+        alerts: Vec<IncomingAlert>,
+    ) -> Result<Vec<Disposition>, JournalError> {
+        // Per target (None: unrouted): each alert with its place in the body and, for an
+        // unrouted one, the target it named.
+        type Group = Vec<(usize, IncomingAlert, Option<String>)>;
+        let mut groups: BTreeMap<Option<String>, Group> = BTreeMap::new();
         for (i, a) in alerts.into_iter().enumerate() {
             match self.registry.route(in_url, &a) {
                 Route::Target(name) => groups.entry(Some(name)).or_default().push((i, a, None)),
@@ -178,7 +186,12 @@ impl Daemon {
         holds
     }
 
-    async fn open_and_spawn(self: &Arc<Self>, lane: &Arc<Lane>, source: &str, summary: &str) -> Result<(&'static str, Option<String>), JournalError> {
+    async fn open_and_spawn(
+        self: &Arc<Self>,
+        lane: &Arc<Lane>,
+        source: &str,
+        summary: &str,
+    ) -> Result<(&'static str, Option<String>), JournalError> {
         let target = &lane.target;
         let exec = target.executor_now().await?;
         let id = match exec.open(source, summary).await {
@@ -204,7 +217,10 @@ impl Daemon {
 
     /// The target an incident belongs to, if this process runs it.
     pub fn target_of(&self, inc: &crate::journal::IncidentRow) -> Option<Arc<Target>> {
-        self.registry.get(&inc.target).or_else(|| inc.target.contains(':').then(|| self.registry.get(&inc.playbook_name)).flatten()).cloned()
+        self.registry
+            .get(&inc.target)
+            .or_else(|| inc.target.contains(':').then(|| self.registry.get(&inc.playbook_name)).flatten())
+            .cloned()
     }
 
     fn spawn_on(self: &Arc<Self>, target: Arc<Target>, id: &str) {

@@ -73,7 +73,10 @@ pub enum Route {
     Target(String),
     /// No target matched: journaled as `unrouted`. `asked` is the target the alert named,
     /// if it named one.
-    Unrouted { asked: Option<String>, why: String },
+    Unrouted {
+        asked: Option<String>,
+        why: String,
+    },
 }
 
 /// Every target one process runs, by name.
@@ -147,7 +150,10 @@ impl Registry {
             [] => Route::Unrouted { asked: None, why: "no `target` label and no target's routing labels match".into() },
             many => Route::Unrouted {
                 asked: None,
-                why: format!("the labels match several targets ({}); add a `target` label", many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                why: format!(
+                    "the labels match several targets ({}); add a `target` label",
+                    many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ),
             },
         }
     }

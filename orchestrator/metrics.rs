@@ -59,9 +59,21 @@ impl Default for Metrics {
         let lateness = Histogram::new(LATENESS_BUCKETS);
         let journal = Arc::new(JournalFigures::default());
         registry.register("orchestrator_webhooks", "Webhook requests, by source and result", webhooks.clone());
-        registry.register("orchestrator_alerts_unrouted", "Alerts that matched no target (journaled as unrouted), by source", unrouted.clone());
-        registry.register("orchestrator_probe_latency_seconds", "PING latency to each target's active Redis seen by the watch loop", probe_latency.clone());
-        registry.register("orchestrator_probe_failures", "Watch-loop probes of a target's active Redis that failed", probe_failures.clone());
+        registry.register(
+            "orchestrator_alerts_unrouted",
+            "Alerts that matched no target (journaled as unrouted), by source",
+            unrouted.clone(),
+        );
+        registry.register(
+            "orchestrator_probe_latency_seconds",
+            "PING latency to each target's active Redis seen by the watch loop",
+            probe_latency.clone(),
+        );
+        registry.register(
+            "orchestrator_probe_failures",
+            "Watch-loop probes of a target's active Redis that failed",
+            probe_failures.clone(),
+        );
         registry.register(
             "orchestrator_watch_lateness_seconds",
             "How late a watch round started against its tick, over every target (a loaded orchestrator shows here first)",

@@ -58,7 +58,6 @@ pub async fn load(journal: &Journal, id: &str) -> Result<Timeline, JournalError>
     })
 }
 
-
 impl Timeline {
     /// Time spent in each step, in the order the steps were left.
     pub fn time_per_step(&self) -> Vec<(String, i64)> {
@@ -85,4 +84,3 @@ pub fn gist(json: &str) -> Option<String> {
         _ => None,
     }
 }
-

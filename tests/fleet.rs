@@ -14,9 +14,8 @@ const FAST: &[(&str, &str)] = &[("verify_window: 15s", "verify_window: 4s"), ("v
 /// The playbook edits that make a world the target `name`, routed by `service=NAME`,
 /// re-arming one second after its standby passes preflight, with no cooldown.
 fn target(name: &'static str) -> Vec<(&'static str, &'static str)> {
-    let renamed: &'static str = Box::leak(
-        format!("name: {name}\nrouting:\n  labels:\n    service: {name}\ntopology:\n  rearm_after: 1s").into_boxed_str(),
-    );
+    let renamed: &'static str =
+        Box::leak(format!("name: {name}\nrouting:\n  labels:\n    service: {name}\ntopology:\n  rearm_after: 1s").into_boxed_str());
     let mut e = FAST.to_vec();
     e.push(("name: sandbox", renamed));
     e.push(("cooldown: 1m", "cooldown: 0s"));
@@ -77,7 +76,11 @@ async fn killing_one_targets_primary_fails_over_that_target_only_and_back_after_
     // primary is dead.
     let st = status(&s).await;
     let alpha = of(&st, "alpha");
-    assert_eq!((alpha["active"].as_str(), alpha["standby"].as_str(), alpha["armed"].as_bool()), (Some("backup"), Some("primary"), Some(false)), "{alpha}");
+    assert_eq!(
+        (alpha["active"].as_str(), alpha["standby"].as_str(), alpha["armed"].as_bool()),
+        (Some("backup"), Some("primary"), Some(false)),
+        "{alpha}"
+    );
     assert_eq!(alpha["through"].as_str(), Some(id.as_str()));
     assert_eq!(of(&st, "bravo")["active"], "primary");
     assert_eq!(of(&st, "bravo")["armed"], true);
@@ -211,9 +214,7 @@ async fn alerts_are_routed_by_url_and_labels_and_unmatched_ones_are_journaled_as
             r.json::<serde_json::Value>().await.unwrap()
         }
     };
-    let resolved = |labels: serde_json::Value| {
-        serde_json::json!({"status": "resolved", "alerts": [{"labels": labels, "startsAt": "t"}]})
-    };
+    let resolved = |labels: serde_json::Value| serde_json::json!({"status": "resolved", "alerts": [{"labels": labels, "startsAt": "t"}]});
     // One Grafana body, three alerts: by playbook label, by `target` label, by nothing.
     let body = serde_json::json!({"status": "resolved", "alerts": [
         {"labels": {"alertname": "A", "service": "bravo"}, "startsAt": "t1"},
@@ -290,7 +291,8 @@ async fn switchover_round_trip_moves_the_service_with_one_write_and_one_deploy_e
     for i in &incidents {
         assert_eq!(i.outcome.as_deref(), Some("recovered"));
         assert_eq!(i.trigger_source, "switchover");
-        let path: Vec<String> = j.transitions(&i.id).await.unwrap().into_iter().filter(|t| t.from_state != t.to_state).map(|t| t.to_state).collect();
+        let path: Vec<String> =
+            j.transitions(&i.id).await.unwrap().into_iter().filter(|t| t.from_state != t.to_state).map(|t| t.to_state).collect();
         assert_eq!(path, ["assess", "switch", "flush", "deploy", "verify", "recovered"], "no Confirm in a planned switchover");
     }
     assert_eq!(j.topology("sandbox").await.unwrap().active, Side::Primary);

@@ -2,7 +2,8 @@
 //! writing the numbers, with the machine they ran on, to BENCHMARKS.md.
 //!
 //! ```text
-//! bench [--root DIR] [--out FILE] [--reps N] [--only failover,flush,storm,journal,footprint,bullmq] [--quick]
+//! bench [--root DIR] [--out FILE] [--reps N] [--only failover,flush,storm,journal,footprint,bullmq,fleet] [--quick]
+//!       [--fleet-targets N,N...]
 //! ```
 //!
 //! Benchmarks print numbers; none of them fails on speed. The process exits non-zero
@@ -10,6 +11,8 @@
 
 mod bullmq;
 mod failover;
+mod fleet;
+mod fleet_md;
 mod flush;
 mod footprint;
 mod journal;
@@ -22,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use util::*;
 
-pub const SECTIONS: &[&str] = &["failover", "flush", "storm", "journal", "footprint", "hostile", "bullmq"];
+pub const SECTIONS: &[&str] = &["failover", "flush", "storm", "journal", "footprint", "hostile", "bullmq", "fleet"];
 
 struct Args {
     root: PathBuf,
@@ -30,6 +33,8 @@ struct Args {
     reps: usize,
     only: Vec<String>,
     quick: bool,
+    /// Fleet sizes (targets watched by one `serve`), one row each.
+    fleet_targets: Vec<usize>,
 }
 
 fn args() -> Result<Args> {
@@ -39,6 +44,7 @@ fn args() -> Result<Args> {
         reps: 5,
         only: SECTIONS.iter().map(|s| s.to_string()).collect(),
         quick: false,
+        fleet_targets: vec![fleet::DEFAULT_TARGETS],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,8 +55,15 @@ fn args() -> Result<Args> {
             "--reps" => a.reps = value()?.parse().context("--reps")?,
             "--only" => a.only = value()?.split(',').map(|s| s.trim().to_string()).collect(),
             "--quick" => a.quick = true,
+            "--fleet-targets" => {
+                a.fleet_targets = value()?.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>().context("--fleet-targets")?
+            }
             "-h" | "--help" => {
-                println!("bench [--root DIR] [--out FILE] [--reps N (default 5)] [--only {}] [--quick]", SECTIONS.join(","));
+                println!(
+                    "bench [--root DIR] [--out FILE] [--reps N (default 5)] [--only {}] [--quick] [--fleet-targets N,N... (default {})]",
+                    SECTIONS.join(","),
+                    fleet::DEFAULT_TARGETS
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -148,6 +161,12 @@ async fn main() -> Result<()> {
         match bullmq::run(&ctx).await {
             Ok(r) => rep.bullmq = Some(r),
             Err(e) => rep.error("bullmq", e),
+        }
+    }
+    if want("fleet") {
+        match fleet::run(&ctx, &a.fleet_targets).await {
+            Ok(r) => rep.fleet = Some(r),
+            Err(e) => rep.error("fleet", e),
         }
     }
     rep.journal = journal_results;

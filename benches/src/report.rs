@@ -2,7 +2,7 @@
 
 use crate::failover::{self, STEPS};
 use crate::util::*;
-use crate::{bullmq, flush, footprint, journal, storm};
+use crate::{bullmq, fleet, flush, footprint, journal, storm};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ pub struct Report {
     pub journal: Option<journal::Results>,
     pub footprint: Option<footprint::Results>,
     pub bullmq: Option<bullmq::Results>,
+    pub fleet: Option<fleet::Results>,
     pub errors: Vec<(String, String)>,
     pub runtime: Duration,
     /// The orchestrator binary measured, relative to the repository when inside it.
@@ -42,6 +43,7 @@ impl Report {
             journal: None,
             footprint: None,
             bullmq: None,
+            fleet: None,
             errors: vec![],
             runtime: Duration::ZERO,
             bin_label: String::new(),
@@ -124,6 +126,24 @@ impl Report {
                 );
             }
         }
+        if let Some(f) = &self.fleet {
+            for r in &f.runs {
+                let d: Vec<f64> = r.kills.iter().map(|k| k.detect_ms).collect();
+                let _ = writeln!(
+                    s,
+                    "fleet: {} targets → serve CPU {:.1} % of one core, RSS {}, round lateness p50 {} p99 {}; kill → incident opened median {} (worst {}, {} kills; budget {} ms)",
+                    fmt_int(r.targets as f64),
+                    r.cpu_pct,
+                    fmt_bytes(r.rss),
+                    fmt_ms(r.late_p50_ms),
+                    fmt_ms(r.late_p99_ms),
+                    fmt_ms0(median(&d)),
+                    fmt_ms0(max(&d)),
+                    d.len(),
+                    fleet::PING_FAIL_FOR_MS + fleet::INTERVAL_MS
+                );
+            }
+        }
         for (sec, e) in &self.errors {
             let _ = writeln!(s, "{sec}: FAILED: {e}");
         }
@@ -176,6 +196,7 @@ impl Report {
         self.footprint_md(&mut o);
         self.hostile_md(&mut o);
         self.bullmq_md(&mut o);
+        self.fleet_md(&mut o);
         o
     }
 
@@ -1104,6 +1125,19 @@ impl Report {
             }
         }
         let _ = writeln!(o, "\nTimes in ms from the kill. Pairs are numbered in run order within each D.\n\n</details>\n");
+    }
+}
+
+impl Report {
+    fn fleet_md(&self, o: &mut String) {
+        if !self.sections.iter().any(|s| s == "fleet") {
+            return;
+        }
+        let _ = writeln!(o, "## 8. Fleet: one `serve` watching many targets\n");
+        self.errors_of("fleet", o);
+        if let Some(f) = &self.fleet {
+            crate::fleet_md::write(f, o);
+        }
     }
 }
 

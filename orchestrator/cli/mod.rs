@@ -366,7 +366,13 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                 return Ok(crate::model::Outcome::parse(outcome).map(exit::for_outcome).unwrap_or(exit::OK));
             }
             if inc.target != pb.name && !(inc.target.contains(':') && inc.playbook_name == pb.name) {
-                return Err(usage(format!("incident {} belongs to target {:?}, not to {:?} ({})", inc.id, inc.target, pb.name, a.playbook.display())));
+                return Err(usage(format!(
+                    "incident {} belongs to target {:?}, not to {:?} ({})",
+                    inc.id,
+                    inc.target,
+                    pb.name,
+                    a.playbook.display()
+                )));
             }
             let exec = target(journal, pb, a.wait_for_approval, a.allow_changed_playbook).executor_for(&a.id).await?;
             exec.check_pinned(&a.id).await.map_err(|e| usage(e.to_string()))?;
@@ -462,17 +468,23 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(if report.ok() { exit::OK } else { exit::TAMPERED })
         }
-        Command::Pause(a) | Command::Unpause(a) if a.target.as_ref().is_some_and(|t| t.is_empty()) => Err(usage("--target must not be empty")),
+        Command::Pause(a) | Command::Unpause(a) if a.target.as_ref().is_some_and(|t| t.is_empty()) => {
+            Err(usage("--target must not be empty"))
+        }
         Command::Pause(a) => {
             let journal = Journal::open(&cli.db).await?;
-            journal.set_paused(a.target.as_deref(), true, &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now()).await?;
+            journal
+                .set_paused(a.target.as_deref(), true, &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now())
+                .await?;
             let whom = a.target.as_deref().map(|t| format!(" for {t}")).unwrap_or_else(|| " for every target".into());
             println!("automatic failover paused{whom} by {} (alerts are still journaled)", a.actor);
             Ok(exit::OK)
         }
         Command::Unpause(a) => {
             let journal = Journal::open(&cli.db).await?;
-            journal.set_paused(a.target.as_deref(), false, &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now()).await?;
+            journal
+                .set_paused(a.target.as_deref(), false, &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now())
+                .await?;
             let whom = a.target.as_deref().map(|t| format!(" for {t}")).unwrap_or_default();
             println!("automatic failover resumed{whom} by {}", a.actor);
             Ok(exit::OK)
@@ -507,7 +519,10 @@ async fn status(db: &Path, a: StatusArgs) -> Result<i32, Failure> {
     if !named {
         let topologies = journal.topologies().await?;
         if topologies.is_empty() {
-            println!("no target has failed over in {}: every target is on its playbook's primary, armed (pass --playbook for more)", db.display());
+            println!(
+                "no target has failed over in {}: every target is on its playbook's primary, armed (pass --playbook for more)",
+                db.display()
+            );
         }
         for t in topologies {
             println!("{:<18} active {:<8} {:<9} {}", t.target, t.active.as_str(), if t.armed { "ARMED" } else { "DISARMED" }, t.reason);
@@ -516,9 +531,19 @@ async fn status(db: &Path, a: StatusArgs) -> Result<i32, Failure> {
     }
     for r in rows {
         println!("{}{}", r.target, if r.paused { "  [PAUSED]" } else { "" });
-        println!("  active   {} {}{}", r.active, r.active_endpoint, if r.since.is_empty() { String::new() } else { format!("  since {}", r.since) });
+        println!(
+            "  active   {} {}{}",
+            r.active,
+            r.active_endpoint,
+            if r.since.is_empty() { String::new() } else { format!("  since {}", r.since) }
+        );
         println!("  standby  {} {}", r.standby, r.standby_endpoint);
-        println!("  {:<8} {}{}", if r.armed { "ARMED" } else { "DISARMED" }, r.reason, r.through.as_deref().map(|i| format!(" (through {i})")).unwrap_or_default());
+        println!(
+            "  {:<8} {}{}",
+            if r.armed { "ARMED" } else { "DISARMED" },
+            r.reason,
+            r.through.as_deref().map(|i| format!(" (through {i})")).unwrap_or_default()
+        );
         match (&r.open_incident, &r.open_state) {
             (Some(id), Some(state)) => println!("  open     {id} in {state}"),
             _ => println!("  open     none"),
@@ -538,7 +563,10 @@ async fn switchover(db: &Path, a: SwitchoverArgs) -> Result<i32, Failure> {
     let pb = pbs.swap_remove(pos);
     let journal = Journal::open(db).await?;
     if let Some(open) = journal.open_incident_for(&pb.name).await? {
-        return Err(usage(format!("incident {} is open for {} (state {}); a switchover waits for it to end", open.id, open.target, open.state)));
+        return Err(usage(format!(
+            "incident {} is open for {} (state {}); a switchover waits for it to end",
+            open.id, open.target, open.state
+        )));
     }
     let topo = journal.topology(&pb.name).await?;
     let exec = target(journal, pb, a.wait_for_approval, false).executor_now().await?;
@@ -581,7 +609,11 @@ async fn arm(db: &Path, a: ArmArgs) -> Result<i32, Failure> {
         armed: true,
         needs_person: false,
         standby_ok_since: None,
-        reason: format!("armed by {} ({me}) with the {active} active{}", a.actor, if a.comment.is_empty() { String::new() } else { format!(": {}", a.comment) }),
+        reason: format!(
+            "armed by {} ({me}) with the {active} active{}",
+            a.actor,
+            if a.comment.is_empty() { String::new() } else { format!(": {}", a.comment) }
+        ),
         actor: a.actor.clone(),
     };
     journal.change_topology(&a.target, &change, chrono::Utc::now()).await?;

@@ -78,7 +78,11 @@ impl Daemon {
     }
 
     #[allow(clippy::type_complexity)]
-    async fn write(&self, jobs: Vec<Job>, decided: Result<(Vec<(NewAlert, Option<String>, &'static str)>, Vec<Vec<Disposition>>), JournalError>) {
+    async fn write(
+        &self,
+        jobs: Vec<Job>,
+        decided: Result<(Vec<(NewAlert, Option<String>, &'static str)>, Vec<Vec<Disposition>>), JournalError>,
+    ) {
         match decided {
             Ok((rows, answers)) => match self.journal.record_alerts(&rows, Utc::now()).await {
                 Ok(()) => {
@@ -160,7 +164,13 @@ impl Daemon {
                 };
                 let status = if a.firing { "firing" } else { "resolved" };
                 rows.push((
-                    NewAlert { source: job.source.clone(), fingerprint: fingerprint.clone(), status: status.into(), target: target.clone(), summary },
+                    NewAlert {
+                        source: job.source.clone(),
+                        fingerprint: fingerprint.clone(),
+                        status: status.into(),
+                        target: target.clone(),
+                        summary,
+                    },
                     inc.clone(),
                     disposition,
                 ));

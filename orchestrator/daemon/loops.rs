@@ -150,7 +150,7 @@ impl Daemon {
             rounds += 1;
             let known = lane.topology.lock().expect("topology").clone();
             // Armed (or waiting for a person): nothing to measure; refresh now and then.
-            if (known.armed || known.needs_person) && rounds % 10 != 0 {
+            if (known.armed || known.needs_person) && !rounds.is_multiple_of(10) {
                 continue;
             }
             let topology = match self.journal.topology(&target.name).await {

@@ -1,19 +1,43 @@
 //! The steps that change the world: Switch (platform write + read-back), Flush, Deploy
 //! and Rollback. Each goes through [`Executor::once`] with a stable idempotency key.
 
-use super::once::{error_value, Seen};
+use super::once::{error_value, Done, Failed, Seen};
 use super::{ExecError, Executor, Progress};
 use crate::machine::{Check, DeployStatus, Event, Machine};
 use crate::model::FlushMode;
 use crate::ports::{DeployInfo, DeployPhase, FlushPlan};
 use crate::secret::RedisUrl;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use std::time::Duration;
+
+/// The journaled result of a platform write (masked URLs only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UrlWritten {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_back: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconciled: bool,
+}
+
+/// The journaled result of starting a deploy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployStarted {
+    pub deploy_id: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub phase: Option<DeployPhase>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconciled: bool,
+}
 
 impl Executor {
     /// Writes `url` to the platform once per key: if a crash left the intent without an
     /// outcome and the platform already holds `url`, the write is not repeated.
-    async fn write_url_once(&self, id: &str, key: &str, url: &RedisUrl) -> Result<super::once::Done, ExecError> {
+    async fn write_url_once(&self, id: &str, key: &str, url: &RedisUrl) -> Result<Done<UrlWritten>, ExecError> {
         let platform = &self.ports.platform;
         let intent = json!({ "env": url.masked(), "platform": platform.kind() });
         self.once(
@@ -24,14 +48,16 @@ impl Executor {
             // Writing the same value twice is harmless, so "could not read" means write.
             async {
                 match platform.read_url().await {
-                    Ok(Some(v)) if v == url.expose() => Seen::Done(json!({ "read_back": url.masked(), "reconciled": true })),
+                    Ok(Some(v)) if v == url.expose() => {
+                        Seen::Done(UrlWritten { written: None, read_back: Some(url.masked().to_string()), reconciled: true })
+                    }
                     _ => Seen::NotDone,
                 }
             },
             async {
                 match platform.write_url(url.expose()).await {
-                    Ok(()) => Ok(json!({ "written": url.masked() })),
-                    Err(e) => Err(error_value(e)),
+                    Ok(()) => Ok(UrlWritten { written: Some(url.masked().to_string()), read_back: None, reconciled: false }),
+                    Err(e) => Err(Failed::new(e)),
                 }
             },
         )
@@ -40,12 +66,8 @@ impl Executor {
 
     pub(super) async fn switch_step(&self, id: &str) -> Result<Event, ExecError> {
         let backup = &self.playbook.redis.backup;
-        let done = self.write_url_once(id, &format!("{id}:set_env:backup"), backup).await?;
-        if !done.ok {
-            return Ok(Event::Switched {
-                ok: false,
-                detail: format!("platform write failed: {}", done.result["error"].as_str().unwrap_or("unknown")),
-            });
+        if let Done::Failed(f) = self.write_url_once(id, &format!("{id}:set_env:backup"), backup).await? {
+            return Ok(Event::Switched { ok: false, detail: format!("platform write failed: {}", f.error) });
         }
         // Read back and compare: the guard of Switch → Flush.
         Ok(match self.ports.platform.read_url().await {
@@ -111,22 +133,15 @@ impl Executor {
                 intent,
                 // Deleting matching keys again is harmless before the deploy: re-run.
                 async { Seen::NotDone },
-                async {
-                    match self.ports.redis.flush(&pb.redis.backup, &plan, &progress).await {
-                        Ok(report) => Ok(serde_json::to_value(report).unwrap_or(Value::Null)),
-                        Err(e) => Err(error_value(e)),
-                    }
-                },
+                async { self.ports.redis.flush(&pb.redis.backup, &plan, &progress).await.map_err(Failed::new) },
             )
             .await?;
-        if !done.ok {
-            return Ok(Some(Event::FlushFailed { detail: done.result["error"].as_str().unwrap_or("unknown").to_string() }));
-        }
-        let deleted = done.result["deleted"].as_u64().unwrap_or(0);
-        let per: Vec<String> = done.result["per_pattern"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|p| Some(format!("{} {}", p.get(0)?.as_str()?, p.get(1)?.as_u64()?))).collect())
-            .unwrap_or_default();
+        let report: crate::ports::FlushReport = match done {
+            Done::Ok(r) => r,
+            Done::Failed(f) => return Ok(Some(Event::FlushFailed { detail: f.error })),
+        };
+        let deleted = report.deleted;
+        let per: Vec<String> = report.per_pattern.iter().map(|(p, n)| format!("{p} {n}")).collect();
         Ok(Some(Event::Flushed {
             mode,
             deleted,
@@ -134,8 +149,8 @@ impl Executor {
                 "{deleted} keys removed from {} ({}) in {} ms, {} latency pauses",
                 pb.redis.backup,
                 per.join(", "),
-                done.result["elapsed_ms"],
-                done.result["pauses"]
+                report.elapsed_ms,
+                report.pauses
             ),
         }))
     }
@@ -164,7 +179,7 @@ impl Executor {
                         Ok(effects) => effects
                             .iter()
                             .filter(|e| e.kind == "deploy" && e.key != key)
-                            .filter_map(|e| e.result_json()["deploy_id"].as_str().map(str::to_string))
+                            .filter_map(|e| serde_json::from_value::<DeployStarted>(e.result_json()).ok().map(|d| d.deploy_id))
                             .collect(),
                         Err(e) => return Seen::Unknown(e.to_string()),
                     };
@@ -172,40 +187,41 @@ impl Executor {
                         Ok(found) => found
                             .into_iter()
                             .find(|d| !claimed.contains(&d.id))
-                            .map(|d| json!({ "deploy_id": d.id, "status": d.status, "phase": d.phase, "reconciled": true }))
+                            .map(|d| DeployStarted { deploy_id: d.id, status: d.status, phase: Some(d.phase), reconciled: true })
                             .into(),
                         Err(e) => Seen::Unknown(e.to_string()),
                     }
                 },
                 async {
                     match platform.deploy().await {
-                        Ok(d) => Ok(json!({ "deploy_id": d.id, "status": d.status, "phase": d.phase })),
+                        Ok(d) => Ok(DeployStarted { deploy_id: d.id, status: d.status, phase: Some(d.phase), reconciled: false }),
                         // Whether the platform refused it (4xx: certainly not created) is
                         // recorded with the error, so the outcome is judged on the type.
-                        Err(e) => Err(json!({ "error": e.to_string(), "refused": matches!(e, crate::ports::PlatformError::Refused(_)) })),
+                        Err(e) => Err(Failed { error: e.to_string(), refused: matches!(e, crate::ports::PlatformError::Refused(_)) }),
                     }
                 },
             )
             .await?;
-        if !done.ok {
-            let error = done.result["error"].as_str().unwrap_or("unknown");
+        let started = match done {
+            Done::Ok(d) => d,
             // Refused (4xx): certainly not created, a clean failure. Anything else (5xx,
             // timeouts until the deadline, an interrupted attempt we cannot see): the
             // platform may have created it after all, and it may still go live on the
             // backup, so it counts as timed out (the rollback deploys).
-            let refused = done.result["refused"].as_bool().unwrap_or(false);
-            let status = if refused { DeployStatus::Failed } else { DeployStatus::TimedOut };
-            return Ok((status, None, format!("deploy could not be started: {error}")));
-        }
-        let mut deploy_id = done.result["deploy_id"].as_str().unwrap_or_default().to_string();
+            Done::Failed(f) => {
+                let status = if f.refused { DeployStatus::Failed } else { DeployStatus::TimedOut };
+                return Ok((status, None, format!("deploy could not be started: {}", f.error)));
+            }
+        };
+        let mut deploy_id = started.deploy_id.clone();
         // Platforms whose deploy finishes synchronously (env-file's restart command)
         // answered with a final phase already; after a restart they may not know the
         // id any more, so do not poll for it.
-        let recorded_status = done.result["status"].as_str().unwrap_or("").to_string();
-        match serde_json::from_value::<DeployPhase>(done.result["phase"].clone()) {
-            Ok(DeployPhase::Live) => return Ok((DeployStatus::Live, Some(deploy_id), format!("deploy {recorded_status}"))),
-            Ok(DeployPhase::Failed) => return Ok((DeployStatus::Failed, Some(deploy_id), format!("deploy ended {recorded_status}"))),
-            Ok(DeployPhase::Canceled) => return Ok((DeployStatus::Canceled, Some(deploy_id), format!("deploy ended {recorded_status}"))),
+        let recorded_status = started.status.clone();
+        match started.phase {
+            Some(DeployPhase::Live) => return Ok((DeployStatus::Live, Some(deploy_id), format!("deploy {recorded_status}"))),
+            Some(DeployPhase::Failed) => return Ok((DeployStatus::Failed, Some(deploy_id), format!("deploy ended {recorded_status}"))),
+            Some(DeployPhase::Canceled) => return Ok((DeployStatus::Canceled, Some(deploy_id), format!("deploy ended {recorded_status}"))),
             _ => {}
         }
         // The timeout runs from the intent, so it survives a restart.
@@ -370,12 +386,8 @@ impl Executor {
                 return Ok(Event::RollbackHeld { checks, detail });
             }
         }
-        let wrote = self.write_url_once(id, &format!("{id}:set_env:rollback"), primary).await?;
-        if !wrote.ok {
-            return Ok(Event::RollbackFinished {
-                ok: false,
-                detail: format!("could not restore {primary}: {}", wrote.result["error"].as_str().unwrap_or("unknown")),
-            });
+        if let Done::Failed(f) = self.write_url_once(id, &format!("{id}:set_env:rollback"), primary).await? {
+            return Ok(Event::RollbackFinished { ok: false, detail: format!("could not restore {primary}: {}", f.error) });
         }
         match self.ports.platform.read_url().await {
             Ok(Some(v)) if v == primary.expose() => {}

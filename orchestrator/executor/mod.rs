@@ -251,7 +251,8 @@ impl Executor {
         let (event, decision) = (self.redacted(&event), self.redacted_decision(&decision));
         let at = self.now();
         let moves = self.topology_change(id, &decision, machine);
-        let seq = match self.journal_retry(|| self.journal.record_decision_moving(id, &event, &decision, machine, at, moves.as_ref())).await {
+        let seq = match self.journal_retry(|| self.journal.record_decision_moving(id, &event, &decision, machine, at, moves.as_ref())).await
+        {
             Ok(seq) => seq,
             Err(e) => {
                 // Not journaled means not decided: keep the machine as it was.

@@ -4,8 +4,8 @@
 
 pub mod chain;
 mod records;
-pub mod verify;
 pub mod topology;
+pub mod verify;
 
 pub use records::*;
 
@@ -943,8 +943,7 @@ impl Journal {
 
 fn alert_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Vec<AlertRow> {
     {
-        rows
-            .iter()
+        rows.iter()
             .map(|r| AlertRow {
                 received_at: r.get("received_at"),
                 target: r.get("target"),

@@ -173,8 +173,10 @@ impl Incident {
             Event::Assessed { preflight, .. } if self.planned => {
                 let failing: Vec<&str> = preflight.iter().filter(|c| !c.holds).map(|c| c.item.as_str()).collect();
                 if preflight.is_empty() || !failing.is_empty() {
-                    context.note =
-                        Some(format!("planned switchover refused: the standby fails preflight ({}); never switch to a dead standby", failing.join(", ")));
+                    context.note = Some(format!(
+                        "planned switchover refused: the standby fails preflight ({}); never switch to a dead standby",
+                        failing.join(", ")
+                    ));
                     return Transition(State::escalated());
                 }
                 context.note = Some("planned switchover: the standby passes preflight".into());

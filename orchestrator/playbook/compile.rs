@@ -81,7 +81,10 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
     // the journal. A path segment and a label value, so plain characters only.
     let name = match (name, top.get("name")) {
         (Some(n), Some(node)) if n.is_empty() || n.len() > 64 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
-            d.problem(node.pos, format!("`name` {n:?} must be 1 to 64 letters, digits, `-`, `_` or `.`: it names the target in webhook URLs and labels"));
+            d.problem(
+                node.pos,
+                format!("`name` {n:?} must be 1 to 64 letters, digits, `-`, `_` or `.`: it names the target in webhook URLs and labels"),
+            );
             None
         }
         (n, _) => n,

@@ -20,7 +20,7 @@
 //!   waiting to be sent: in-flight requests are awaited or aborted.
 
 use super::classify;
-use super::redis::{bounded, connect, ping};
+use super::conn::{bounded, connect, ping};
 use crate::model::FailureClass;
 use crate::ports::{FlushPlan, FlushProgress, FlushReport, ProgressFn, RedisFailure};
 use crate::secret::RedisUrl;

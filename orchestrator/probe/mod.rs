@@ -2,6 +2,7 @@
 //! classification, and the flush.
 
 pub mod classify;
+pub mod conn;
 pub mod flush;
 pub mod redis;
 

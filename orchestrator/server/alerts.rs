@@ -15,10 +15,7 @@ pub use crate::model::IncomingAlert;
 const MAX_LABELS: usize = 64;
 
 fn labels_of(map: &BTreeMap<String, Value>) -> BTreeMap<String, String> {
-    map.iter()
-        .filter_map(|(k, v)| Some((truncate(k, 100), truncate(v.as_str()?, 200))))
-        .take(MAX_LABELS)
-        .collect()
+    map.iter().filter_map(|(k, v)| Some((truncate(k, 100), truncate(v.as_str()?, 200)))).take(MAX_LABELS).collect()
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -92,7 +92,8 @@ fn journal_error(e: JournalError) -> Response {
 }
 
 async fn webhook(app: AppState, source: String, target: Option<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let (source, parse): (&'static str, fn(&[u8]) -> Result<Vec<alerts::IncomingAlert>, alerts::AlertError>) = match source.as_str() {
+    type Parser = fn(&[u8]) -> Result<Vec<alerts::IncomingAlert>, alerts::AlertError>;
+    let (source, parse): (&'static str, Parser) = match source.as_str() {
         "grafana" => ("grafana", alerts::parse_group),
         "alertmanager" => ("alertmanager", alerts::parse_group),
         "generic" => ("generic", alerts::parse_generic),
@@ -156,7 +157,12 @@ async fn webhook_any(State(app): State<AppState>, Path(source): Path<String>, he
     webhook(app, source, None, headers, body).await
 }
 
-async fn webhook_for(State(app): State<AppState>, Path((source, target)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Response {
+async fn webhook_for(
+    State(app): State<AppState>,
+    Path((source, target)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     webhook(app, source, Some(target), headers, body).await
 }
 
