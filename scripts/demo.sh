@@ -108,6 +108,8 @@ cat "$WORK/audit.txt"
 say "after the failover"
 echo "health: $(curl -sS "$SANDBOX_SERVICE_URL/api/v1/health")"
 echo "metrics: $(curl -sS "$ORCH_URL/metrics" | grep -E '^orchestrator_incidents_total' | tr '\n' ' ')"
+say "topology: the backup is active now, failover disarmed until the old primary is back and healthy"
+"$BIN/orchestrator" --db "$DB" status --playbook playbooks/sandbox.yaml
 echo "backup keeps keep:settings = $(redis-cli -p "$BACKUP_PORT" get keep:settings); stale bull:default:wait entries gone: $(redis-cli -p "$BACKUP_PORT" lpos bull:default:wait stale-1 | sed 's/^$/yes/')"
 if [ "$CODE" -ne 0 ]; then echo "demo: the incident did not end Recovered (exit $CODE)" >&2; tail -20 "$WORK/serve.log" >&2; exit "$CODE"; fi
 echo "demo: Recovered."

@@ -224,10 +224,19 @@ pub async fn run(ctx: &Ctx) -> Result<Results> {
     Ok(Results { budgets, pairs, job_ms, verify_interval_ms })
 }
 
-/// `orchestrator_probe_failures_total` from serve's /metrics.
+/// `orchestrator_probe_failures_total` from serve's /metrics, summed over targets (0
+/// before the first failure: the series appears with it).
 async fn probe_failures(http: &reqwest::Client, url: &str) -> Option<u64> {
     let text = http.get(url).send().await.ok()?.text().await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix("orchestrator_probe_failures_total ")).and_then(|v| v.trim().parse().ok())
+    if !text.contains("orchestrator_self_healthy") {
+        return None;
+    }
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("orchestrator_probe_failures_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<u64>().ok())
+            .sum(),
+    )
 }
 
 fn opt_ms(v: Option<f64>) -> String {

@@ -447,7 +447,17 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             Ok(exit::OK)
         }
         Command::Check(a) => {
-            let pb = Arc::new(load_playbook(&a.playbook)?);
+            let mut pb = load_playbook(&a.playbook)?;
+            // Judge the endpoint the service is on now: after a failover, the playbook's
+            // backup is the active (the journal's topology says so).
+            if cli.db.exists() {
+                let topo = existing_journal(&cli.db).await?.topology(&pb.name).await?;
+                if topo.active != crate::model::Side::Primary {
+                    eprintln!("{}: the {} is active (journal topology); checking it as the primary", pb.name, topo.active);
+                    pb = pb.oriented(topo.active);
+                }
+            }
+            let pb = Arc::new(pb);
             let ports = crate::wiring::real_ports(&pb);
             let report = crate::dryrun::check(&pb, &ports).await;
             // What the service echoes in its health or log text is output like any other.

@@ -237,14 +237,13 @@ impl Probes<'_> {
             Ok(Some(v)) if v == pb.redis.primary.expose() => {
                 Check::new("platform_url_known", true, format!("platform holds the primary URL {}", pb.redis.primary))
             }
-            // Already failed over: the service runs on the "backup" now, and a second
-            // switch would flush the Redis production uses. A person must update the
-            // playbook (swap primary and backup) first.
+            // Already failed over behind the topology's back: the service runs on the
+            // standby, and a second switch would flush the Redis production uses.
             Ok(Some(v)) if v == pb.redis.backup.expose() => Check::new(
                 "platform_url_known",
                 false,
                 format!(
-                    "platform already holds the backup URL {}: the service was failed over before; swap primary and backup in the playbook before another failover",
+                    "platform already holds the standby's URL {}: the service was failed over before and the journal's topology does not say so; a second switch would flush the Redis production uses (see `orchestrator status`, `orchestrator arm`)",
                     pb.redis.backup
                 ),
             ),
