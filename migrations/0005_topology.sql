@@ -28,7 +28,12 @@ CREATE TABLE topology_changes (
     armed         INTEGER NOT NULL,
     reason        TEXT NOT NULL,
     incident_id   TEXT,
-    actor         TEXT NOT NULL                 -- orchestrator, or the person (`arm --as`)
+    actor         TEXT NOT NULL,                -- orchestrator, or the person (`arm --as`)
+    -- The rest of the row as it was after the change: `journal verify` checks that the
+    -- current `topology` row is exactly its latest change (an edited row is named).
+    since         TEXT NOT NULL,
+    needs_person  INTEGER NOT NULL,
+    standby_ok_since TEXT
 );
 CREATE INDEX topology_changes_target ON topology_changes (target, id);
 

@@ -135,28 +135,48 @@ impl Daemon {
         // unrouted one, the target it named.
         type Group = Vec<(usize, IncomingAlert, Option<String>)>;
         let mut groups: BTreeMap<Option<String>, Group> = BTreeMap::new();
+        let mut first_unrouted: Option<String> = None;
         for (i, a) in alerts.into_iter().enumerate() {
             match self.registry.route(in_url, &a) {
                 Route::Target(name) => groups.entry(Some(name)).or_default().push((i, a, None)),
                 Route::Unrouted { asked, why } => {
-                    tracing::warn!(source, asked = asked.as_deref().map(|a| self.redactor.redact(a)), why = %self.redactor.redact(&why), "alert matched no target; journaled as unrouted");
+                    first_unrouted.get_or_insert(why);
                     groups.entry(None).or_default().push((i, a, asked));
                 }
             }
         }
-        let mut answers: Vec<(usize, Disposition)> = Vec::new();
+        // One line per body, not per alert: a body may carry a thousand.
+        if let (Some(why), Some(n)) = (first_unrouted, groups.get(&None).map(Vec::len)) {
+            let why = crate::redact::truncate(&self.redactor.redact(&why), 300);
+            tracing::warn!(source, alerts = n, why = %why, "alerts matched no target; journaled as unrouted");
+        }
+        // Every group's job is queued before any answer is awaited: no target's alerts
+        // wait for another target's (or the unrouted lane's) batch to be written.
+        let mut pending = Vec::new();
         for (target, items) in groups {
             let order: Vec<usize> = items.iter().map(|(i, _, _)| *i).collect();
             let asked: Vec<Option<String>> = items.iter().map(|(_, _, a)| a.clone()).collect();
             let alerts: Vec<IncomingAlert> = items.into_iter().map(|(_, a, _)| a).collect();
             let lane = target.as_deref().and_then(|name| self.lanes.get(name)).cloned();
-            let n = alerts.len() as u64;
-            let unrouted = lane.is_none();
-            let got = self.enqueue(lane, source, alerts, asked).await?;
-            if unrouted {
-                self.metrics.unrouted(source, n);
+            if lane.is_none() {
+                self.metrics.unrouted(source, alerts.len() as u64);
             }
-            answers.extend(order.into_iter().zip(got));
+            pending.push((order, self.submit(lane, source, alerts, asked)?));
+        }
+        // A body with alerts for several targets is one transaction per target: on a
+        // 5xx some of them may be on disk, and the sender's retry journals those again
+        // (they attach to the same incident; nothing is lost, nothing opens twice).
+        let mut answers: Vec<(usize, Disposition)> = Vec::new();
+        let mut failed = None;
+        for (order, reply) in pending {
+            match reply.await {
+                Ok(Ok(got)) => answers.extend(order.into_iter().zip(got)),
+                Ok(Err(e)) => failed = Some(e),
+                Err(_) => failed = Some(JournalError::Corrupt("alert intake dropped the request".into())),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         answers.sort_by_key(|(i, _)| *i);
         Ok(answers.into_iter().map(|(_, d)| d).collect())
@@ -216,11 +236,16 @@ impl Daemon {
     }
 
     /// The target an incident belongs to, if this process runs it.
+    /// An incident journaled before targets had names (its target is the primary's
+    /// endpoint) is the target's only when the playbook of that name has that endpoint:
+    /// a staging playbook with the same name must not adopt it into production.
     pub fn target_of(&self, inc: &crate::journal::IncidentRow) -> Option<Arc<Target>> {
-        self.registry
-            .get(&inc.target)
-            .or_else(|| inc.target.contains(':').then(|| self.registry.get(&inc.playbook_name)).flatten())
-            .cloned()
+        if let Some(t) = self.registry.get(&inc.target) {
+            return Some(t.clone());
+        }
+        let t = self.registry.get(&inc.playbook_name).filter(|_| inc.target.contains(':'))?;
+        let pb = &t.playbook;
+        (pb.redis.primary.endpoint() == inc.target || pb.redis.backup.endpoint() == inc.target).then(|| t.clone())
     }
 
     fn spawn_on(self: &Arc<Self>, target: Arc<Target>, id: &str) {
@@ -260,10 +285,18 @@ impl Daemon {
 
     /// Resumes every open incident of this process's targets (what `serve` does at start).
     pub async fn resume_open(self: &Arc<Self>) -> Result<Vec<String>, JournalError> {
+        self.resume(None).await
+    }
+
+    /// [`Daemon::resume_open`] for one target only (`None`: every target).
+    async fn resume(self: &Arc<Self>, only: Option<&str>) -> Result<Vec<String>, JournalError> {
         let open = self.journal.open_incidents().await?;
         let mut resumed = Vec::new();
         for inc in open {
             let Some(target) = self.target_of(&inc) else { continue };
+            if only.is_some_and(|name| name != target.name) {
+                continue;
+            }
             if self.running.lock().expect("running set").contains(&inc.id) || self.refused.lock().expect("refused set").contains(&inc.id) {
                 continue;
             }
@@ -295,14 +328,36 @@ impl Daemon {
             if *self.shutdown.borrow() {
                 return;
             }
-            // Under every target's intake lock: an incident intake is opening right now
-            // is not "nobody's" yet.
-            let mut guards = Vec::new();
-            for lane in self.lanes.values() {
-                guards.push(lane.intake.lock().await);
+            // Under the target's intake lock, one target at a time: an incident intake
+            // is opening right now is not "nobody's" yet, and a slow target (its
+            // intake waiting on the platform) holds up only its own adoption.
+            let mut adopted: Result<Vec<String>, JournalError> = Ok(Vec::new());
+            // Only targets with an open incident nobody here drives (one read for all).
+            let waiting: HashSet<String> = match self.journal.open_incidents().await {
+                Ok(open) => {
+                    let running = self.running.lock().expect("running set").clone();
+                    let refused = self.refused.lock().expect("refused set").clone();
+                    open.iter()
+                        .filter(|i| !running.contains(&i.id) && !refused.contains(&i.id))
+                        .filter_map(|i| self.target_of(i).map(|t| t.name.clone()))
+                        .collect()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not list open incidents; retrying");
+                    continue;
+                }
+            };
+            for lane in self.lanes.values().filter(|l| waiting.contains(&l.target.name)) {
+                let _intake = lane.intake.lock().await;
+                match self.resume(Some(&lane.target.name)).await {
+                    Ok(ids) => {
+                        if let Ok(all) = &mut adopted {
+                            all.extend(ids)
+                        }
+                    }
+                    Err(e) => adopted = Err(e),
+                }
             }
-            let adopted = self.resume_open().await;
-            drop(guards);
             match adopted {
                 Ok(ids) if !ids.is_empty() => tracing::info!(?ids, "adopted open incidents"),
                 Ok(_) => {}

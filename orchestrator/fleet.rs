@@ -17,6 +17,10 @@ pub enum FleetError {
     DuplicateName { name: String, first: String, second: String },
     #[error("no playbook: `serve` needs at least one (--playbook FILE or --playbooks DIR)")]
     Empty,
+    #[error(
+        "the routing labels of {first:?} and {second:?} overlap (an alert carrying {second:?}'s would match both): make them distinct"
+    )]
+    AmbiguousRouting { first: String, second: String },
 }
 
 /// One target: its playbook as written, the outside world it acts on, and the options
@@ -100,6 +104,19 @@ impl Registry {
             }
             map.insert(t.name.clone(), Arc::new(t));
         }
+        // Routing labels that one alert could carry for two targets would leave every
+        // such alert unrouted at the worst moment: refuse them at start.
+        for (a, ta) in &map {
+            for (b, tb) in &map {
+                let (la, lb) = (&ta.playbook.routing.labels, &tb.playbook.routing.labels);
+                if a < b && !la.is_empty() && !lb.is_empty() {
+                    let (small, big, sn, bn) = if la.len() <= lb.len() { (la, lb, a, b) } else { (lb, la, b, a) };
+                    if small.iter().all(|(k, v)| big.get(k) == Some(v)) {
+                        return Err(FleetError::AmbiguousRouting { first: sn.clone(), second: bn.clone() });
+                    }
+                }
+            }
+        }
         Ok(Registry { targets: map })
     }
 
@@ -123,17 +140,24 @@ impl Registry {
         self.targets.is_empty()
     }
 
-    /// The alert's target: the one the URL names (`/webhooks/{source}/{target}`); else
-    /// its `target` label; else the one target whose playbook's `routing.labels` it
-    /// carries, every one with the value given; else, when this process runs a single
-    /// target, that one (a one-playbook `serve` takes every alert, as before fleets).
+    /// The alert's target: the one the URL names (`/webhooks/{source}/{target}`; a name
+    /// not run here is unrouted); else its `target` label when that names a target run
+    /// here; else the one target whose playbook's `routing.labels` it carries, every one
+    /// with the value given; else, when this process runs a single target without
+    /// routing labels, that one (a one-playbook `serve` takes every alert, as before
+    /// fleets). Anything else is unrouted.
     pub fn route(&self, in_url: Option<&str>, alert: &IncomingAlert) -> Route {
-        let named = in_url.or(alert.labels.get("target").map(String::as_str));
-        if let Some(name) = named {
+        if let Some(name) = in_url {
             return match self.targets.contains_key(name) {
                 true => Route::Target(name.to_string()),
                 false => Route::Unrouted { asked: Some(name.to_string()), why: format!("no target named {name:?}") },
             };
+        }
+        // A `target` label may be another system's (blackbox exporters set one to the
+        // probed address): one that names nothing here falls through to the labels.
+        let label = alert.labels.get("target");
+        if let Some(name) = label.filter(|n| self.targets.contains_key(n.as_str())) {
+            return Route::Target(name.clone());
         }
         let matching: Vec<&String> = self
             .targets
@@ -144,10 +168,23 @@ impl Registry {
             })
             .map(|(name, _)| name)
             .collect();
+        let only_unlabelled = || {
+            let mut all = self.targets.values();
+            match (all.next(), all.next()) {
+                (Some(t), None) if t.playbook.routing.labels.is_empty() => Some(t.name.clone()),
+                _ => None,
+            }
+        };
         match matching.as_slice() {
             [one] => Route::Target((*one).clone()),
-            [] if self.targets.len() == 1 => Route::Target(self.targets.keys().next().cloned().unwrap_or_default()),
-            [] => Route::Unrouted { asked: None, why: "no `target` label and no target's routing labels match".into() },
+            [] => match (label, only_unlabelled()) {
+                (_, Some(name)) => Route::Target(name),
+                (Some(name), None) => Route::Unrouted {
+                    asked: Some(name.clone()),
+                    why: format!("no target named {name:?}, and no target's routing labels match"),
+                },
+                (None, None) => Route::Unrouted { asked: None, why: "no `target` label and no target's routing labels match".into() },
+            },
             many => Route::Unrouted {
                 asked: None,
                 why: format!(

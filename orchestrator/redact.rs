@@ -277,3 +277,13 @@ mod tests {
         assert_eq!(r.redact("Bearer tok-1234567 in /root/x"), "Bearer *** in /root/x");
     }
 }
+
+/// `s` cut to at most `max` bytes on a character boundary (for text from outside that
+/// is stored or logged; redact first, then cut).
+pub fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

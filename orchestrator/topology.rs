@@ -155,10 +155,25 @@ pub struct StandbySample {
 
 /// The re-arm rule: given the topology and a fresh sample of the standby, the change
 /// to journal, if any. Only state changes are journaled (never one row per probe).
-pub fn rearm_step(t: &Topology, sample: &StandbySample, now: DateTime<Utc>, rearm_after: Duration) -> Option<Change> {
+///
+/// `last_sample` is when the previous sample of the standby was taken by this process
+/// (`None`: none yet); a gap longer than `gap` (the orchestrator stopped, its own
+/// trouble, rounds skipped) restarts the clock: time nobody watched is no evidence.
+pub fn rearm_step(
+    t: &Topology,
+    sample: &StandbySample,
+    now: DateTime<Utc>,
+    rearm_after: Duration,
+    last_sample: Option<DateTime<Utc>>,
+    gap: Duration,
+) -> Option<Change> {
     if t.armed || t.needs_person {
         return None;
     }
+    let unwatched = match last_sample {
+        None => true,
+        Some(at) => (now - at).to_std().unwrap_or_default() > gap,
+    };
     let keep = |kind, armed, standby_ok_since: Option<String>, reason: String| Change {
         kind,
         active: t.active,
@@ -185,6 +200,16 @@ pub fn rearm_step(t: &Topology, sample: &StandbySample, now: DateTime<Utc>, rear
             Some(crate::journal::ts(now)),
             format!(
                 "the {standby} (standby) passes its preflight since {}; automatic failover re-arms after {} of that",
+                crate::journal::ts(now),
+                crate::duration::format_duration(rearm_after)
+            ),
+        )),
+        (Ok(()), Some(_)) if unwatched => Some(keep(
+            ChangeKind::StandbyOk,
+            false,
+            Some(crate::journal::ts(now)),
+            format!(
+                "the {standby} (standby) passes its preflight, but nobody watched it for a while: the re-arm clock starts again at {} ({} to go)",
                 crate::journal::ts(now),
                 crate::duration::format_duration(rearm_after)
             ),
@@ -223,6 +248,8 @@ pub fn rearm_step(t: &Topology, sample: &StandbySample, now: DateTime<Utc>, rear
 mod tests {
     use super::*;
 
+    const GAP: Duration = Duration::from_secs(3);
+
     fn recovered() -> Topology {
         let c = after_close(Outcome::Recovered, Side::Primary, true, "inc-1", Duration::from_secs(60)).expect("a move");
         Topology {
@@ -253,21 +280,44 @@ mod tests {
         let now = Utc::now();
         let ok = StandbySample { preflight: Ok(()), platform_on_active: Some(true) };
         let bad = StandbySample { preflight: Err("connection refused".into()), platform_on_active: Some(true) };
-        assert_eq!(rearm_step(&t, &bad, now, Duration::from_secs(60)), None, "failing and never ok: nothing to journal");
-        let c = rearm_step(&t, &ok, now, Duration::from_secs(60)).unwrap();
+        assert_eq!(rearm_step(&t, &bad, now, Duration::from_secs(60), Some(now), GAP), None, "failing and never ok: nothing to journal");
+        let c = rearm_step(&t, &ok, now, Duration::from_secs(60), None, GAP).unwrap();
         assert_eq!(c.kind, ChangeKind::StandbyOk);
         t.standby_ok_since = c.standby_ok_since;
-        assert_eq!(rearm_step(&t, &ok, now + chrono::Duration::seconds(59), Duration::from_secs(60)), None);
+        assert_eq!(
+            rearm_step(
+                &t,
+                &ok,
+                now + chrono::Duration::seconds(59),
+                Duration::from_secs(60),
+                Some(now + chrono::Duration::seconds(58)),
+                GAP
+            ),
+            None
+        );
         // A failure inside the window restarts the clock.
-        let f = rearm_step(&t, &bad, now + chrono::Duration::seconds(30), Duration::from_secs(60)).unwrap();
+        let f = rearm_step(
+            &t,
+            &bad,
+            now + chrono::Duration::seconds(30),
+            Duration::from_secs(60),
+            Some(now + chrono::Duration::seconds(29)),
+            GAP,
+        )
+        .unwrap();
         assert_eq!((f.kind, f.standby_ok_since.clone()), (ChangeKind::StandbyFailing, None));
         let later = now + chrono::Duration::seconds(61);
         let not_on_active = StandbySample { preflight: Ok(()), platform_on_active: Some(false) };
-        let d = rearm_step(&t, &not_on_active, later, Duration::from_secs(60)).unwrap();
+        let d = rearm_step(&t, &not_on_active, later, Duration::from_secs(60), Some(later), GAP).unwrap();
         assert_eq!((d.kind, d.armed), (ChangeKind::Disarmed, false));
-        let a = rearm_step(&t, &ok, later, Duration::from_secs(60)).unwrap();
+        let a = rearm_step(&t, &ok, later, Duration::from_secs(60), Some(later), GAP).unwrap();
         assert_eq!((a.kind, a.armed), (ChangeKind::Armed, true));
+        // Not watched for longer than the gap (serve was stopped): the clock starts again.
+        let r = rearm_step(&t, &ok, later, Duration::from_secs(60), Some(now), GAP).unwrap();
+        assert_eq!((r.kind, r.armed, r.standby_ok_since.clone()), (ChangeKind::StandbyOk, false, Some(crate::journal::ts(later))));
+        let r = rearm_step(&t, &ok, later, Duration::from_secs(60), None, GAP).unwrap();
+        assert_eq!(r.kind, ChangeKind::StandbyOk, "after a restart nothing counts from before");
         t.needs_person = true;
-        assert_eq!(rearm_step(&t, &ok, later, Duration::from_secs(60)), None, "held: only a person re-arms");
+        assert_eq!(rearm_step(&t, &ok, later, Duration::from_secs(60), Some(later), GAP), None, "held: only a person re-arms");
     }
 }

@@ -31,6 +31,9 @@ enum Scenario {
     Stalled,
     /// A planned switchover (`orchestrator switchover`): the primary is alive.
     Switchover,
+    /// A second switchover, back from the backup to the primary (the incident's `from`
+    /// is the backup: a resume must drive it that way round).
+    SwitchoverBack,
 }
 
 async fn orchestrator(w: &World, args: &[&str], crash_at: Option<&str>) -> std::process::ExitStatus {
@@ -74,7 +77,8 @@ async fn crash_then_resume(point: &str, scenario: Scenario) {
     if scenario == Scenario::Stalled {
         w.sandbox.platform().set_faults(sandbox::FaultsPatch { workers_enabled: Some(false), ..Default::default() }).unwrap();
     }
-    if scenario != Scenario::Switchover {
+    let planned = matches!(scenario, Scenario::Switchover | Scenario::SwitchoverBack);
+    if !planned {
         w.primary.kill();
         w.service_sees_redis_down().await;
     }
@@ -85,7 +89,11 @@ async fn crash_then_resume(point: &str, scenario: Scenario) {
     let playbook = w.playbook_file(&edits);
     let pb = playbook.to_str().unwrap();
 
-    let status = if scenario == Scenario::Switchover {
+    if scenario == Scenario::SwitchoverBack {
+        let first = orchestrator(&w, &["switchover", "sandbox", "--playbook", pb, "--reason", "there"], None).await;
+        assert!(first.success(), "the first switchover (to the backup) recovers");
+    }
+    let status = if planned {
         orchestrator(&w, &["switchover", "sandbox", "--playbook", pb, "--reason", point], Some(point)).await
     } else {
         orchestrator(&w, &["run", "--playbook", pb, "--reason", point], Some(point)).await
@@ -124,10 +132,13 @@ async fn crash_then_resume(point: &str, scenario: Scenario) {
     for (write, n) in &stats.env_write_counts {
         assert_eq!(*n, 1, "{write} written {n} times after a crash at {point}");
     }
-    let deploy_intents = journal.effects(&id).await.unwrap().iter().filter(|e| e.kind == "deploy").count();
+    let mut deploy_intents = 0;
+    for inc in journal.incidents(10).await.unwrap() {
+        deploy_intents += journal.effects(&inc.id).await.unwrap().iter().filter(|e| e.kind == "deploy").count();
+    }
     assert_eq!(stats.deploy_count, deploy_intents, "deploys on the platform vs deploy intents after a crash at {point}");
     assert!(journal.effects(&id).await.unwrap().iter().all(|e| e.outcome.is_some()), "no effect left in flight");
-    let expected_writes = if scenario == Scenario::Rollback { 2 } else { 1 };
+    let expected_writes = if matches!(scenario, Scenario::Rollback | Scenario::SwitchoverBack) { 2 } else { 1 };
     assert_eq!(stats.env_write_counts.len(), expected_writes);
     if expected == 9 {
         assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.backup.url()), "held: never handed the dead primary's URL");
@@ -138,6 +149,14 @@ async fn crash_then_resume(point: &str, scenario: Scenario) {
         assert_eq!(journal.topology("sandbox").await.unwrap().active, orchestrator::model::Side::Backup, "topology moved once");
         let moves = journal.topology_history("sandbox", 100).await.unwrap().into_iter().filter(|c| c.change == "moved").count();
         assert_eq!(moves, 1, "one topology move after a crash at {point}");
+    }
+    if scenario == Scenario::SwitchoverBack {
+        assert_eq!(w.sandbox.platform().env_var("REDIS_URL"), Some(w.primary.url()), "back on the primary after a crash at {point}");
+        assert_eq!(journal.topology("sandbox").await.unwrap().active, orchestrator::model::Side::Primary);
+        let inc = journal.machine(&id).await.unwrap();
+        assert_eq!(inc.incident().from, orchestrator::model::Side::Backup, "the incident moved away from the backup");
+        let moves = journal.topology_history("sandbox", 100).await.unwrap().into_iter().filter(|c| c.change == "moved").count();
+        assert_eq!(moves, 2, "one topology move per switchover after a crash at {point}");
     }
 }
 
@@ -207,4 +226,11 @@ crash_tests! {
     switchover_killed_after_deploy_request: "outcome:deploy", Scenario::Switchover;
     switchover_killed_in_verify: "state:verify", Scenario::Switchover;
     switchover_killed_at_recovered: "state:recovered", Scenario::Switchover;
+    switchover_back_killed_in_detect: "state:detect", Scenario::SwitchoverBack;
+    switchover_back_killed_in_assess: "state:assess", Scenario::SwitchoverBack;
+    switchover_back_killed_after_switch_intent: "intent:set_env", Scenario::SwitchoverBack;
+    switchover_back_killed_after_switch_write: "outcome:set_env", Scenario::SwitchoverBack;
+    switchover_back_killed_after_flush_intent: "intent:flush", Scenario::SwitchoverBack;
+    switchover_back_killed_after_deploy_request: "outcome:deploy", Scenario::SwitchoverBack;
+    switchover_back_killed_in_verify: "state:verify", Scenario::SwitchoverBack;
 }

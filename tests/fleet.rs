@@ -179,6 +179,7 @@ async fn a_storm_for_one_target_does_not_hold_up_another_targets_incident() {
         .await
         .unwrap();
     let during = t.elapsed();
+    let bravo_answered = storm_started.elapsed();
     assert_eq!(r.status(), 202);
     let d: serde_json::Value = r.json().await.unwrap();
     let id = d["alerts"][0]["incident"].as_str().expect("bravo's incident opened").to_string();
@@ -189,7 +190,9 @@ async fn a_storm_for_one_target_does_not_hold_up_another_targets_incident() {
     let storm_took = storm_started.elapsed();
     assert_eq!(statuses.get(&202), Some(&40), "{statuses:?}");
     eprintln!("bravo's alert: {alone:?} alone, {during:?} during alpha's storm of 40,000 alerts (which took {storm_took:?})");
-    // bravo waits for at most the batch being written, never behind alpha's queue.
+    // The storm was still in flight when bravo was answered, and bravo waited for at
+    // most the batch being written, never behind alpha's queue.
+    assert!(bravo_answered < storm_took, "the storm ended before bravo's alert was answered: nothing was measured");
     assert!(during < storm_took / 2, "bravo's alert took {during:?} of the storm's {storm_took:?}: it queued behind alpha");
     assert_eq!(wait_outcome(&j, &id, Duration::from_secs(60)).await, "recovered");
     let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE target = 'alpha'").fetch_one(j.pool()).await.unwrap();
@@ -316,4 +319,48 @@ async fn a_switchover_to_a_dead_standby_is_refused_with_no_write() {
     assert_eq!(out.status.code(), Some(5), "escalated: {}", String::from_utf8_lossy(&out.stderr));
     assert!(w.env_writes().is_empty(), "never switched to a dead standby");
     assert_eq!(journal(&w).await.topology("sandbox").await.unwrap().active, Side::Primary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arm_asks_the_platform_first_and_pause_can_name_one_target() {
+    let w = World::start().await;
+    let pb = w.playbook_file(FAST);
+    let pbs = pb.to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+            .arg("--db")
+            .arg(w.journal_path())
+            .args(args)
+            .envs(&w.env)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["switchover", "sandbox", "--playbook", &pbs]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j = journal(&w).await;
+    assert!(!j.topology("sandbox").await.unwrap().armed, "disarmed after the move");
+
+    // Saying the primary is active while the platform holds the backup is refused.
+    let out = run(&["arm", "sandbox", "--playbook", &pbs, "--active", "primary", "--as", "alice"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not the primary's URL"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!j.topology("sandbox").await.unwrap().armed);
+    let out = run(&["arm", "sandbox", "--playbook", &pbs, "--active", "backup", "--as", "alice", "--comment", "checked"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = j.topology("sandbox").await.unwrap();
+    assert!(t.armed && t.active == Side::Backup && t.reason.contains("alice"), "{t:?}");
+    let last = j.topology_history("sandbox", 1).await.unwrap().remove(0);
+    assert_eq!((last.change.as_str(), last.actor.as_str()), ("set", "alice"));
+
+    // A pause for one target holds it alone; a global pause outlives unpausing it.
+    assert!(run(&["pause", "--target", "sandbox", "--as", "alice"]).status.success());
+    assert!(j.paused_for("sandbox").await.unwrap() && !j.paused_for("other").await.unwrap());
+    let typo = run(&["pause", "--target", "sandbx", "--as", "alice"]);
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("check the name"), "{}", String::from_utf8_lossy(&typo.stderr));
+    assert!(run(&["pause", "--as", "bob"]).status.success());
+    let out = run(&["unpause", "--target", "sandbox", "--as", "alice"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stays paused for every target"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(j.paused_for("sandbox").await.unwrap(), "the global pause still holds");
+    assert!(run(&["unpause", "--as", "bob"]).status.success());
+    assert!(!j.paused_for("sandbox").await.unwrap());
 }

@@ -60,6 +60,16 @@ async fn journal_with_history(path: &Path) -> String {
     };
     j.record_alert(&alert, Some(&id), "attached", Utc::now()).await.unwrap();
     j.set_setting("paused", "1", "ops", Utc::now()).await.unwrap();
+    // A topology that needs a person (held on the backup): the row that gates failover.
+    let held = orchestrator::topology::after_close(
+        orchestrator::model::Outcome::Held,
+        orchestrator::model::Side::Primary,
+        true,
+        &id,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(j.change_topology("t", &orchestrator::topology::Topology::as_written("t"), &held, false, Utc::now()).await.unwrap());
     // A second incident that closes (a false alarm): its close is history too.
     let mut m2 = Machine::new(policy());
     let other = NewIncident { target: "127.0.0.1:7002/0".into(), ..new };

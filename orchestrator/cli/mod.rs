@@ -195,6 +195,12 @@ pub struct SwitchoverArgs {
 #[derive(Args, Debug)]
 pub struct ArmArgs {
     pub target: String,
+    /// The target's playbook (the platform is asked where the service is).
+    #[command(flatten)]
+    pub playbooks: PlaybooksArg,
+    /// Arm although the platform does not hold the named side's URL.
+    #[arg(long)]
+    pub force: bool,
     /// Where the service is now: the playbook's `primary` or `backup`.
     #[arg(long, value_parser = ["primary", "backup"])]
     pub active: String,
@@ -487,6 +493,9 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                 .set_paused(a.target.as_deref(), true, &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now())
                 .await?;
             let whom = a.target.as_deref().map(|t| format!(" for {t}")).unwrap_or_else(|| " for every target".into());
+            if let Some(t) = &a.target {
+                warn_if_unknown(&journal, t).await?;
+            }
             println!("automatic failover paused{whom} by {} (alerts are still journaled)", a.actor);
             Ok(exit::OK)
         }
@@ -496,6 +505,13 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                 .set_paused(a.target.as_deref(), false, &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now())
                 .await?;
             let whom = a.target.as_deref().map(|t| format!(" for {t}")).unwrap_or_default();
+            if let Some(t) = &a.target {
+                warn_if_unknown(&journal, t).await?;
+                if journal.paused().await? {
+                    println!("{t} unpaused by {}, but automatic failover stays paused for every target (`orchestrator unpause`)", a.actor);
+                    return Ok(exit::OK);
+                }
+            }
             println!("automatic failover resumed{whom} by {}", a.actor);
             Ok(exit::OK)
         }
@@ -503,6 +519,18 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Switchover(a) => switchover(&cli.db, a).await,
         Command::Arm(a) => arm(&cli.db, a).await,
     }
+}
+
+/// A pause for a name the journal has never seen is most likely a typo: say so.
+async fn warn_if_unknown(journal: &Journal, target: &str) -> Result<(), Failure> {
+    let seen = journal.incidents(10_000).await?.iter().any(|i| i.target == target || i.playbook_name == target)
+        || journal.topologies().await?.iter().any(|t| t.target == target);
+    if !seen {
+        eprintln!(
+            "warning: this journal has no incident or topology for {target:?} yet; check the name (`orchestrator status --playbooks DIR`)"
+        );
+    }
+    Ok(())
 }
 
 /// `status`: per target, from the journal (and the playbooks, for the endpoints).
@@ -599,16 +627,38 @@ async fn switchover(db: &Path, a: SwitchoverArgs) -> Result<i32, Failure> {
     finish(&exec, &id).await
 }
 
-/// `arm TARGET --active SIDE`: a person says where the service is; armed at once.
+/// `arm TARGET --active SIDE`: a person says where the service is; armed at once. The
+/// platform is asked first: arming with the wrong side active would make the next
+/// failover flush the Redis production uses.
 async fn arm(db: &Path, a: ArmArgs) -> Result<i32, Failure> {
     if a.actor.trim().is_empty() {
         return Err(usage("--as NAME must not be empty"));
     }
-    let journal = Journal::open(db).await?;
     let active = crate::model::Side::parse(&a.active).ok_or_else(|| usage("--active must be primary or backup"))?;
-    if let Some(open) = journal.open_incident_for(&a.target).await? {
-        return Err(usage(format!("incident {} is open for {}; arm it after it ends", open.id, a.target)));
+    let mut pbs = load_playbooks(&a.playbooks)?;
+    let Some(pos) = pbs.iter().position(|p| p.name == a.target) else {
+        let names: Vec<&str> = pbs.iter().map(|p| p.name.as_str()).collect();
+        return Err(usage(format!("no playbook is named {:?} (targets: {})", a.target, names.join(", "))));
+    };
+    let pb = Arc::new(pbs.swap_remove(pos));
+    let ports = crate::wiring::real_ports(&pb);
+    let url = pb.endpoint(active);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), ports.platform.read_url()).await {
+        Ok(Ok(Some(v))) if v == url.expose() => {}
+        other if !a.force => {
+            let seen = match other {
+                Ok(Ok(Some(v))) => format!("holds {}", crate::secret::mask_url(&v)),
+                Ok(Ok(None)) => "holds no value".into(),
+                Ok(Err(e)) => format!("did not answer ({e})"),
+                Err(_) => "did not answer within 10 s".into(),
+            };
+            return Err(usage(pb.redactor.redact(&format!(
+                "refused: the platform {seen}, not the {active}'s URL {url}; move the service first, or pass --force if you know better"
+            ))));
+        }
+        _ => eprintln!("warning: the platform does not hold the {active}'s URL; arming anyway (--force)"),
     }
+    let journal = Journal::open(db).await?;
     let before = journal.topology(&a.target).await?;
     let me = osuser::OsUser::current().describe();
     let change = crate::topology::Change {
@@ -626,8 +676,13 @@ async fn arm(db: &Path, a: ArmArgs) -> Result<i32, Failure> {
         ),
         actor: a.actor.clone(),
     };
-    journal.change_topology(&a.target, &change, chrono::Utc::now()).await?;
-    println!("{}: the {active} is active, automatic failover armed (by {})", a.target, a.actor);
+    if !journal.change_topology(&a.target, &before, &change, true, chrono::Utc::now()).await? {
+        return Err(usage(format!(
+            "refused: {} has an open incident, or its topology changed just now; look at `orchestrator status` and try again",
+            a.target
+        )));
+    }
+    println!("{}: the {active} ({}) is active, automatic failover armed (by {})", a.target, url.endpoint(), a.actor);
     Ok(exit::OK)
 }
 

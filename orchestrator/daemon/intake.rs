@@ -38,15 +38,15 @@ pub(super) struct Job {
 pub struct Queue(std::sync::OnceLock<mpsc::UnboundedSender<Job>>);
 
 impl Daemon {
-    /// Journals each alert of `lane`'s target (or, with `None`, each unrouted alert)
-    /// and decides what it means. Returns only after every alert is journaled.
-    pub(super) async fn enqueue(
+    /// Queues the alerts of `lane`'s target (or, with `None`, unrouted alerts) for the
+    /// next batch; the receiver answers once they are journaled.
+    pub(super) fn submit(
         self: &Arc<Self>,
         lane: Option<Arc<Lane>>,
         source: &str,
         alerts: Vec<IncomingAlert>,
         asked: Vec<Option<String>>,
-    ) -> Result<Vec<Disposition>, JournalError> {
+    ) -> Result<oneshot::Receiver<Result<Vec<Disposition>, JournalError>>, JournalError> {
         let queue = match &lane {
             Some(l) => &l.queue,
             None => &self.unrouted,
@@ -59,7 +59,7 @@ impl Daemon {
         let (reply, answer) = oneshot::channel();
         tx.send(Job { source: source.to_string(), alerts, asked, reply })
             .map_err(|_| JournalError::Corrupt("alert intake has stopped".into()))?;
-        answer.await.map_err(|_| JournalError::Corrupt("alert intake dropped the request".into()))?
+        Ok(answer)
     }
 
     async fn journal_batch(self: &Arc<Self>, lane: Option<&Arc<Lane>>, jobs: Vec<Job>) {
@@ -106,7 +106,8 @@ impl Daemon {
             let mut answer = Vec::with_capacity(job.alerts.len());
             for (a, asked) in job.alerts.iter().zip(&job.asked) {
                 let fingerprint = self.redactor.redact(&a.fingerprint);
-                let target = asked.as_deref().map(|t| self.redactor.redact(&truncate(t, 200))).unwrap_or_default();
+                // Redacted whole, then cut: a cut first could leave part of a secret.
+                let target = asked.as_deref().map(|t| crate::redact::truncate(&self.redactor.redact(t), 200)).unwrap_or_default();
                 rows.push((
                     NewAlert {
                         source: job.source.clone(),
@@ -196,8 +197,27 @@ impl Daemon {
         }
         if self.platform_holds_standby(lane, &topology).await {
             // The service is not where the topology says (moved by hand?): a switch to
-            // the "standby" would flush the Redis production uses.
+            // the "standby" would flush the Redis production uses. Disarm, journaled,
+            // so `status` and the metrics say so, until a person checks and arms.
             tracing::warn!(target = %target, active = %topology.active, "alert while the platform holds the standby's URL: no automatic failover; check `orchestrator status`");
+            let change = crate::topology::Change {
+                kind: crate::topology::ChangeKind::Disarmed,
+                active: topology.active,
+                moved: false,
+                incident: topology.incident.clone(),
+                armed: false,
+                needs_person: true,
+                standby_ok_since: None,
+                reason: format!(
+                    "disarmed: the platform holds the {}'s URL although the journal says the {} is active (moved outside the orchestrator?); check, then `orchestrator arm {target} --active SIDE`",
+                    topology.standby(),
+                    topology.active
+                ),
+                actor: "orchestrator".into(),
+            };
+            if let Err(e) = self.journal.change_topology(target, &topology, &change, false, Utc::now()).await {
+                tracing::warn!(target = %target, error = %e, "could not journal the disarm");
+            }
             return Ok(Some("failed_over"));
         }
         if let Some((closed, _, _)) = self.journal.last_closed_for(target).await? {
@@ -209,14 +229,6 @@ impl Daemon {
         }
         Ok(None)
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 fn fail_all(jobs: Vec<Job>, e: &JournalError) {

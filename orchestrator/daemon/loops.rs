@@ -96,6 +96,17 @@ impl Daemon {
             // While an incident is open, new breaches are noted but not journaled: that
             // incident is already the answer.
             let breaches = conditions.observe_new(&sample);
+            if !breaches.is_empty() {
+                // Another process (`arm`, a `run`) may have moved the service: a breach of
+                // the endpoint it left is no alert.
+                if let Ok(t) = self.journal.topology(&target.name).await {
+                    let moved = t.active != active;
+                    *lane.topology.lock().expect("topology") = t;
+                    if moved {
+                        continue;
+                    }
+                }
+            }
             let open = if breaches.is_empty() { None } else { self.journal.open_incident_for(&target.name).await.ok().flatten() };
             for b in breaches.into_iter().filter(|_| open.is_none()) {
                 let fingerprint = b.fingerprint;
@@ -139,6 +150,9 @@ impl Daemon {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every.mul_f64(spread(&target.name)), every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rounds: u64 = 0;
+        // When this process last sampled the standby: a gap restarts the re-arm clock.
+        let mut last_sample: Option<chrono::DateTime<chrono::Utc>> = None;
+        let gap = every * 3 + pb.thresholds.ping_timeout;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -191,15 +205,18 @@ impl Daemon {
             };
             let sample = crate::topology::StandbySample { preflight, platform_on_active };
             let now = chrono::Utc::now();
-            if let Some(change) = crate::topology::rearm_step(&topology, &sample, now, pb.topology.rearm_after) {
-                match self.journal.change_topology(&target.name, &change, now).await {
-                    Ok(()) => {
-                        tracing::info!(target = %target.name, change = change.kind.as_str(), reason = %change.reason, "topology");
-                        if let Ok(t) = self.journal.topology(&target.name).await {
-                            *lane.topology.lock().expect("topology") = t;
-                        }
-                    }
+            let step = crate::topology::rearm_step(&topology, &sample, now, pb.topology.rearm_after, last_sample, gap);
+            last_sample = Some(now);
+            if let Some(change) = step {
+                // Compare-and-set: a person's `arm` or an incident that opened meanwhile
+                // wins; the next round decides again from what is there then.
+                match self.journal.change_topology(&target.name, &topology, &change, true, now).await {
+                    Ok(true) => tracing::info!(target = %target.name, change = change.kind.as_str(), reason = %change.reason, "topology"),
+                    Ok(false) => tracing::debug!(target = %target.name, "topology changed meanwhile; deciding again next round"),
                     Err(e) => tracing::warn!(target = %target.name, error = %e, "could not journal a topology change; retrying"),
+                }
+                if let Ok(t) = self.journal.topology(&target.name).await {
+                    *lane.topology.lock().expect("topology") = t;
                 }
             }
         }

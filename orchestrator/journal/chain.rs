@@ -99,7 +99,7 @@ impl Kind {
             Kind::Applied => "id, applied_at, accepted, result",
             Kind::Alert => "id, received_at, source, fingerprint, status, target, summary, incident_id, disposition",
             Kind::Setting => "key, value, set_by, at, os_user",
-            Kind::Topology => "id, target, at, change, active, armed, reason, incident_id, actor",
+            Kind::Topology => "id, target, at, change, active, armed, reason, incident_id, actor, since, needs_person, standby_ok_since",
         }
     }
 

@@ -550,8 +550,12 @@ impl Journal {
                 entries.push((chain::Kind::Close, rowid));
                 // The close moves the target's topology, once: a close is never rewritten.
                 if let Some(change) = topology {
-                    let target: String =
-                        sqlx::query("SELECT target FROM incidents WHERE id = ?").bind(incident).fetch_one(&mut *tx).await?.get(0);
+                    // Incidents journaled before targets had names carry the primary's
+                    // endpoint (host:port/db): their target is the playbook's name.
+                    let row =
+                        sqlx::query("SELECT target, playbook_name FROM incidents WHERE id = ?").bind(incident).fetch_one(&mut *tx).await?;
+                    let (target, playbook_name): (String, String) = (row.get(0), row.get(1));
+                    let target = if target.contains(':') { playbook_name } else { target };
                     topology::apply(&mut tx, &self.redactor, &target, change, at).await?;
                 }
             }

@@ -21,17 +21,25 @@ pub struct TopologyChangeRow {
     pub actor: String,
 }
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Topology {
-    Topology {
+fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Topology> {
+    let active: String = r.get("active");
+    // Never guess the side a failover would start from.
+    let active = Side::parse(&active).ok_or_else(|| {
+        super::JournalError::Corrupt(format!(
+            "topology of {}: active side {active:?} is neither primary nor backup",
+            r.get::<String, _>("target")
+        ))
+    })?;
+    Ok(Topology {
         target: r.get("target"),
-        active: Side::parse(&r.get::<String, _>("active")).unwrap_or_default(),
+        active,
         since: r.get("since"),
         incident: r.get("incident_id"),
         armed: r.get("armed"),
         reason: r.get("reason"),
         needs_person: r.get("needs_person"),
         standby_ok_since: r.get("standby_ok_since"),
-    }
+    })
 }
 
 const COLUMNS: &str = "SELECT target, active, since, incident_id, armed, reason, needs_person, standby_ok_since FROM topology";
@@ -40,22 +48,56 @@ impl Journal {
     /// The target's topology; a target never changed is as its playbook is written.
     pub async fn topology(&self, target: &str) -> Result<Topology> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE target = ?"))).bind(target).fetch_optional(&self.pool).await?;
-        Ok(row.map(|r| from_row(&r)).unwrap_or_else(|| Topology::as_written(target)))
+        match row {
+            Some(r) => from_row(&r),
+            None => Ok(Topology::as_written(target)),
+        }
     }
 
     /// Every target with a recorded topology.
     pub async fn topologies(&self) -> Result<Vec<Topology>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} ORDER BY target"))).fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(from_row).collect())
+        rows.iter().map(from_row).collect()
     }
 
-    /// Journals a change of a target's topology (the re-arm loop, `orchestrator arm`).
-    pub async fn change_topology(&self, target: &str, change: &Change, at: DateTime<Utc>) -> Result<()> {
+    /// Journals a change of a target's topology (the re-arm loop, `orchestrator arm`)
+    /// only if the topology is still `expected` (what the change was decided from) and,
+    /// with `no_open_incident`, no incident is open for the target: checked in the write
+    /// transaction, so a person's `arm`, an incident's close and the re-arm loop never
+    /// overwrite each other. `false`: nothing written, decide again.
+    pub async fn change_topology(
+        &self,
+        target: &str,
+        expected: &Topology,
+        change: &Change,
+        no_open_incident: bool,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
         let _write = self.writes.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE target = ?"))).bind(target).fetch_optional(&mut *tx).await?;
+        let now = match row {
+            Some(r) => from_row(&r)?,
+            None => Topology::as_written(target),
+        };
+        if &now != expected {
+            return Ok(false);
+        }
+        if no_open_incident {
+            let open: i64 = sqlx::query(
+                "SELECT COUNT(*) FROM incidents WHERE closed_at IS NULL AND (target = ?1 OR (playbook_name = ?1 AND target LIKE '%:%'))",
+            )
+            .bind(target)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            if open > 0 {
+                return Ok(false);
+            }
+        }
         apply(&mut tx, &self.redactor, target, change, at).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// A target's topology history, newest last.
@@ -113,16 +155,15 @@ pub(super) async fn apply(
     .bind(&when)
     .execute(&mut *tx)
     .await?;
+    // The history row copies the current row as it now is (the same values verify
+    // compares), plus what changed and who changed it.
     let row = sqlx::query(
-        "INSERT INTO topology_changes (target, at, change, active, armed, reason, incident_id, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO topology_changes (target, at, change, active, armed, reason, incident_id, actor, since, needs_person, standby_ok_since)
+         SELECT target, ?2, ?3, active, armed, reason, incident_id, ?4, since, needs_person, standby_ok_since FROM topology WHERE target = ?1",
     )
     .bind(target)
     .bind(&when)
     .bind(c.kind.as_str())
-    .bind(c.active.as_str())
-    .bind(c.armed)
-    .bind(&reason)
-    .bind(&c.incident)
     .bind(redactor.redact(&c.actor))
     .execute(&mut *tx)
     .await?;

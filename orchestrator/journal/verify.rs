@@ -248,6 +248,23 @@ async fn verify_chain(conn: &mut sqlx::SqliteConnection, name: &str, after: &dyn
             problems.push(format!("{} is not in the chain (inserted behind the journal's back)", describe(conn, kind, rowid).await));
         }
     }
+    // The current topology of each target is exactly its latest change: an edited row
+    // (armed by hand, a side flipped) would otherwise steer the next failover unseen.
+    if name == chain::TOPOLOGY {
+        let edited = sqlx::query(
+            "SELECT t.target FROM topology t
+             LEFT JOIN topology_changes c ON c.id = (SELECT MAX(id) FROM topology_changes WHERE target = t.target)
+             WHERE c.id IS NULL OR c.active IS NOT t.active OR c.armed IS NOT t.armed OR c.reason IS NOT t.reason
+                OR c.incident_id IS NOT t.incident_id OR c.since IS NOT t.since OR c.needs_person IS NOT t.needs_person
+                OR c.standby_ok_since IS NOT t.standby_ok_since",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in edited {
+            let target: String = r.get(0);
+            problems.push(format!("topology of {target} differs from its latest journaled change (edited behind the journal's back)"));
+        }
+    }
     if entries.is_empty() && name != chain::ALERTS && name != chain::SETTINGS && name != chain::TOPOLOGY {
         let predates: bool = sqlx::query("SELECT rowid <= ? FROM incidents WHERE id = ?")
             .bind(after("incidents"))
