@@ -20,7 +20,7 @@ async fn daemon(dir: &Path) -> (String, Arc<orchestrator::daemon::Daemon>) {
     let (tx, rx) = tokio::sync::watch::channel(false);
     std::mem::forget(tx);
     let exec = Arc::new(orchestrator::executor::Executor::new(journal, ports, pb, Default::default(), rx.clone()));
-    let auth = AuthConfig { webhook_token: None, hmac_secret: Some(Secret::new(SECRET)), approvers: vec![] };
+    let auth = AuthConfig { webhook_token: None, hmac_secret: Some(Secret::new(SECRET)), approvers: vec![], viewers: vec![] };
     let d = orchestrator::daemon::Daemon::new(exec, auth, rx);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/webhooks/grafana", listener.local_addr().unwrap());

@@ -23,6 +23,7 @@ const TOP: &[&str] = &[
     "notifications",
     "cooldown",
     "watch",
+    "console_url",
     "allow_insecure_http",
 ];
 
@@ -73,6 +74,11 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
     let notifications = opt_section(&top, "notifications", d, notifications, Notifications::default);
     let cooldown = top.get("cooldown").map(|n| d.duration(n, "cooldown")).unwrap_or(Some(Duration::from_secs(600)));
     let watch = opt_section(&top, "watch", d, watch_policy, default_watch);
+    // Where people reach `serve`'s web console; only a link in messages, never fetched.
+    let console_url = match top.get("console_url") {
+        Some(n) => d.http_url(n, "console_url").map(Some),
+        None => Some(None),
+    };
 
     let pb = Playbook {
         name: name?,
@@ -90,6 +96,7 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
         notifications: notifications?,
         cooldown: cooldown?,
         watch: watch?,
+        console_url: console_url?,
         redactor: std::sync::Arc::new(d.redactor.clone()),
     };
     cross_checks(&pb, root, allow_insecure?, d);

@@ -26,6 +26,9 @@ pub struct Playbook {
     pub notifications: Notifications,
     pub cooldown: Duration,
     pub watch: WatchPolicy,
+    /// The web console's public address (`https://orchestrator.example.com`): Slack
+    /// messages link each incident's page under it.
+    pub console_url: Option<url::Url>,
     /// Every secret this playbook holds or references, for the one redaction path.
     pub redactor: std::sync::Arc<crate::redact::Redactor>,
 }

@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod console;
 pub mod listen;
 pub mod metrics;
 
@@ -25,6 +26,11 @@ pub const MAX_BODY: usize = 256 * 1024;
 type AppState = Arc<Daemon>;
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
+    router_with(daemon, console::ConsoleOptions::default())
+}
+
+/// [`router`] with the web console's options (`serve --console-*`).
+pub fn router_with(daemon: Arc<Daemon>, console: console::ConsoleOptions) -> Router {
     Router::new()
         .route("/webhooks/grafana", post(grafana))
         .route("/webhooks/alertmanager", post(alertmanager))
@@ -37,7 +43,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(daemon)
+        .with_state(daemon.clone())
+        .merge(console::routes(daemon, console))
 }
 
 /// Serves with the default [`listen::Limits`] (header and body timeouts, a connection
@@ -56,7 +63,18 @@ pub async fn serve_with(
     limits: listen::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    listen::serve(listener, router(daemon), limits, shutdown).await
+    serve_console(listener, daemon, console::ConsoleOptions::default(), limits, shutdown).await
+}
+
+/// [`serve_with`] with the web console's options.
+pub async fn serve_console(
+    listener: tokio::net::TcpListener,
+    daemon: Arc<Daemon>,
+    console: console::ConsoleOptions,
+    limits: listen::Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listen::serve(listener, router_with(daemon, console), limits, shutdown).await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
