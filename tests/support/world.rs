@@ -233,11 +233,23 @@ pub const WEBHOOK_TOKEN: &str = "hook-token-5e1f77aa90";
 pub const ONCALL_TOKEN: &str = "oncall-token-0c3d9e51a7";
 pub const LEAD_TOKEN: &str = "lead-token-7a2b6c0d4e";
 pub const MALLORY_TOKEN: &str = "mallory-token-1f8e2d3c4b";
+pub const VIEWER_TOKEN: &str = "viewer-token-6d5c4b3a29";
 
 impl World {
     /// Starts the daemon with tokens for `oncall` and `lead` (on the sandbox playbook's
     /// approver list) and `mallory` (not on it).
     pub async fn serve(&self, edits: &[(&str, &str)], watch_loop: bool) -> Served {
+        self.serve_console(edits, watch_loop, Default::default()).await
+    }
+
+    /// [`World::serve`] with the web console's options; `watch` (a read-only viewer)
+    /// may sign in to the console too.
+    pub async fn serve_console(
+        &self,
+        edits: &[(&str, &str)],
+        watch_loop: bool,
+        mut console: orchestrator::server::console::ConsoleOptions,
+    ) -> Served {
         use orchestrator::secret::Secret;
         use orchestrator::server::auth::AuthConfig;
         let path = self.playbook_file(edits);
@@ -255,6 +267,7 @@ impl World {
                 ("lead".into(), Secret::new(LEAD_TOKEN)),
                 ("mallory".into(), Secret::new(MALLORY_TOKEN)),
             ],
+            viewers: vec![("watch".into(), Secret::new(VIEWER_TOKEN))],
         };
         let daemon = orchestrator::daemon::Daemon::new(exec, auth, rx.clone());
         daemon.resume_open().await.unwrap();
@@ -264,6 +277,7 @@ impl World {
         tokio::spawn(daemon.clone().adopt_loop(Duration::from_millis(200)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        console.shutdown.get_or_insert_with(|| rx.clone());
         let mut stop_rx = rx;
         let d = daemon.clone();
         let server = tokio::spawn(async move {
@@ -274,7 +288,7 @@ impl World {
                     }
                 }
             };
-            orchestrator::server::serve(listener, d, signal).await.unwrap();
+            orchestrator::server::serve_console(listener, d, console, Default::default(), signal).await.unwrap();
         });
         Served { url, daemon, stop, server }
     }
