@@ -32,6 +32,13 @@ async fn shot(b: &Browser, name: &str) {
     println!("screenshot: {}", path.display());
 }
 
+/// Nothing on a phone's page is wider than the phone (it would zoom out, unreadable).
+async fn assert_fits_phone(b: &Browser) {
+    let wide = b.js("return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1).slice(0, 3).map(e => e.outerHTML.slice(0, 120))", vec![]).await;
+    assert_eq!(b.js("return window.innerWidth", vec![]).await, 390, "the layout is the phone's width; too wide: {wide}");
+    assert_eq!(wide, json!([]), "elements wider than the phone");
+}
+
 async fn sign_in(b: &Browser, base: &str, token: &str) {
     b.goto(&format!("{base}/")).await;
     b.wait_for("document.querySelector('#token')", Duration::from_secs(10), "the sign-in form").await;
@@ -97,7 +104,7 @@ async fn a_live_incident_reaches_recovered_on_an_open_page_and_pause_shows_every
     shot(&b, "targets").await;
 
     // A read-only viewer watches the incident list on a phone while oncall pauses.
-    let phone = driver.browser(390, 844).await;
+    let phone = driver.phone().await;
     sign_in(&phone, &s.url, VIEWER_TOKEN).await;
     assert!(phone.text("#signed-in-as").await.unwrap().contains("read-only"));
     phone.goto(&format!("{}/console/incidents", s.url)).await;
@@ -117,6 +124,7 @@ async fn a_live_incident_reaches_recovered_on_an_open_page_and_pause_shows_every
         .await;
     assert!(phone.text("#pause-banner").await.unwrap().contains("by oncall via web"));
     assert_eq!(phone.js("return window.__noReload", vec![]).await, 1);
+    assert_fits_phone(&phone).await;
     shot(&phone, "incidents-paused-phone").await;
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
     let (value, by, _) = j.setting("paused").await.unwrap().unwrap();
@@ -150,7 +158,7 @@ async fn a_live_incident_reaches_recovered_on_an_open_page_and_pause_shows_every
     assert!(timeline.contains("effect set_env") && timeline.contains("effect deploy"), "effects with their outcomes:\n{timeline}");
     assert!(b.text("#incident-link").await.unwrap().ends_with(&format!("/console/incidents/{id}")), "a link to paste");
     // Times carry their zone (the browser runs in UTC here).
-    assert!(b.text("#inc-head").await.unwrap().contains("UTC"), "times with their time zone");
+    assert!(b.text("#inc-facts").await.unwrap().contains("UTC"), "times with their time zone");
     shot(&b, "incident-recovered").await;
     b.goto(&format!("{}/console/incidents?outcome=recovered", s.url)).await;
     b.wait_for("document.body.dataset.ready === 'incidents'", Duration::from_secs(10), "the filtered list").await;
@@ -256,7 +264,7 @@ async fn a_gated_flush_is_approved_on_the_page_strangers_viewers_and_forged_post
     v.close().await;
 
     // oncall, on a phone: the gate says what approving does, then the incident goes on.
-    let b = driver.browser(390, 844).await;
+    let b = driver.phone().await;
     sign_in(&b, &s.url, ONCALL_TOKEN).await;
     open_incident_page(&b, &s.url, &id).await;
     b.wait_for("document.querySelector('#gate-plan')", Duration::from_secs(5), "the gate panel").await;
@@ -269,6 +277,7 @@ async fn a_gated_flush_is_approved_on_the_page_strangers_viewers_and_forged_post
     assert!(gate.contains("deploy of Render service srv-sandbox"), "the deploy it starts: {gate}");
     assert!(b.text("#gate-left").await.unwrap().contains("min"), "time left before the TTL");
     assert_eq!(b.text("#gate-approvals").await.unwrap(), "none");
+    assert_fits_phone(&b).await;
     shot(&b, "gate-phone").await;
     b.js("window.__noReload = 1", vec![]).await;
     b.type_into("#gate-comment", "flush ok, checked the queue").await;
@@ -286,6 +295,7 @@ async fn a_gated_flush_is_approved_on_the_page_strangers_viewers_and_forged_post
     );
     let timeline = b.text("#timeline").await.unwrap();
     assert!(timeline.contains("approve by oncall via web") && timeline.contains("approve by mallory via web"), "{timeline}");
+    assert_fits_phone(&b).await;
     shot(&b, "incident-after-approval-phone").await;
     b.close().await;
 }

@@ -33,6 +33,8 @@ impl Drop for Driver {
 pub struct Browser {
     url: String,
     http: reqwest::Client,
+    /// The phone's device metrics, restored after a full-page screenshot.
+    metrics: Option<Value>,
 }
 
 fn free_port() -> u16 {
@@ -77,6 +79,21 @@ impl Driver {
 
     /// A new browser window of `width` × `height` CSS pixels.
     pub async fn browser(&self, width: u32, height: u32) -> Browser {
+        self.session(width, height, None).await
+    }
+
+    /// A phone: a 390 × 844 viewport at pixel ratio 2 with a phone's viewport rules
+    /// (Chromium's window cannot be narrower than 500 px; DevTools' device metrics
+    /// override sets the viewport, and clicks still land where they aim).
+    pub async fn phone(&self) -> Browser {
+        let mut b = self.session(500, 900, None).await;
+        let metrics = json!({ "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true });
+        b.cdp("Emulation.setDeviceMetricsOverride", metrics.clone()).await;
+        b.metrics = Some(metrics);
+        b
+    }
+
+    async fn session(&self, width: u32, height: u32, mobile: Option<Value>) -> Browser {
         let profile = tempfile::tempdir_in(self._profiles.path()).unwrap().keep();
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
@@ -91,9 +108,13 @@ impl Driver {
                 ],
             },
         }}});
+        let mut caps = caps;
+        if let Some(m) = mobile {
+            caps["capabilities"]["alwaysMatch"]["goog:chromeOptions"]["mobileEmulation"] = m;
+        }
         let r: Value = self.http.post(format!("{}/session", self.url)).json(&caps).send().await.unwrap().json().await.unwrap();
         let id = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("chromedriver refused a session: {r}")).to_string();
-        Browser { url: format!("{}/session/{id}", self.url), http: self.http.clone() }
+        Browser { url: format!("{}/session/{id}", self.url), http: self.http.clone(), metrics: None }
     }
 }
 
@@ -165,9 +186,26 @@ impl Browser {
         Some(self.call(reqwest::Method::GET, &format!("/element/{id}/text"), None).await.as_str().unwrap_or("").to_string())
     }
 
+    /// Clicks the element; a live page may replace it between finding and clicking
+    /// (a stream update), so a stale element is found again, within a deadline.
     pub async fn click(&self, css: &str) {
-        let id = self.find(css).await.unwrap_or_else(|| panic!("no element {css}"));
-        self.call(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({}))).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let id = self.find(css).await.unwrap_or_else(|| panic!("no element {css}"));
+            // Centred first, so the click lands on it and not on what scrolled over it.
+            let el = json!({ ELEMENT: id });
+            let scrolled: Value = self.raw(reqwest::Method::POST, "/execute/sync", json!({ "script": "arguments[0].scrollIntoView({ block: 'center' })", "args": [el] })).await;
+            let clicked = if scrolled["value"].get("error").is_some() { scrolled } else { self.raw(reqwest::Method::POST, &format!("/element/{id}/click"), json!({})).await };
+            match clicked["value"].get("error").and_then(|e| e.as_str()) {
+                None => return,
+                Some("stale element reference") if Instant::now() < deadline => continue,
+                Some(e) => panic!("webdriver click {css}: {e}: {}", clicked["value"]["message"]),
+            }
+        }
+    }
+
+    async fn raw(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        self.http.request(method, format!("{}{path}", self.url)).json(&body).send().await.unwrap().json().await.unwrap()
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
@@ -181,9 +219,26 @@ impl Browser {
 
     /// A PNG of the window, written to `target/console-screenshots/NAME.png` with the
     /// page's HTML beside it (`NAME.html`, for the secrets scan).
+    async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.call(reqwest::Method::POST, "/goog/cdp/execute", Some(json!({ "cmd": cmd, "params": params }))).await
+    }
+
+    /// The whole page, not only the window, up to 4,000 CSS pixels tall: the viewport
+    /// is made as tall as the page for the capture, then put back (DevTools'
+    /// `captureBeyondViewport` leaves it changed, and later clicks miss).
     pub async fn screenshot(&self, name: &str) -> PathBuf {
-        let b64 = self.call(reqwest::Method::GET, "/screenshot", None).await;
-        let png = base64_decode(b64.as_str().expect("screenshot is base64"));
+        let size = self.js("return [window.innerWidth, Math.min(4000, document.documentElement.scrollHeight)]", vec![]).await;
+        let (scale, mobile) = match &self.metrics {
+            Some(m) => (m["deviceScaleFactor"].clone(), true),
+            None => (json!(1), false),
+        };
+        self.cdp("Emulation.setDeviceMetricsOverride", json!({ "width": size[0], "height": size[1], "deviceScaleFactor": scale, "mobile": mobile })).await;
+        let shot = self.cdp("Page.captureScreenshot", json!({ "format": "png" })).await;
+        match &self.metrics {
+            Some(m) => self.cdp("Emulation.setDeviceMetricsOverride", m.clone()).await,
+            None => self.cdp("Emulation.clearDeviceMetricsOverride", json!({})).await,
+        };
+        let png = base64_decode(shot["data"].as_str().expect("screenshot is base64"));
         assert!(png.starts_with(b"\x89PNG"), "a PNG");
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
         std::fs::create_dir_all(&dir).unwrap();

@@ -70,6 +70,12 @@ function incLink(id) {
   return h("a", { href: `/console/incidents/${encodeURIComponent(id)}` }, id);
 }
 
+// DOM's own append/replaceChildren print null as "null": children go through here.
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
 function parseJSON(s) { try { return JSON.parse(s); } catch (_) { return null; } }
 
 // ---------------------------------------------------------------- chrome: who, pause
@@ -99,14 +105,15 @@ function renderPause(status) {
   b.dataset.paused = status.paused ? "true" : "false";
   b.classList.toggle("running", !status.paused);
   const mayAct = session && session.role === "approver";
+  const add = (...xs) => b.append(...xs.filter((x) => x !== null && x !== undefined && x !== false));
   if (status.paused) {
-    b.append(
+    add(
       h("span", { id: "pause-state" }, "⏸ Automatic failover is PAUSED"),
       h("span", {}, " — by ", status.paused_by || "?", " at ", when(status.paused_at), ". Alerts are journaled and start nothing."),
       mayAct ? h("button", { id: "unpause", class: "small", onclick: () => setPaused(false) }, "Unpause") : null,
     );
   } else {
-    b.append(
+    add(
       h("span", { id: "pause-state" }, "Automatic failover is on"),
       status.paused_by ? h("span", { class: "muted" }, ` (last unpaused by ${status.paused_by} at `, when(status.paused_at), ")") : null,
       mayAct ? h("button", { id: "pause", class: "small secondary", onclick: () => setPaused(true) }, "Pause failover") : null,
@@ -384,7 +391,7 @@ function renderGate(t) {
     else if (r.status === 202) { out.className = "notice warn"; out.textContent = `${action} journaled; the runner has not applied it yet`; }
     else { out.className = "notice bad"; out.textContent = `${action} refused: ${r.data.result || r.data.error || "HTTP " + r.status}`; }
   };
-  box.replaceChildren(
+  fill(box,
     h("h2", {}, `Waiting for approval: ${g.step}`),
     h("dl", { class: "kv" },
       h("dt", {}, "Waiting since"), h("dd", {}, when(g.waiting_since)),
@@ -425,6 +432,8 @@ function renderIncident(t) {
       h("span", { id: "live", class: `live${open ? "" : " off"}` }, open ? "live" : "ended"),
       h("span", { class: "copy" }, "Link: ", h("a", { href: link, id: "incident-link" }, link)),
       h("button", { class: "secondary small", onclick: () => navigator.clipboard && navigator.clipboard.writeText(link) }, "Copy link")),
+  );
+  document.getElementById("inc-facts").replaceChildren(
     h("dl", { class: "kv" },
       h("dt", {}, "Target"), h("dd", {}, inc.playbook_name, " · ", h("code", {}, inc.target)),
       h("dt", {}, "Opened"), h("dd", {}, when(inc.opened_at)),
@@ -447,9 +456,9 @@ function renderIncident(t) {
       } }, "Yes, abort"));
     actions.append(h("button", { class: "danger", id: "abort", onclick: () => { really.hidden = false; } }, "Abort incident…"), really);
   }
-  document.getElementById("timeline").replaceChildren(...feed(t));
+  fill(document.getElementById("timeline"), feed(t));
   const notes = t.effects.filter((e) => e.kind === "notify");
-  document.getElementById("notifications").replaceChildren(notes.length ? keepDetails(h("details", {},
+  fill(document.getElementById("notifications"), notes.length ? keepDetails(h("details", {},
     h("summary", {}, `${notes.length} notifications`),
     h("ul", {}, notes.map((e) => h("li", {}, when(e.intent_at), " ", parseJSON(e.intent)?.title || e.intent, " — ", e.outcome || "in flight")))), "notifications", false) : "");
   renderAlerts(t);
@@ -470,8 +479,8 @@ function renderAlerts(t) {
   } }, "Show more");
   const d = keepDetails(h("details", { id: "alerts-details" },
     h("summary", { id: "alerts-summary" }, `${t.alerts_total} alerts attached`, shown < t.alerts_total ? ` (first ${shown} shown)` : ""),
-    h("table", {}, h("thead", {}, h("tr", {}, ["Received", "Source", "Status", "Disposition", "Fingerprint", "Summary"].map((c) => h("th", {}, c)))),
-      h("tbody", {}, t.alerts.map(alertRow), extraAlerts.map(alertRow))),
+    h("div", { class: "scroll" }, h("table", {}, h("thead", {}, h("tr", {}, ["Received", "Source", "Status", "Disposition", "Fingerprint", "Summary"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, t.alerts.map(alertRow), extraAlerts.map(alertRow)))),
     more), "alerts", t.alerts_total <= 5);
   box.replaceChildren(d);
 }
@@ -484,6 +493,7 @@ async function pageIncident(id) {
     h("div", { id: "command-result", class: "notice", role: "status", hidden: true }),
     h("section", { id: "gate", class: "card gate", hidden: true }),
     h("div", { id: "actions", class: "row" }),
+    h("div", { id: "inc-facts" }),
     h("h2", {}, "Timeline"),
     h("ol", { class: "timeline", id: "timeline" }),
     h("div", { id: "notifications" }),
