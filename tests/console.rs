@@ -27,7 +27,9 @@ fn assert_clean(what: &str, text: &str) {
 }
 
 async fn shot(b: &Browser, name: &str) {
-    let path = b.screenshot(name).await;
+    // Phones: the first screens; desktops: the page up to 2,000 px.
+    let max = if name.ends_with("-phone") { 1500 } else { 2000 };
+    let path = b.screenshot(name, max).await;
     assert_clean(&format!("the page behind screenshot {name}"), &b.html().await);
     println!("screenshot: {}", path.display());
 }

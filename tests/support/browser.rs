@@ -223,11 +223,11 @@ impl Browser {
         self.call(reqwest::Method::POST, "/goog/cdp/execute", Some(json!({ "cmd": cmd, "params": params }))).await
     }
 
-    /// The whole page, not only the window, up to 4,000 CSS pixels tall: the viewport
+    /// The whole page, not only the window, up to `max_height` CSS pixels: the viewport
     /// is made as tall as the page for the capture, then put back (DevTools'
     /// `captureBeyondViewport` leaves it changed, and later clicks miss).
-    pub async fn screenshot(&self, name: &str) -> PathBuf {
-        let size = self.js("return [window.innerWidth, Math.min(4000, document.documentElement.scrollHeight)]", vec![]).await;
+    pub async fn screenshot(&self, name: &str, max_height: u32) -> PathBuf {
+        let size = self.js("window.scrollTo(0, 0); return [window.innerWidth, Math.min(arguments[0], document.documentElement.scrollHeight)]", vec![json!(max_height)]).await;
         let (scale, mobile) = match &self.metrics {
             Some(m) => (m["deviceScaleFactor"].clone(), true),
             None => (json!(1), false),

@@ -478,7 +478,7 @@ function renderAlerts(t) {
     if (r.ok) { extraAlerts = extraAlerts.concat(r.data.alerts); renderAlerts(view); }
   } }, "Show more");
   const d = keepDetails(h("details", { id: "alerts-details" },
-    h("summary", { id: "alerts-summary" }, `${t.alerts_total} alerts attached`, shown < t.alerts_total ? ` (first ${shown} shown)` : ""),
+    h("summary", { id: "alerts-summary" }, `${t.alerts_total} alert${t.alerts_total === 1 ? "" : "s"} attached`, shown < t.alerts_total ? ` (first ${shown} shown)` : ""),
     h("div", { class: "scroll" }, h("table", {}, h("thead", {}, h("tr", {}, ["Received", "Source", "Status", "Disposition", "Fingerprint", "Summary"].map((c) => h("th", {}, c)))),
       h("tbody", {}, t.alerts.map(alertRow), extraAlerts.map(alertRow)))),
     more), "alerts", t.alerts_total <= 5);
@@ -490,8 +490,8 @@ async function pageIncident(id) {
   const main = document.getElementById("main");
   main.replaceChildren(
     h("div", { id: "inc-head" }, h("p", { class: "muted" }, "Loading ", id, "…")),
-    h("div", { id: "command-result", class: "notice", role: "status", hidden: true }),
     h("section", { id: "gate", class: "card gate", hidden: true }),
+    h("div", { id: "command-result", class: "notice", role: "status", hidden: true }),
     h("div", { id: "actions", class: "row" }),
     h("div", { id: "inc-facts" }),
     h("h2", {}, "Timeline"),
