@@ -108,7 +108,7 @@ function renderPause(status) {
   const add = (...xs) => b.append(...xs.filter((x) => x !== null && x !== undefined && x !== false));
   if (status.paused) {
     add(
-      h("span", { id: "pause-state" }, "⏸ Automatic failover is PAUSED"),
+      h("span", { id: "pause-state" }, "Automatic failover is PAUSED"),
       h("span", {}, " — by ", status.paused_by || "?", " at ", when(status.paused_at), ". Alerts are journaled and start nothing."),
       mayAct ? h("button", { id: "unpause", class: "small", onclick: () => setPaused(false) }, "Unpause") : null,
     );
@@ -478,7 +478,7 @@ function renderAlerts(t) {
     if (r.ok) { extraAlerts = extraAlerts.concat(r.data.alerts); renderAlerts(view); }
   } }, "Show more");
   const d = keepDetails(h("details", { id: "alerts-details" },
-    h("summary", { id: "alerts-summary" }, `${t.alerts_total} alert${t.alerts_total === 1 ? "" : "s"} attached`, shown < t.alerts_total ? ` (first ${shown} shown)` : ""),
+    h("summary", { id: "alerts-summary" }, `${t.alerts_total.toLocaleString("en-US")} alert${t.alerts_total === 1 ? "" : "s"} attached`, shown < t.alerts_total ? ` (first ${shown} shown)` : ""),
     h("div", { class: "scroll" }, h("table", {}, h("thead", {}, h("tr", {}, ["Received", "Source", "Status", "Disposition", "Fingerprint", "Summary"].map((c) => h("th", {}, c)))),
       h("tbody", {}, t.alerts.map(alertRow), extraAlerts.map(alertRow)))),
     more), "alerts", t.alerts_total <= 5);
