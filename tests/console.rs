@@ -368,7 +368,7 @@ async fn the_timeline_of_an_incident_with_10000_alerts_opens_in_under_a_second()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_cookies_that_expire_and_every_post_needs_the_csrf_token() {
     let w = World::start().await;
-    let s = w.serve_console(FAST, false, ConsoleOptions { session_ttl: Duration::from_secs(2), ..Default::default() }).await;
+    let s = w.serve_console(FAST, false, ConsoleOptions { session_ttl: Duration::from_secs(3), ..Default::default() }).await;
     let client = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", s.url);
 
@@ -399,7 +399,7 @@ async fn sessions_are_cookies_that_expire_and_every_post_needs_the_csrf_token() 
     assert_eq!(r.status(), 401, "the webhook token signs nobody in");
 
     let (cookie, csrf, set_cookie) = http_sign_in(&s.url, ONCALL_TOKEN, &[]).await;
-    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict") && set_cookie.contains("Max-Age=2"), "{set_cookie}");
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict") && set_cookie.contains("Max-Age=3"), "{set_cookie}");
     assert!(!set_cookie.contains("Secure"), "plain http on loopback: {set_cookie}");
     assert_clean("the cookie", &set_cookie);
     let (_, _, tls_cookie) = http_sign_in(&s.url, LEAD_TOKEN, &[("x-forwarded-proto", "https")]).await;
@@ -435,8 +435,23 @@ async fn sessions_are_cookies_that_expire_and_every_post_needs_the_csrf_token() 
         w.service_sees_redis_down().await;
         fire(&s, "redis down").await["alerts"][0]["incident"].as_str().unwrap().to_string()
     };
-    // A fresh session (the first one's two seconds are long gone).
+    // A fresh session (the first one's three seconds are long gone).
     let (cookie, _, _) = http_sign_in(&s.url, ONCALL_TOKEN, &[]).await;
+    // The list filters and pages in the journal.
+    let list = |q: &'static str| {
+        let (client, cookie, url) = (client.clone(), cookie.clone(), url(&format!("/console/api/incidents?{q}")));
+        async move { client.get(url).header("cookie", cookie).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let all = list("").await;
+    assert_eq!((all["total"].as_i64(), all["incidents"][0]["id"].as_str()), (Some(1), Some(id.as_str())));
+    assert_eq!(list("outcome=open").await["total"], 1);
+    assert_eq!(list("outcome=recovered").await["total"], 0);
+    assert_eq!(list("target=sandbox").await["total"], 1, "by playbook name");
+    assert_eq!(list("target=other").await["total"], 0);
+    assert_eq!(list("since=2999-01-01T00:00:00Z").await["total"], 0);
+    assert_eq!(list("until=2999-01-01T00:00:00Z").await["total"], 1);
+    let page2 = list("per_page=1&page=2").await;
+    assert_eq!((page2["total"].as_i64(), page2["incidents"].as_array().map(Vec::len)), (Some(1), Some(0)));
     j.add_command(&id, CommandKind::Abort, "oncall", &format!("oops {ONCALL_TOKEN}"), "web", chrono::Utc::now()).await.unwrap();
     let view = client.get(url(&format!("/console/api/incidents/{id}"))).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
     assert!(view.contains("oops ***"), "redacted, not dropped");

@@ -274,16 +274,14 @@ impl ConsoleSource for DaemonSource {
             None => ("primary", pb.redis.primary.masked(), pb.redis.backup.masked()),
         };
         let is_paused = paused.as_ref().map(|p| p.0).unwrap_or(false);
+        // Sentences without times: the page shows each time in the reader's zone.
         let (armed, armed_reason) = if is_paused {
-            let (_, by, at) = paused.clone().unwrap_or_default();
-            (false, format!("automatic failover is paused (by {by} at {at}): alerts are journaled and start nothing"))
-        } else if let Some((closed, _, _)) = &failed_over {
+            let (_, by, _) = paused.clone().unwrap_or_default();
+            (false, format!("automatic failover is paused (by {by}): alerts are journaled and start nothing"))
+        } else if failed_over.is_some() {
             (
                 false,
-                format!(
-                    "failed over to the backup (recovered at {}): swap primary and backup in the playbook to re-arm",
-                    crate::journal::ts(*closed)
-                ),
+                "failed over to the backup (the last incident recovered): swap primary and backup in the playbook to re-arm".to_string(),
             )
         } else if let Some(o) = &open {
             (true, format!("incident {} is running ({})", o.id, o.state))
