@@ -41,7 +41,10 @@ pub struct TimelineTransition {
 pub enum Alerts {
     All,
     /// `limit` alerts from `offset` (a storm attaches thousands: a page stays fast).
-    Page { offset: i64, limit: i64 },
+    Page {
+        offset: i64,
+        limit: i64,
+    },
 }
 
 pub async fn load(journal: &Journal, id: &str) -> Result<Timeline, JournalError> {
@@ -112,4 +115,3 @@ pub fn gist(json: &str) -> Option<String> {
         _ => None,
     }
 }
-

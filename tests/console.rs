@@ -115,14 +115,20 @@ async fn a_live_incident_reaches_recovered_on_an_open_page_and_pause_shows_every
     assert!(phone.js("return document.querySelector('#pause') === null", vec![]).await == true, "a viewer gets no pause button");
 
     b.click("#pause").await;
-    b.wait_for("document.querySelector('#pause-banner').dataset.paused === 'true'", Duration::from_secs(5), "the banner to say paused").await;
-    b.wait_for("document.querySelector('.target [data-armed]').dataset.armed === 'false'", Duration::from_secs(5), "the target not armed").await;
+    b.wait_for("document.querySelector('#pause-banner').dataset.paused === 'true'", Duration::from_secs(5), "the banner to say paused")
+        .await;
+    b.wait_for("document.querySelector('.target [data-armed]').dataset.armed === 'false'", Duration::from_secs(5), "the target not armed")
+        .await;
     assert!(b.text("#pause-banner").await.unwrap().contains("PAUSED"));
     assert!(b.text(".target").await.unwrap().contains("paused"), "the target says why it is not armed");
     // Live on the other page, without a reload.
     phone.js("window.__noReload = 1", vec![]).await;
     phone
-        .wait_for("document.querySelector('#pause-banner').dataset.paused === 'true'", Duration::from_secs(5), "the viewer's banner to say paused")
+        .wait_for(
+            "document.querySelector('#pause-banner').dataset.paused === 'true'",
+            Duration::from_secs(5),
+            "the viewer's banner to say paused",
+        )
         .await;
     assert!(phone.text("#pause-banner").await.unwrap().contains("by oncall via web"));
     assert_eq!(phone.js("return window.__noReload", vec![]).await, 1);
@@ -137,7 +143,9 @@ async fn a_live_incident_reaches_recovered_on_an_open_page_and_pause_shows_every
     b.wait_for("document.querySelector('#pause-banner').dataset.paused === 'true'", Duration::from_secs(5), "paused on the list too").await;
     b.click("#unpause").await;
     b.wait_for("document.querySelector('#pause-banner').dataset.paused === 'false'", Duration::from_secs(5), "unpaused").await;
-    phone.wait_for("document.querySelector('#pause-banner').dataset.paused === 'false'", Duration::from_secs(5), "the viewer sees it").await;
+    phone
+        .wait_for("document.querySelector('#pause-banner').dataset.paused === 'false'", Duration::from_secs(5), "the viewer sees it")
+        .await;
 
     // A real incident, watched live from its page.
     w.primary.kill();
@@ -168,7 +176,12 @@ async fn a_live_incident_reaches_recovered_on_an_open_page_and_pause_shows_every
     shot(&b, "incidents").await;
     b.goto(&format!("{}/", s.url)).await;
     b.wait_for("document.body.dataset.ready === 'targets'", Duration::from_secs(10), "targets").await;
-    b.wait_for("document.querySelector('.target').textContent.includes('failed over to the backup')", Duration::from_secs(5), "the target failed over").await;
+    b.wait_for(
+        "document.querySelector('.target').textContent.includes('failed over to the backup')",
+        Duration::from_secs(5),
+        "the target failed over",
+    )
+    .await;
     shot(&b, "targets-failed-over").await;
     phone.close().await;
     b.close().await;
@@ -206,7 +219,13 @@ async fn a_gated_flush_is_approved_on_the_page_strangers_viewers_and_forged_post
     m.wait_for("document.querySelector('#gate-not-listed')", Duration::from_secs(5), "the not-listed warning").await;
     m.type_into("#gate-comment", "let me").await;
     m.click("#approve").await;
-    let refused = m.wait_for("(t => t.includes('refused') && t)(document.querySelector('#command-result').textContent)", Duration::from_secs(10), "the refusal").await;
+    let refused = m
+        .wait_for(
+            "(t => t.includes('refused') && t)(document.querySelector('#command-result').textContent)",
+            Duration::from_secs(10),
+            "the refusal",
+        )
+        .await;
     assert!(refused.as_str().unwrap().contains("not on the approver list"), "{refused}");
     shot(&m, "gate-refused-stranger").await;
     let cmds = j.commands(&id).await.unwrap();
@@ -232,7 +251,13 @@ async fn a_gated_flush_is_approved_on_the_page_strangers_viewers_and_forged_post
     // The same from outside the browser: the cookie alone is not enough.
     let (cookie, csrf, _) = http_sign_in(&s.url, MALLORY_TOKEN, &[]).await;
     let client = reqwest::Client::new();
-    let r = client.post(format!("{}/console/api/incidents/{id}/approve", s.url)).header("cookie", &cookie).json(&json!({})).send().await.unwrap();
+    let r = client
+        .post(format!("{}/console/api/incidents/{id}/approve", s.url))
+        .header("cookie", &cookie)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let r = client
         .post(format!("{}/console/api/incidents/{id}/approve", s.url))
@@ -284,7 +309,13 @@ async fn a_gated_flush_is_approved_on_the_page_strangers_viewers_and_forged_post
     b.js("window.__noReload = 1", vec![]).await;
     b.type_into("#gate-comment", "flush ok, checked the queue").await;
     b.click("#approve").await;
-    let ok = b.wait_for("(t => t.includes('accepted') && t)(document.querySelector('#command-result').textContent)", Duration::from_secs(10), "the approval").await;
+    let ok = b
+        .wait_for(
+            "(t => t.includes('accepted') && t)(document.querySelector('#command-result').textContent)",
+            Duration::from_secs(10),
+            "the approval",
+        )
+        .await;
     assert!(ok.as_str().unwrap().contains("flush approved by oncall"), "{ok}");
     b.wait_for("consoleStats.states.includes('recovered')", Duration::from_secs(60), "the incident to go on to Recovered").await;
     assert_eq!(b.js("return window.__noReload", vec![]).await, 1);
@@ -343,7 +374,10 @@ async fn the_timeline_of_an_incident_with_10000_alerts_opens_in_under_a_second()
         runs.push((page_ms, wall));
     }
     for (page_ms, wall) in &runs {
-        println!("timeline with 10,001 alerts: rendered {page_ms:.0} ms after navigation start ({} ms wall, incl. WebDriver)", wall.as_millis());
+        println!(
+            "timeline with 10,001 alerts: rendered {page_ms:.0} ms after navigation start ({} ms wall, incl. WebDriver)",
+            wall.as_millis()
+        );
     }
     let best = runs.iter().map(|r| r.0).fold(f64::MAX, f64::min);
     assert!(best < 5000.0, "opening the timeline took {best} ms (under a second on this machine; 5 s is the test's generous bound)");
@@ -391,9 +425,21 @@ async fn sessions_are_cookies_that_expire_and_every_post_needs_the_csrf_token() 
     let r = client.post(url("/console/api/login")).json(&json!({ "token": "not-a-token-at-all-000" })).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers().get("set-cookie").is_none());
-    let r = client.post(url("/console/api/login")).header("content-type", "application/x-www-form-urlencoded").body(format!("token={ONCALL_TOKEN}")).send().await.unwrap();
+    let r = client
+        .post(url("/console/api/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ONCALL_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "a cross-site form cannot sign anyone in");
-    let r = client.post(url("/console/api/login")).header("origin", "http://evil.example").json(&json!({ "token": ONCALL_TOKEN })).send().await.unwrap();
+    let r = client
+        .post(url("/console/api/login"))
+        .header("origin", "http://evil.example")
+        .json(&json!({ "token": ONCALL_TOKEN }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let r = client.post(url("/console/api/login")).json(&json!({ "token": WEBHOOK_TOKEN })).send().await.unwrap();
     assert_eq!(r.status(), 401, "the webhook token signs nobody in");
@@ -453,7 +499,8 @@ async fn sessions_are_cookies_that_expire_and_every_post_needs_the_csrf_token() 
     let page2 = list("per_page=1&page=2").await;
     assert_eq!((page2["total"].as_i64(), page2["incidents"].as_array().map(Vec::len)), (Some(1), Some(0)));
     j.add_command(&id, CommandKind::Abort, "oncall", &format!("oops {ONCALL_TOKEN}"), "web", chrono::Utc::now()).await.unwrap();
-    let view = client.get(url(&format!("/console/api/incidents/{id}"))).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    let view =
+        client.get(url(&format!("/console/api/incidents/{id}"))).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
     assert!(view.contains("oops ***"), "redacted, not dropped");
     assert_clean("the incident's JSON", &view);
     // The live stream sends the timeline, then says when the session ends.

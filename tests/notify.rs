@@ -153,7 +153,12 @@ async fn a_slow_webhook_is_bounded_by_the_timeout() {
 
 #[test]
 fn messages_link_the_incident_in_the_console_when_the_playbook_gives_its_address() {
-    let cfg = SlackConfig { webhook_url: Secret::new(format!("http://127.0.0.1:9{HOOK_PATH}")), channel: None, attempts: 1, timeout: Duration::from_secs(1) };
+    let cfg = SlackConfig {
+        webhook_url: Secret::new(format!("http://127.0.0.1:9{HOOK_PATH}")),
+        channel: None,
+        attempts: 1,
+        timeout: Duration::from_secs(1),
+    };
     let n = Notification { incident: "inc-42".into(), title: "inc-42: flush → deploy".into(), text: "ok".into() };
     let plain = SlackNotifier::new(&cfg).body(&n);
     assert!(!plain["text"].as_str().unwrap().contains("console"), "no console address, no link: {plain}");

@@ -130,7 +130,8 @@ async fn no_secret_reaches_the_journal_logs_notifications_or_cli_output() {
 
 /// Signs in to the console over HTTP: (cookie header, CSRF token).
 async fn console_sign_in(base: &str, token: &str) -> (String, String) {
-    let r = reqwest::Client::new().post(format!("{base}/console/api/login")).json(&serde_json::json!({ "token": token })).send().await.unwrap();
+    let r =
+        reqwest::Client::new().post(format!("{base}/console/api/login")).json(&serde_json::json!({ "token": token })).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
     let v: serde_json::Value = r.json().await.unwrap();
@@ -143,11 +144,20 @@ async fn console_sign_in(base: &str, token: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_console() {
     use support::world::{LEAD_TOKEN, MALLORY_TOKEN, ONCALL_TOKEN, VIEWER_TOKEN, WEBHOOK_TOKEN};
-    let w =
-        World::start_with(WorldOptions { primary_password: Some(PRIMARY_PW), backup_password: Some(BACKUP_PW), ..Default::default() })
-            .await;
-    let secrets =
-        [PRIMARY_PW, BACKUP_PW, SERVICE_KEY, PLATFORM_KEY, ONCALL_TOKEN, LEAD_TOKEN, MALLORY_TOKEN, VIEWER_TOKEN, WEBHOOK_TOKEN, "hmac-secret-for-tests"];
+    let w = World::start_with(WorldOptions { primary_password: Some(PRIMARY_PW), backup_password: Some(BACKUP_PW), ..Default::default() })
+        .await;
+    let secrets = [
+        PRIMARY_PW,
+        BACKUP_PW,
+        SERVICE_KEY,
+        PLATFORM_KEY,
+        ONCALL_TOKEN,
+        LEAD_TOKEN,
+        MALLORY_TOKEN,
+        VIEWER_TOKEN,
+        WEBHOOK_TOKEN,
+        "hmac-secret-for-tests",
+    ];
     let s = w.serve(&[("verify_window: 15s", "verify_window: 4s"), ("  steps: []", "  steps: [flush]")], false).await;
     w.primary.kill();
     w.service_sees_redis_down().await;

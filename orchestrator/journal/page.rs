@@ -31,14 +31,8 @@ impl Journal {
             " AND (?2 IS NULL OR (?2 = 'open' AND closed_at IS NULL) OR outcome = ?2)",
             " AND (?3 IS NULL OR opened_at >= ?3) AND (?4 IS NULL OR opened_at < ?4)"
         );
-        let total: i64 = sqlx::query(count_sql)
-            .bind(&f.target)
-            .bind(&f.outcome)
-            .bind(&f.since)
-            .bind(&f.until)
-            .fetch_one(&self.pool)
-            .await?
-            .get(0);
+        let total: i64 =
+            sqlx::query(count_sql).bind(&f.target).bind(&f.outcome).bind(&f.since).bind(&f.until).fetch_one(&self.pool).await?.get(0);
         let list_sql = concat!(
             "SELECT id, playbook_name, playbook_path, playbook_hash, target, state, machine, outcome, opened_at, closed_at, trigger_source, trigger_detail",
             " FROM incidents WHERE (?1 IS NULL OR target = ?1 OR playbook_name = ?1)",

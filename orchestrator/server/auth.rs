@@ -256,7 +256,12 @@ mod tests {
 
     #[test]
     fn hmac_and_bearer() {
-        let cfg = AuthConfig { webhook_token: Some(Secret::new("hook-token")), hmac_secret: Some(Secret::new("k")), approvers: vec![], viewers: vec![] };
+        let cfg = AuthConfig {
+            webhook_token: Some(Secret::new("hook-token")),
+            hmac_secret: Some(Secret::new("k")),
+            approvers: vec![],
+            viewers: vec![],
+        };
         let mut h = HeaderMap::new();
         assert!(!cfg.webhook_ok(&h, b"{}"));
         h.insert("authorization", "Bearer hook-token".parse().unwrap());

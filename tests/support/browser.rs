@@ -194,8 +194,18 @@ impl Browser {
             let id = self.find(css).await.unwrap_or_else(|| panic!("no element {css}"));
             // Centred first, so the click lands on it and not on what scrolled over it.
             let el = json!({ ELEMENT: id });
-            let scrolled: Value = self.raw(reqwest::Method::POST, "/execute/sync", json!({ "script": "arguments[0].scrollIntoView({ block: 'center' })", "args": [el] })).await;
-            let clicked = if scrolled["value"].get("error").is_some() { scrolled } else { self.raw(reqwest::Method::POST, &format!("/element/{id}/click"), json!({})).await };
+            let scrolled: Value = self
+                .raw(
+                    reqwest::Method::POST,
+                    "/execute/sync",
+                    json!({ "script": "arguments[0].scrollIntoView({ block: 'center' })", "args": [el] }),
+                )
+                .await;
+            let clicked = if scrolled["value"].get("error").is_some() {
+                scrolled
+            } else {
+                self.raw(reqwest::Method::POST, &format!("/element/{id}/click"), json!({})).await
+            };
             match clicked["value"].get("error").and_then(|e| e.as_str()) {
                 None => return,
                 Some("stale element reference") if Instant::now() < deadline => continue,
@@ -227,12 +237,21 @@ impl Browser {
     /// is made as tall as the page for the capture, then put back (DevTools'
     /// `captureBeyondViewport` leaves it changed, and later clicks miss).
     pub async fn screenshot(&self, name: &str, max_height: u32) -> PathBuf {
-        let size = self.js("window.scrollTo(0, 0); return [window.innerWidth, Math.min(arguments[0], document.documentElement.scrollHeight)]", vec![json!(max_height)]).await;
+        let size = self
+            .js(
+                "window.scrollTo(0, 0); return [window.innerWidth, Math.min(arguments[0], document.documentElement.scrollHeight)]",
+                vec![json!(max_height)],
+            )
+            .await;
         let (scale, mobile) = match &self.metrics {
             Some(m) => (m["deviceScaleFactor"].clone(), true),
             None => (json!(1), false),
         };
-        self.cdp("Emulation.setDeviceMetricsOverride", json!({ "width": size[0], "height": size[1], "deviceScaleFactor": scale, "mobile": mobile })).await;
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": size[0], "height": size[1], "deviceScaleFactor": scale, "mobile": mobile }),
+        )
+        .await;
         let shot = self.cdp("Page.captureScreenshot", json!({ "format": "png" })).await;
         match &self.metrics {
             Some(m) => self.cdp("Emulation.setDeviceMetricsOverride", m.clone()).await,

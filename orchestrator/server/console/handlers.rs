@@ -2,6 +2,10 @@
 //! incident's view (timeline, gate), alerts a page at a time, commands and pause.
 //! Errors map to HTTP codes here and only here.
 
+// A handler's refusal is the Response itself (axum's `Result<Response, Response>`);
+// boxing it would only add an allocation to every refusal.
+#![allow(clippy::result_large_err)]
+
 use super::session::{self, Session};
 use super::source::SourceError;
 use super::{error, redact_json, ConsoleState};
@@ -244,7 +248,12 @@ struct CommandBody {
     comment: String,
 }
 
-pub(super) async fn command(State(st): State<ConsoleState>, headers: HeaderMap, Path((id, action)): Path<(String, String)>, body: Bytes) -> R {
+pub(super) async fn command(
+    State(st): State<ConsoleState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> R {
     let s = acting(&st, &headers)?;
     let kind = match action.as_str() {
         "approve" => CommandKind::Approve,
@@ -280,7 +289,8 @@ pub(super) struct PauseBody {
 
 pub(super) async fn pause(State(st): State<ConsoleState>, headers: HeaderMap, body: Bytes) -> R {
     let s = acting(&st, &headers)?;
-    let b: PauseBody = serde_json::from_slice(&body).map_err(|_| error(StatusCode::BAD_REQUEST, "body must be {\"paused\": true|false}"))?;
+    let b: PauseBody =
+        serde_json::from_slice(&body).map_err(|_| error(StatusCode::BAD_REQUEST, "body must be {\"paused\": true|false}"))?;
     st.source.set_paused(b.paused, &s.who).await.map_err(journal_error)?;
     tracing::warn!(who = %s.who, paused = b.paused, "console: automatic failover {}", if b.paused { "paused" } else { "unpaused" });
     let v = status_json(&st).await.map_err(journal_error)?;

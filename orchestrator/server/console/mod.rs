@@ -41,7 +41,12 @@ pub struct ConsoleOptions {
 
 impl Default for ConsoleOptions {
     fn default() -> Self {
-        ConsoleOptions { session_ttl: Duration::from_secs(12 * 3600), secure_cookies: false, tick: Duration::from_millis(250), shutdown: None }
+        ConsoleOptions {
+            session_ttl: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
+            tick: Duration::from_millis(250),
+            shutdown: None,
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::daemon::Daemon;
 use crate::journal::{CommandKind, IncidentRow, Journal, JournalError};
 use crate::model::{FlushMode, Step};
-use crate::playbook::{Playbook, PlatformConfig};
+use crate::playbook::{PlatformConfig, Playbook};
 use crate::ports::FlushPlan;
 use crate::redact::Redactor;
 use crate::server::auth::AuthConfig;
@@ -173,7 +173,11 @@ impl DaemonSource {
         let f = &pb.flush;
         let mut preview = FlushPreview {
             mode: f.mode.as_str(),
-            patterns: if f.mode == FlushMode::Flushdb { vec!["* (every key of the database: FLUSHDB mode)".into()] } else { f.patterns.clone() },
+            patterns: if f.mode == FlushMode::Flushdb {
+                vec!["* (every key of the database: FLUSHDB mode)".into()]
+            } else {
+                f.patterns.clone()
+            },
             endpoint: pb.redis.backup.masked().to_string(),
             estimate: None,
             per_pattern: vec![],
@@ -208,12 +212,19 @@ impl DaemonSource {
 
     fn deploy_sentence(pb: &Playbook) -> String {
         match &pb.platform {
-            PlatformConfig::Render(r) => format!(
-                "start one deploy of Render service {} ({}), polled until live (at most {} retries of a failed build)",
-                r.service_id,
-                r.base_url.host_str().unwrap_or(""),
-                pb.thresholds.deploy_retries
-            ),
+            PlatformConfig::Render(r) => {
+                let n = pb.thresholds.deploy_retries;
+                format!(
+                    "start one deploy of Render service {} ({}), polled until live (a failed build is retried {})",
+                    r.service_id,
+                    r.base_url.host_str().unwrap_or(""),
+                    match n {
+                        0 => "never".to_string(),
+                        1 => "once".to_string(),
+                        n => format!("up to {n} times"),
+                    }
+                )
+            }
             PlatformConfig::Command(c) => format!("run the playbook's deploy command: {}", c.deploy),
             PlatformConfig::EnvFile(e) => format!("run the restart command: {}", e.restart),
         }
@@ -254,21 +265,13 @@ impl ConsoleSource for DaemonSource {
         let paused = journal.pause_state().await?;
         let open = journal.open_incident_for(&target).await?;
         let (last, _) = journal
-            .incident_page(&crate::journal::IncidentFilter {
-                target: Some(target.clone()),
-                outcome: None,
-                limit: 5,
-                ..Default::default()
-            })
+            .incident_page(&crate::journal::IncidentFilter { target: Some(target.clone()), outcome: None, limit: 5, ..Default::default() })
             .await?;
         let last_closed = last.iter().find(|i| i.closed_at.is_some());
         // Today's daemon knows the topology from the journal: after a recovery under
         // this playbook the backup is what production uses, until the playbook swaps
         // them (the intake also asks the platform before refusing a second failover).
-        let failed_over = journal
-            .last_closed_for(&target)
-            .await?
-            .filter(|(_, outcome, hash)| outcome == "recovered" && *hash == pb.hash);
+        let failed_over = journal.last_closed_for(&target).await?.filter(|(_, outcome, hash)| outcome == "recovered" && *hash == pb.hash);
         let (active_role, active, standby) = match failed_over {
             Some(_) => ("backup", pb.redis.backup.masked(), pb.redis.primary.masked()),
             None => ("primary", pb.redis.primary.masked(), pb.redis.backup.masked()),
@@ -345,7 +348,12 @@ impl ConsoleSource for DaemonSource {
         while tokio::time::Instant::now() < deadline {
             if let Ok(Some(row)) = journal.command(cmd).await {
                 if let Some(accepted) = row.accepted {
-                    return Ok(CommandVerdict { command: cmd, accepted: Some(accepted), result: row.result.unwrap_or_default(), by: who.into() });
+                    return Ok(CommandVerdict {
+                        command: cmd,
+                        accepted: Some(accepted),
+                        result: row.result.unwrap_or_default(),
+                        by: who.into(),
+                    });
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -389,7 +389,7 @@ function renderGate(t) {
     const r = await api("POST", `/console/api/incidents/${encodeURIComponent(t.incident.id)}/${action}`, { comment: text.value });
     if (r.status === 200) { out.className = "notice ok"; out.textContent = `${action} accepted: ${r.data.result}`; text.value = ""; }
     else if (r.status === 202) { out.className = "notice warn"; out.textContent = `${action} journaled; the runner has not applied it yet`; }
-    else { out.className = "notice bad"; out.textContent = `${action} refused: ${r.data.result || r.data.error || "HTTP " + r.status}`; }
+    else { out.className = "notice bad"; out.textContent = `${action} refused: ${(r.data.result || r.data.error || "HTTP " + r.status).replace(/^refused: /, "")}`; }
   };
   fill(box,
     h("h2", {}, `Waiting for approval: ${g.step}`),
@@ -452,7 +452,7 @@ function renderIncident(t) {
         const out = document.getElementById("command-result");
         out.hidden = false;
         out.className = r.status === 200 ? "notice ok" : "notice bad";
-        out.textContent = r.status === 200 ? `abort accepted: ${r.data.result}` : `abort refused: ${r.data.result || r.data.error}`;
+        out.textContent = r.status === 200 ? `abort accepted: ${r.data.result}` : `abort refused: ${(r.data.result || r.data.error || "").replace(/^refused: /, "")}`;
       } }, "Yes, abort"));
     actions.append(h("button", { class: "danger", id: "abort", onclick: () => { really.hidden = false; } }, "Abort incident…"), really);
   }
