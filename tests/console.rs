@@ -525,3 +525,41 @@ async fn sessions_are_cookies_that_expire_and_every_post_needs_the_csrf_token() 
     assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
     assert_eq!(client.get(url("/console/api/targets")).header("cookie", &c2).send().await.unwrap().status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_from_the_page_is_a_journaled_command_and_the_incident_ends() {
+    let w = World::start().await;
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let mut edits = FAST.to_vec();
+    edits.push(("  steps: []", "  steps: [flush]"));
+    let s = w.serve(&edits, false).await;
+    let id = fire(&s, "redis down").await["alerts"][0]["incident"].as_str().unwrap().to_string();
+    wait_state(&w, &id, &["awaiting_approval"], Duration::from_secs(30)).await;
+    let driver = Driver::start().await;
+    let b = driver.browser(1280, 900).await;
+    sign_in(&b, &s.url, LEAD_TOKEN).await;
+    open_incident_page(&b, &s.url, &id).await;
+    assert!(b.js("return document.querySelector('#abort-confirm').offsetParent === null", vec![]).await == true, "asks before aborting");
+    b.click("#abort").await;
+    b.click("#abort-confirm").await;
+    let ok = b
+        .wait_for(
+            "(t => t.includes('accepted') && t)(document.querySelector('#command-result').textContent)",
+            Duration::from_secs(10),
+            "the abort",
+        )
+        .await;
+    assert!(ok.as_str().unwrap().contains("rollback"), "after the switch, abort rolls back first: {ok}");
+    // The primary is still dead: rolling back to it cannot help, so the incident holds.
+    b.wait_for("consoleStats.states.includes('held')", Duration::from_secs(60), "the page to show the end").await;
+    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
+    let cmds = j.commands(&id).await.unwrap();
+    assert_eq!(
+        (cmds[0].kind, cmds[0].actor.as_str(), cmds[0].via.as_str(), cmds[0].accepted),
+        (CommandKind::Abort, "lead", "web", Some(true))
+    );
+    assert!(b.text("#actions").await.unwrap().is_empty(), "no abort button on an ended incident");
+    shot(&b, "incident-aborted-held").await;
+    b.close().await;
+}
