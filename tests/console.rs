@@ -542,6 +542,7 @@ async fn abort_from_the_page_is_a_journaled_command_and_the_incident_ends() {
     open_incident_page(&b, &s.url, &id).await;
     assert!(b.js("return document.querySelector('#abort-confirm').offsetParent === null", vec![]).await == true, "asks before aborting");
     b.click("#abort").await;
+    b.type_into("#abort-reason", "customer data first, decide in the morning").await;
     b.click("#abort-confirm").await;
     let ok = b
         .wait_for(

@@ -446,9 +446,10 @@ function renderIncident(t) {
   const actions = document.getElementById("actions");
   actions.replaceChildren();
   if (open && session.role === "approver") {
-    const really = h("span", { hidden: true, class: "row" }, "Abort this incident? After the switch it rolls back first.",
+    const reason = h("input", { id: "abort-reason", placeholder: "why (journaled with your name)" });
+    const really = h("span", { hidden: true, class: "row" }, "Abort this incident? After the switch it rolls back first.", reason,
       h("button", { class: "danger", id: "abort-confirm", onclick: async () => {
-        const r = await api("POST", `/console/api/incidents/${encodeURIComponent(inc.id)}/abort`, { comment: "aborted from the console" });
+        const r = await api("POST", `/console/api/incidents/${encodeURIComponent(inc.id)}/abort`, { comment: reason.value || "aborted from the console" });
         const out = document.getElementById("command-result");
         out.hidden = false;
         out.className = r.status === 200 ? "notice ok" : "notice bad";
