@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
-.PHONY: build demo test bench lint clean
+.PHONY: build demo test bench bench-console lint clean
 
 build:
 	cargo build --workspace --bins
@@ -16,6 +16,10 @@ bullmq-service/node_modules/.package-lock.json: bullmq-service/package-lock.json
 
 bench:
 	./scripts/bench.sh
+
+# The web console's timeline of an incident with 10,001 alerts, in headless Chromium.
+bench-console:
+	./scripts/bench-console.sh
 
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings

@@ -27,7 +27,7 @@ const BODY_CHARS: usize = 200;
 /// The notifier a playbook asks for: Slack when configured, otherwise none.
 pub fn notifier_for(pb: &Playbook) -> Arc<dyn Notifier> {
     match &pb.notifications.slack {
-        Some(cfg) => Arc::new(SlackNotifier::new(cfg)),
+        Some(cfg) => Arc::new(SlackNotifier::new(cfg).with_console(pb.console_url.as_ref())),
         None => Arc::new(NoNotifier),
     }
 }
@@ -39,6 +39,8 @@ pub struct SlackNotifier {
     channel: Option<String>,
     attempts: u32,
     timeout: Duration,
+    /// The web console's public address: each message links its incident's page.
+    console_url: Option<String>,
 }
 
 impl fmt::Debug for SlackNotifier {
@@ -65,7 +67,27 @@ impl SlackNotifier {
             channel: cfg.channel.clone(),
             attempts: cfg.attempts.max(1),
             timeout: cfg.timeout,
+            console_url: None,
         }
+    }
+
+    /// Links every message to its incident's page in the web console at `base`.
+    pub fn with_console(mut self, base: Option<&url::Url>) -> Self {
+        self.console_url = base.map(|u| u.as_str().trim_end_matches('/').to_string());
+        self
+    }
+
+    /// The body posted for a notification: [`slack_body`], with the incident's console
+    /// link when the playbook gives the console's address.
+    pub fn body(&self, n: &Notification) -> Value {
+        let mut body = slack_body(n, self.channel.as_deref());
+        if let Some(base) = &self.console_url {
+            let link = format!("\n<{base}/console/incidents/{}|Open {} in the console>", escape(&n.incident), escape(&n.incident));
+            if let Some(Value::String(text)) = body.get_mut("text") {
+                text.push_str(&crate::redact::redact(&link));
+            }
+        }
+        body
     }
 
     /// Redacts the webhook URL, and its path and last segment on their own: the token
@@ -135,7 +157,7 @@ impl Notifier for SlackNotifier {
             Ok(c) => c,
             Err(e) => return Err(NotifyError(format!("slack: cannot build an HTTP client: {}", self.clean(e)))),
         };
-        let body = slack_body(n, self.channel.as_deref());
+        let body = self.body(n);
         let mut backoff = FIRST_BACKOFF;
         let mut last = String::new();
         let mut tries = 0;

@@ -12,7 +12,12 @@ pub struct Timeline {
     pub transitions: Vec<TimelineTransition>,
     pub effects: Vec<EffectRow>,
     pub commands: Vec<CommandRow>,
+    /// The incident's alerts, or one page of them ([`load_page`]).
     pub alerts: Vec<crate::journal::AlertRow>,
+    /// How many alerts the incident has in all (more than `alerts` holds when paged).
+    pub alerts_total: i64,
+    /// Index of `alerts[0]` among all of the incident's alerts.
+    pub alerts_offset: i64,
     /// The hash of the incident's last ledger entry: a copy kept elsewhere proves what
     /// the journal said (`orchestrator journal verify` checks the chain up to it).
     pub journal_head: Option<String>,
@@ -31,7 +36,23 @@ pub struct TimelineTransition {
     pub gist: Option<String>,
 }
 
+/// Which of an incident's alerts a timeline carries.
+#[derive(Debug, Clone, Copy)]
+pub enum Alerts {
+    All,
+    /// `limit` alerts from `offset` (a storm attaches thousands: a page stays fast).
+    Page {
+        offset: i64,
+        limit: i64,
+    },
+}
+
 pub async fn load(journal: &Journal, id: &str) -> Result<Timeline, JournalError> {
+    load_page(journal, id, Alerts::All).await
+}
+
+/// [`load`] with only a page of the alerts (the web console).
+pub async fn load_page(journal: &Journal, id: &str, which: Alerts) -> Result<Timeline, JournalError> {
     let incident = journal.incident(id).await?;
     let rows = journal.transitions(id).await?;
     let checks = journal.checks(id).await?;
@@ -48,11 +69,21 @@ pub async fn load(journal: &Journal, id: &str) -> Result<Timeline, JournalError>
         let gist = gist(&row.observations);
         transitions.push(TimelineTransition { elapsed_ms: (at - opened).num_milliseconds(), in_step_ms: in_step, checks: own, gist, row });
     }
+    let (alerts, alerts_total, alerts_offset) = match which {
+        Alerts::All => {
+            let all = journal.alerts(id).await?;
+            let n = all.len() as i64;
+            (all, n, 0)
+        }
+        Alerts::Page { offset, limit } => (journal.alerts_page(id, offset, limit).await?, journal.alert_count(id).await?, offset.max(0)),
+    };
     Ok(Timeline {
         journal_head: journal.head(id).await?,
         effects: journal.effects(id).await?,
         commands: journal.commands(id).await?,
-        alerts: journal.alerts(id).await?,
+        alerts,
+        alerts_total,
+        alerts_offset,
         incident,
         transitions,
     })

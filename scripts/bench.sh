@@ -11,6 +11,8 @@
 #      vs the same service on ioredis's own Sentinel support, at D = 1 s and D = 3 s
 #      (kill → first job completed again, kill → health up, jobs lost; the
 #      orchestrator's time per step and its own overhead)
+#   7. the web console: an incident's timeline with 10,001 alerts in headless Chromium
+#      (scripts/bench-console.sh, its own section of BENCHMARKS.md)
 #
 # Benchmarks print numbers; they never fail on speed. Extra arguments go to the
 # harness, e.g. `./scripts/bench.sh --only flush,storm --reps 3` (see `--help`); a
@@ -48,5 +50,8 @@ say "running the benchmarks (about 6-8 minutes)"
 # Temporary journals and Redis files go to TMPDIR (default /tmp): keep it on a real disk
 # so fsync costs what it costs in production.
 target/release/bench --root "$PWD" --out BENCHMARKS.md "$@"
+
+say "the web console's timeline with 10,001 alerts (scripts/bench-console.sh)"
+./scripts/bench-console.sh >/dev/null
 
 say "wrote BENCHMARKS.md"

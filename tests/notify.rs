@@ -150,3 +150,20 @@ async fn a_slow_webhook_is_bounded_by_the_timeout() {
     assert!(e.to_string().contains("timed out"), "{e}");
     assert!(!e.to_string().contains("XXXXsecretTOKEN"), "{e}");
 }
+
+#[test]
+fn messages_link_the_incident_in_the_console_when_the_playbook_gives_its_address() {
+    let cfg = SlackConfig {
+        webhook_url: Secret::new(format!("http://127.0.0.1:9{HOOK_PATH}")),
+        channel: None,
+        attempts: 1,
+        timeout: Duration::from_secs(1),
+    };
+    let n = Notification { incident: "inc-42".into(), title: "inc-42: flush → deploy".into(), text: "ok".into() };
+    let plain = SlackNotifier::new(&cfg).body(&n);
+    assert!(!plain["text"].as_str().unwrap().contains("console"), "no console address, no link: {plain}");
+    let base = url::Url::parse("https://orchestrator.example.com/").unwrap();
+    let linked = SlackNotifier::new(&cfg).with_console(Some(&base)).body(&n);
+    let text = linked["text"].as_str().unwrap();
+    assert!(text.ends_with("<https://orchestrator.example.com/console/incidents/inc-42|Open inc-42 in the console>"), "{text}");
+}

@@ -269,3 +269,11 @@ fn empty_and_non_utf8_files() {
     let err = load_bytes(&[0xff, 0xfe, 0x00], Path::new("x.yaml"), &env).unwrap_err().to_string();
     assert!(err.contains("not UTF-8"));
 }
+
+#[test]
+fn console_url_must_be_an_http_url() {
+    expect_one("console_url: ftp://orchestrator.example.com\n", 15, 14, "`console_url` must be an http:// or https:// URL");
+    let yaml = format!("{VALID}console_url: https://orchestrator.example.com/\n");
+    let pb = load_bytes(yaml.as_bytes(), Path::new("t.yaml"), &env).expect("valid");
+    assert_eq!(pb.console_url.unwrap().as_str(), "https://orchestrator.example.com/");
+}

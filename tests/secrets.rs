@@ -127,3 +127,121 @@ async fn no_secret_reaches_the_journal_logs_notifications_or_cli_output() {
     assert!(bodies.len() >= 5, "Slack heard the transitions ({} bodies)", bodies.len());
     assert_clean("Slack bodies", bodies.join("\n").as_bytes(), &secrets);
 }
+
+/// Signs in to the console over HTTP: (cookie header, CSRF token).
+async fn console_sign_in(base: &str, token: &str) -> (String, String) {
+    let r =
+        reqwest::Client::new().post(format!("{base}/console/api/login")).json(&serde_json::json!({ "token": token })).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let v: serde_json::Value = r.json().await.unwrap();
+    (cookie, v["csrf"].as_str().unwrap().to_string())
+}
+
+/// The web console: every page, every JSON answer, the live stream and every error,
+/// for an incident whose service logged its Redis URL with the password, an alert
+/// that quotes a token, and a comment a person pasted a token into.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_console() {
+    use support::world::{LEAD_TOKEN, MALLORY_TOKEN, ONCALL_TOKEN, VIEWER_TOKEN, WEBHOOK_TOKEN};
+    let w = World::start_with(WorldOptions { primary_password: Some(PRIMARY_PW), backup_password: Some(BACKUP_PW), ..Default::default() })
+        .await;
+    let secrets = [
+        PRIMARY_PW,
+        BACKUP_PW,
+        SERVICE_KEY,
+        PLATFORM_KEY,
+        ONCALL_TOKEN,
+        LEAD_TOKEN,
+        MALLORY_TOKEN,
+        VIEWER_TOKEN,
+        WEBHOOK_TOKEN,
+        "hmac-secret-for-tests",
+    ];
+    let s = w.serve(&[("verify_window: 15s", "verify_window: 4s"), ("  steps: []", "  steps: [flush]")], false).await;
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let leak = format!("Redis connection failed: {} refused; key {SERVICE_KEY}", w.env["SANDBOX_PRIMARY_URL"]);
+    w.sandbox.service().logs().error("redis", &leak);
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/webhooks/generic", s.url))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .json(&serde_json::json!({ "summary": format!("redis down at {} (token {LEAD_TOKEN})", w.env["SANDBOX_PRIMARY_URL"]) }))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    let id = v["alerts"][0]["incident"].as_str().unwrap().to_string();
+    support::world::wait_state(&w, &id, &["awaiting_approval"], std::time::Duration::from_secs(30)).await;
+
+    let (cookie, csrf) = console_sign_in(&s.url, ONCALL_TOKEN).await;
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let get = |path: String| {
+        let (client, cookie, url) = (client.clone(), cookie.clone(), s.url.clone());
+        async move {
+            let r = client.get(format!("{url}{path}")).header("cookie", cookie).send().await.unwrap();
+            let headers = format!("{:?}", r.headers());
+            (path, format!("{headers}\n{}", r.text().await.unwrap()))
+        }
+    };
+    // A person pastes a token into a comment (approved at the gate, from the web).
+    let r = client
+        .post(format!("{}/console/api/incidents/{id}/approve", s.url))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&serde_json::json!({ "comment": format!("ok, my token is {ONCALL_TOKEN} and the url {}", w.env["SANDBOX_BACKUP_URL"]) }))
+        .send()
+        .await
+        .unwrap();
+    seen.push(("approve answer".into(), r.text().await.unwrap()));
+    let journal = orchestrator::journal::Journal::open_existing(&w.journal_path()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while journal.incident(&id).await.unwrap().outcome.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the incident ends");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for path in [
+        "/".to_string(),
+        "/console/incidents".into(),
+        format!("/console/incidents/{id}"),
+        "/console/assets/app.js".into(),
+        "/console/assets/app.css".into(),
+        "/console/api/session".into(),
+        "/console/api/targets".into(),
+        "/console/api/incidents".into(),
+        format!("/console/api/incidents/{id}"),
+        format!("/console/api/incidents/{id}/alerts?offset=0&limit=500"),
+        "/console/api/incidents/inc-nope".into(),
+        "/console/api/incidents?since=not-a-time".into(),
+    ] {
+        seen.push(get(path).await);
+    }
+    // Errors, too: an action on an ended incident quotes the incident, nothing else.
+    let r = client
+        .post(format!("{}/console/api/incidents/{id}/abort", s.url))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&serde_json::json!({ "comment": format!("too late {MALLORY_TOKEN}") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    seen.push(("abort on an ended incident".into(), r.text().await.unwrap()));
+    // The live stream, for a second.
+    let mut stream = client.get(format!("{}/console/api/stream?incident={id}", s.url)).header("cookie", &cookie).send().await.unwrap();
+    let mut text = String::new();
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(until, stream.chunk()).await {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("event: timeline"), "the stream sent the timeline: {text}");
+    seen.push(("the event stream".into(), text));
+
+    let view = &seen.iter().find(|(p, _)| p == &format!("/console/api/incidents/{id}")).unwrap().1;
+    assert!(view.contains(":***@127.0.0.1"), "URLs appear with the password masked");
+    assert!(view.contains("my token is ***"), "the comment is shown, the token in it is not");
+    for (what, body) in &seen {
+        assert_clean(&format!("console {what}"), body.as_bytes(), &secrets);
+    }
+}

@@ -21,7 +21,7 @@ async fn daemon(dir: &Path) -> (String, Arc<orchestrator::server::App>) {
     std::mem::forget(tx);
     let target = orchestrator::fleet::Target::new(journal.clone(), ports, pb, Default::default(), rx.clone());
     let registry = orchestrator::fleet::Registry::new(vec![target]).unwrap();
-    let auth = AuthConfig { webhook_token: None, hmac_secret: Some(Secret::new(SECRET)), approvers: vec![] };
+    let auth = AuthConfig { webhook_token: None, hmac_secret: Some(Secret::new(SECRET)), approvers: vec![], viewers: vec![] };
     let d = orchestrator::daemon::Daemon::new(journal, registry, &auth.secrets(), rx);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/webhooks/grafana", listener.local_addr().unwrap());

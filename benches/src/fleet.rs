@@ -252,9 +252,10 @@ async fn one(ctx: &Ctx, n: usize) -> Result<Run> {
         .context("opening the journal read-only")?;
     let mut kills = Vec::new();
     for (k, name) in victim_names.iter().enumerate() {
-        // Let the previous incident's first steps pass, and vary the kill's phase
-        // against the victim's round.
-        tokio::time::sleep(Duration::from_millis(1500 + 337 * k as u64)).await;
+        // Let the previous incident's first steps pass, then a random part of an
+        // interval: the rounds' phases are fixed by the names, so a fixed delay would
+        // put every run's kills at the same points of the victims' rounds.
+        tokio::time::sleep(Duration::from_millis(1500 + random_below(INTERVAL_MS))).await;
         let killed_at = Utc::now();
         victim_servers[k].kill();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -312,6 +313,12 @@ async fn one(ctx: &Ctx, n: usize) -> Result<Run> {
         log_lines,
         log_sample,
     })
+}
+
+/// A random number in 0..n (std only: a randomly keyed hash of the time).
+fn random_below(n: u64) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(Instant::now()) % n.max(1)
 }
 
 // ------------------------------------------------------------------ /proc

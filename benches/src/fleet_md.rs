@@ -52,7 +52,7 @@ pub fn write(f: &Results, o: &mut String) {
          the bucket the rank falls in** (from the bound below it; a p50 of 0.5 ms means \"half the rounds in the first bucket, \
          under 1 ms\", not a measurement of 0.5 ms); the mean is `_sum`/`_count`. The probe latency is read the same way from \
          `orchestrator_probe_latency_seconds` summed over every target. Then each victim's `redis-server` is SIGKILLed in turn \
-         (1.5 s + 337 ms × k after the previous incident opened, so kills fall at different points of the victims' rounds): \
+         (1.5 s plus a random 0 to 1 interval after the previous incident opened: each target's rounds sit at a phase fixed by its name, so only a random delay puts the kills at random points of the victims' rounds): \
          detection = kill → the incident's `opened_at` in the journal (`trigger_source = 'watch'`), both read from the system \
          clock (the journal stores milliseconds). A round sees the kill at its next tick (0 to one interval later) and the \
          incident opens when the failures span `ping_fail_for`, so detection falls in [{} ms, {} ms] plus the orchestrator's \

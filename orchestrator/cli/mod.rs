@@ -241,6 +241,15 @@ pub struct ServeArgs {
     /// A request's body must arrive within this.
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub body_timeout: std::time::Duration,
+    /// A web console session (sign-in with an approver token from
+    /// ORCH_APPROVER_TOKENS, or a read-only one from ORCH_VIEWER_TOKENS) ends this long
+    /// after sign-in.
+    #[arg(long, default_value = "12h", value_parser = parse_duration_arg)]
+    pub console_session_ttl: std::time::Duration,
+    /// Mark the console's session cookie `Secure` always (behind a TLS proxy that does
+    /// not send `X-Forwarded-Proto: https`; with it, the cookie is `Secure` anyway).
+    #[arg(long)]
+    pub console_secure_cookies: bool,
 }
 
 #[derive(Args, Debug)]
@@ -846,7 +855,13 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
         body_timeout: a.body_timeout,
         ..crate::server::listen::Limits::default()
     };
-    crate::server::serve_with(listener, app, limits, signal).await?;
+    let console = crate::server::console::ConsoleOptions {
+        session_ttl: a.console_session_ttl,
+        secure_cookies: a.console_secure_cookies,
+        shutdown: Some(shutdown.clone()),
+        ..Default::default()
+    };
+    crate::server::serve_console(listener, app, console, limits, signal).await?;
     eprintln!("shutting down: waiting for incident runners to reach a resumable point");
     daemon.drain(std::time::Duration::from_secs(30)).await;
     daemon.journal.close().await;

@@ -3,10 +3,12 @@
 //! incident can be resumed from the journal alone and audited afterwards.
 
 pub mod chain;
+mod page;
 mod records;
 pub mod topology;
 pub mod verify;
 
+pub use page::IncidentFilter;
 pub use records::*;
 
 use crate::machine::{Decision, Event, Machine};

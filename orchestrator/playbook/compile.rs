@@ -25,6 +25,7 @@ const TOP: &[&str] = &[
     "watch",
     "routing",
     "topology",
+    "console_url",
     "allow_insecure_http",
 ];
 
@@ -89,6 +90,11 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
         }
         (n, _) => n,
     };
+    // Where people reach `serve`'s web console; only a link in messages, never fetched.
+    let console_url = match top.get("console_url") {
+        Some(n) => d.http_url(n, "console_url").map(Some),
+        None => Some(None),
+    };
 
     let pb = Playbook {
         name: name?,
@@ -108,6 +114,7 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
         watch: watch?,
         routing: routing?,
         topology: topology?,
+        console_url: console_url?,
         redactor: std::sync::Arc::new(d.redactor.clone()),
     };
     cross_checks(&pb, root, allow_insecure?, d);

@@ -30,6 +30,9 @@ pub struct Playbook {
     pub routing: Routing,
     /// How the target's topology (which endpoint is active) re-arms after a failover.
     pub topology: TopologyPolicy,
+    /// The web console's public address (`https://orchestrator.example.com`): Slack
+    /// messages link each incident's page under it.
+    pub console_url: Option<url::Url>,
     /// Every secret this playbook holds or references, for the one redaction path.
     pub redactor: std::sync::Arc<crate::redact::Redactor>,
 }

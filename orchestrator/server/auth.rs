@@ -74,6 +74,20 @@ pub struct AuthConfig {
     pub hmac_secret: Option<Secret>,
     /// (person, token) pairs.
     pub approvers: Vec<(String, Secret)>,
+    /// (person, token) pairs of read-only viewers of the web console
+    /// (`ORCH_VIEWER_TOKENS`): they sign in and read, and cannot act.
+    pub viewers: Vec<(String, Secret)>,
+}
+
+/// What a console sign-in token says about its holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Holds an approver token: may approve, reject, abort and pause (the machine still
+    /// refuses an approval from a name not on the playbook's approver list).
+    Approver,
+    /// Reads only.
+    Viewer,
 }
 
 fn ct_eq(a: &str, b: &str) -> bool {
@@ -89,17 +103,25 @@ impl AuthConfig {
     /// and `ORCH_APPROVER_TOKENS` (`name=token,name=token`).
     pub fn from_env() -> Result<AuthConfig, String> {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty()).map(Secret::new);
-        let mut approvers = Vec::new();
-        if let Ok(list) = std::env::var("ORCH_APPROVER_TOKENS") {
-            for pair in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let (name, token) = pair.split_once('=').ok_or("ORCH_APPROVER_TOKENS must be name=token pairs separated by commas")?;
-                if name.trim().is_empty() || token.trim().len() < 16 {
-                    return Err(format!("approver token for {:?} must be at least 16 characters", name.trim()));
+        let pairs = |var: &str, what: &str| -> Result<Vec<(String, Secret)>, String> {
+            let mut out = Vec::new();
+            if let Ok(list) = std::env::var(var) {
+                for pair in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let (name, token) = pair.split_once('=').ok_or(format!("{var} must be name=token pairs separated by commas"))?;
+                    if name.trim().is_empty() || token.trim().len() < 16 {
+                        return Err(format!("{what} token for {:?} must be at least 16 characters", name.trim()));
+                    }
+                    out.push((name.trim().to_string(), Secret::new(token.trim())));
                 }
-                approvers.push((name.trim().to_string(), Secret::new(token.trim())));
             }
-        }
-        Ok(AuthConfig { webhook_token: get("ORCH_WEBHOOK_TOKEN"), hmac_secret: get("ORCH_WEBHOOK_HMAC_SECRET"), approvers })
+            Ok(out)
+        };
+        Ok(AuthConfig {
+            webhook_token: get("ORCH_WEBHOOK_TOKEN"),
+            hmac_secret: get("ORCH_WEBHOOK_HMAC_SECRET"),
+            approvers: pairs("ORCH_APPROVER_TOKENS", "approver")?,
+            viewers: pairs("ORCH_VIEWER_TOKENS", "viewer")?,
+        })
     }
 
     /// Refuses configurations that would leave a non-loopback listener open, or let a
@@ -122,6 +144,9 @@ impl AuthConfig {
         }
         for (who, t) in &self.approvers {
             named.push((format!("the approver token of {who:?}"), t.expose()));
+        }
+        for (who, t) in &self.viewers {
+            named.push((format!("the viewer token of {who:?}"), t.expose()));
         }
         for (i, (a, va)) in named.iter().enumerate() {
             if !loopback && va.chars().count() < MIN_CREDENTIAL {
@@ -188,8 +213,25 @@ impl AuthConfig {
         who
     }
 
+    /// The person a console sign-in token belongs to, and what they may do. Every
+    /// token is compared (constant time each), so timing does not say which matched.
+    pub fn signer(&self, token: &str) -> Option<(String, Role)> {
+        let mut who = None;
+        for (name, t) in &self.approvers {
+            if ct_eq(t.expose(), token) {
+                who = Some((name.clone(), Role::Approver));
+            }
+        }
+        for (name, t) in &self.viewers {
+            if ct_eq(t.expose(), token) && who.is_none() {
+                who = Some((name.clone(), Role::Viewer));
+            }
+        }
+        who
+    }
+
     pub fn secrets(&self) -> Vec<String> {
-        let mut s: Vec<String> = self.approvers.iter().map(|(_, t)| t.expose().to_string()).collect();
+        let mut s: Vec<String> = self.approvers.iter().chain(&self.viewers).map(|(_, t)| t.expose().to_string()).collect();
         s.extend(self.webhook_token.iter().map(|t| t.expose().to_string()));
         s.extend(self.hmac_secret.iter().map(|t| t.expose().to_string()));
         s
@@ -214,7 +256,12 @@ mod tests {
 
     #[test]
     fn hmac_and_bearer() {
-        let cfg = AuthConfig { webhook_token: Some(Secret::new("hook-token")), hmac_secret: Some(Secret::new("k")), approvers: vec![] };
+        let cfg = AuthConfig {
+            webhook_token: Some(Secret::new("hook-token")),
+            hmac_secret: Some(Secret::new("k")),
+            approvers: vec![],
+            viewers: vec![],
+        };
         let mut h = HeaderMap::new();
         assert!(!cfg.webhook_ok(&h, b"{}"));
         h.insert("authorization", "Bearer hook-token".parse().unwrap());
@@ -250,6 +297,7 @@ mod tests {
             webhook_token: Some(Secret::new("t".repeat(20))),
             hmac_secret: None,
             approvers: vec![("a".into(), Secret::new("t".repeat(20)))],
+            viewers: vec![],
         };
         assert!(same.check_for(true).is_err());
         assert!(AuthConfig::default().check_for(false).is_err());

@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod console;
 pub mod listen;
 
 use crate::daemon::Daemon;
@@ -41,6 +42,11 @@ impl App {
 type AppState = Arc<App>;
 
 pub fn router(app: Arc<App>) -> Router {
+    router_with(app, console::ConsoleOptions::default())
+}
+
+/// [`router`] with the web console's options (`serve --console-*`).
+pub fn router_with(app: Arc<App>, console: console::ConsoleOptions) -> Router {
     Router::new()
         .route("/webhooks/{source}", post(webhook_any))
         .route("/webhooks/{source}/{target}", post(webhook_for))
@@ -53,7 +59,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(app)
+        .with_state(app.clone())
+        .merge(console::routes(app.daemon.clone(), app.auth.clone(), console))
 }
 
 /// Serves with the default [`listen::Limits`] (header and body timeouts, a connection
@@ -72,7 +79,18 @@ pub async fn serve_with(
     limits: listen::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    listen::serve(listener, router(app), limits, shutdown).await
+    serve_console(listener, app, console::ConsoleOptions::default(), limits, shutdown).await
+}
+
+/// [`serve_with`] with the web console's options.
+pub async fn serve_console(
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+    console: console::ConsoleOptions,
+    limits: listen::Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listen::serve(listener, router_with(app, console), limits, shutdown).await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

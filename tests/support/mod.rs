@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
+pub mod browser;
 pub mod serve;
 pub mod world;
 

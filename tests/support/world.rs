@@ -233,12 +233,24 @@ pub const WEBHOOK_TOKEN: &str = "hook-token-5e1f77aa90";
 pub const ONCALL_TOKEN: &str = "oncall-token-0c3d9e51a7";
 pub const LEAD_TOKEN: &str = "lead-token-7a2b6c0d4e";
 pub const MALLORY_TOKEN: &str = "mallory-token-1f8e2d3c4b";
+pub const VIEWER_TOKEN: &str = "viewer-token-6d5c4b3a29";
 
 impl World {
     /// Starts the daemon with tokens for `oncall` and `lead` (on the sandbox playbook's
     /// approver list) and `mallory` (not on it).
     pub async fn serve(&self, edits: &[(&str, &str)], watch_loop: bool) -> Served {
-        serve_fleet(&self.journal_path(), &[(self, edits)], watch_loop).await
+        self.serve_console(edits, watch_loop, Default::default()).await
+    }
+
+    /// [`World::serve`] with the web console's options; `watch` (a read-only viewer)
+    /// may sign in to the console too.
+    pub async fn serve_console(
+        &self,
+        edits: &[(&str, &str)],
+        watch_loop: bool,
+        console: orchestrator::server::console::ConsoleOptions,
+    ) -> Served {
+        serve_fleet_with(&self.journal_path(), &[(self, edits)], watch_loop, console).await
     }
 }
 
@@ -253,12 +265,23 @@ pub fn test_auth() -> orchestrator::server::auth::AuthConfig {
             ("lead".into(), Secret::new(LEAD_TOKEN)),
             ("mallory".into(), Secret::new(MALLORY_TOKEN)),
         ],
+        viewers: vec![("watch".into(), Secret::new(VIEWER_TOKEN))],
     }
 }
 
 /// Starts one daemon (`serve` in-process) for several worlds, each its own target
 /// (give each playbook its own `name` with an edit), on the journal at `journal`.
 pub async fn serve_fleet(journal: &Path, worlds: &[(&World, &[(&str, &str)])], watch_loop: bool) -> Served {
+    serve_fleet_with(journal, worlds, watch_loop, Default::default()).await
+}
+
+/// [`serve_fleet`] with the web console's options.
+pub async fn serve_fleet_with(
+    journal: &Path,
+    worlds: &[(&World, &[(&str, &str)])],
+    watch_loop: bool,
+    mut console: orchestrator::server::console::ConsoleOptions,
+) -> Served {
     let journal = Journal::open_with(journal, true, Duration::from_millis(300)).await.unwrap();
     let (stop, rx) = watch::channel(false);
     let opts = ExecOptions { wait_for_approval: true, command_poll: Duration::from_millis(50), ..ExecOptions::default() };
@@ -279,6 +302,7 @@ pub async fn serve_fleet(journal: &Path, worlds: &[(&World, &[(&str, &str)])], w
     let app = orchestrator::server::App::new(daemon.clone(), auth);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    console.shutdown.get_or_insert_with(|| rx.clone());
     let mut stop_rx = rx;
     let server = tokio::spawn(async move {
         let signal = async move {
@@ -288,7 +312,7 @@ pub async fn serve_fleet(journal: &Path, worlds: &[(&World, &[(&str, &str)])], w
                 }
             }
         };
-        orchestrator::server::serve(listener, app, signal).await.unwrap();
+        orchestrator::server::serve_console(listener, app, console, Default::default(), signal).await.unwrap();
     });
     Served { url, daemon, stop, server }
 }
