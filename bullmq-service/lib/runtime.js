@@ -154,11 +154,15 @@ class Runtime {
   /** The job's state in the sandbox's shape (`unknown` when the job does not exist). */
   async jobInfo(queue, id) {
     const q = this.queues.get(queue);
+    // State first, then the job's hash: completing a job sets finishedOn in the same
+    // script that moves it, so a hash read after "completed" always carries it (read
+    // the other way round, a job finishing in between looked completed with no
+    // finishedOn).
+    let state = await q.getJobState(id);
     const job = await Job.fromId(q, id);
     if (!job) {
       return { id, queue, state: 'unknown', name: null, timestamp: null, processedOn: null, finishedOn: null };
     }
-    let state = await job.getState();
     // The sandbox reports the waiting family as one state.
     if (state === 'prioritized' || state === 'paused') state = 'waiting';
     const info = {
