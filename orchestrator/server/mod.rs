@@ -7,6 +7,7 @@ pub mod auth;
 pub mod listen;
 
 use crate::daemon::Daemon;
+use crate::journal::prelude::*;
 use crate::journal::{CommandKind, JournalError};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
