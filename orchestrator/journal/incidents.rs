@@ -207,26 +207,6 @@ impl IncidentStore for Journal {
         IncidentRow::from_row(&row)
     }
 
-    async fn head(&self, chain_name: &str) -> Result<Option<String>> {
-        let mut conn = self.pool.acquire().await?;
-        let (pos, hash) = chain::head(&mut conn, chain_name).await?;
-        Ok((pos > 0).then_some(hash))
-    }
-
-    async fn verify(&self, only: Option<&str>) -> Result<verify::VerifyReport> {
-        verify::verify(&self.pool, only).await
-    }
-
-    async fn approver_os_users(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
-        let row = sqlx::query("SELECT approver_os_users FROM incidents WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| JournalError::UnknownIncident(id.to_string()))?;
-        let text: String = row.get(0);
-        serde_json::from_str(&text).map_err(|e| JournalError::Corrupt(format!("approver_os_users of {id}: {e}")))
-    }
-
     async fn incidents(&self, limit: i64) -> Result<Vec<IncidentRow>> {
         let rows = sqlx::query(INCIDENT_COLUMNS_ALL).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(IncidentRow::from_row).collect()
@@ -288,6 +268,26 @@ impl IncidentStore for Journal {
                 observed: r.get("observed"),
             })
             .collect())
+    }
+
+    async fn head(&self, chain_name: &str) -> Result<Option<String>> {
+        let mut conn = self.pool.acquire().await?;
+        let (pos, hash) = chain::head(&mut conn, chain_name).await?;
+        Ok((pos > 0).then_some(hash))
+    }
+
+    async fn verify(&self, only: Option<&str>) -> Result<verify::VerifyReport> {
+        verify::verify(&self.pool, only).await
+    }
+
+    async fn approver_os_users(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        let row = sqlx::query("SELECT approver_os_users FROM incidents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| JournalError::UnknownIncident(id.to_string()))?;
+        let text: String = row.get(0);
+        serde_json::from_str(&text).map_err(|e| JournalError::Corrupt(format!("approver_os_users of {id}: {e}")))
     }
 
     async fn stats(&self) -> Result<Stats> {
