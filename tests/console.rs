@@ -7,6 +7,7 @@
 
 mod support;
 
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::{CommandKind, Journal, NewAlert};
 use orchestrator::server::console::ConsoleOptions;
 use serde_json::{json, Value};

@@ -3,6 +3,7 @@
 
 mod support;
 
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::Journal;
 use std::time::Duration;
 use support::world::*;

@@ -4,6 +4,7 @@
 
 mod support;
 
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::Journal;
 use orchestrator::model::Side;
 use std::time::{Duration, Instant};

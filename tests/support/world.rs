@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use orchestrator::executor::{ExecOptions, Executor, RunEnd};
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::Journal;
 use orchestrator::playbook::{load_bytes, Playbook};
 use sandbox::{RedisServer, Sandbox, SandboxConfig};
