@@ -112,7 +112,7 @@ impl AlertStore for Journal {
     }
 }
 
-fn alert_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Vec<AlertRow> {
+pub(super) fn alert_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Vec<AlertRow> {
     {
         rows.iter()
             .map(|r| AlertRow {

@@ -88,18 +88,7 @@ impl BrowseStore for Journal {
         .bind(offset.max(0))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| AlertRow {
-                received_at: r.get("received_at"),
-                target: r.get("target"),
-                source: r.get("source"),
-                fingerprint: r.get("fingerprint"),
-                status: r.get("status"),
-                summary: r.get("summary"),
-                disposition: r.get("disposition"),
-            })
-            .collect())
+        Ok(super::alerts::alert_rows(&rows))
     }
 
     /// Who last set a setting and when, with its value: `(value, set_by, at)`.

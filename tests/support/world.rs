@@ -199,6 +199,18 @@ impl World {
     }
 }
 
+/// Waits (deadline) until the incident ends; returns its outcome.
+pub async fn wait_closed(j: &Journal, id: &str, limit: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(o) = j.incident(id).await.unwrap().outcome {
+            return o;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "incident {id} did not end within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `cond` until it holds, failing the test after `limit`.
 pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut cond: F)
 where
