@@ -272,6 +272,10 @@ impl Executor {
         }
         let outcome = decision.to.outcome()?;
         let inc = machine.incident();
+        // A shadow incident changed nothing: it neither moves nor disarms the target.
+        if inc.policy.observe {
+            return None;
+        }
         crate::topology::after_close(outcome, inc.from, inc.switched, id, self.playbook.topology.rearm_after)
     }
 

@@ -5,11 +5,13 @@
 pub mod chain;
 mod page;
 mod records;
+mod report;
 pub mod topology;
 pub mod verify;
 
 pub use page::IncidentFilter;
 pub use records::*;
+pub use report::PeriodIncident;
 
 use crate::machine::{Decision, Event, Machine};
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -26,6 +26,7 @@ const TOP: &[&str] = &[
     "routing",
     "topology",
     "console_url",
+    "mode",
     "allow_insecure_http",
 ];
 
@@ -96,6 +97,11 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
         None => Some(None),
     };
 
+    let mode = match top.get("mode") {
+        Some(n) => d.name(n, "mode", crate::model::Mode::parse, &crate::model::Mode::names()),
+        None => Some(crate::model::Mode::Act),
+    };
+
     let pb = Playbook {
         name: name?,
         source,
@@ -115,6 +121,7 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
         routing: routing?,
         topology: topology?,
         console_url: console_url?,
+        mode: mode?,
         redactor: std::sync::Arc::new(d.redactor.clone()),
     };
     cross_checks(&pb, root, allow_insecure?, d);

@@ -33,6 +33,10 @@ pub struct Playbook {
     /// The web console's public address (`https://orchestrator.example.com`): Slack
     /// messages link each incident's page under it.
     pub console_url: Option<url::Url>,
+    /// `act` (default) or `observe`: shadow mode, Detect/Confirm/Assess for real, then
+    /// the outcome a failover would have had, touching nothing. `serve --observe` and
+    /// `run --observe` set it for every target.
+    pub mode: crate::model::Mode,
     /// Every secret this playbook holds or references, for the one redaction path.
     pub redactor: std::sync::Arc<crate::redact::Redactor>,
 }
