@@ -277,3 +277,13 @@ fn console_url_must_be_an_http_url() {
     let pb = load_bytes(yaml.as_bytes(), Path::new("t.yaml"), &env).expect("valid");
     assert_eq!(pb.console_url.unwrap().as_str(), "https://orchestrator.example.com/");
 }
+
+#[test]
+fn mode_is_act_or_observe() {
+    expect_one("mode: watch\n", 15, 7, "`mode`: unknown value `watch` (expected one of: act, observe)");
+    let pb = load_bytes(VALID.as_bytes(), Path::new("t.yaml"), &env).expect("valid");
+    assert_eq!(pb.mode, orchestrator::model::Mode::Act, "acting is the default");
+    let yaml = format!("{VALID}mode: observe\n");
+    let pb = load_bytes(yaml.as_bytes(), Path::new("t.yaml"), &env).expect("valid");
+    assert_eq!(pb.mode, orchestrator::model::Mode::Observe);
+}

@@ -232,7 +232,8 @@ impl Incident {
                     let why = format!("class {class}: backup fails preflight ({}); never switch to a dead backup", failing.join(", "));
                     return Transition(self.escalate(context, why));
                 }
-                if let Some(shadow) = self.shadow_failover(context, &format!("class {class}: failover; backup passes preflight"), preflight) {
+                if let Some(shadow) = self.shadow_failover(context, &format!("class {class}: failover; backup passes preflight"), preflight)
+                {
                     return Transition(shadow);
                 }
                 context.note = Some(format!("class {class}: failover; backup passes preflight"));
@@ -577,9 +578,8 @@ impl Incident {
             Some(c) => format!("; flush estimate: {}", c.observed),
             None => String::new(),
         };
-        context.note = Some(format!(
-            "shadow mode: would have failed over{gate} ({why}{flush}); no platform write, flush or deploy was made"
-        ));
+        context.note =
+            Some(format!("shadow mode: would have failed over{gate} ({why}{flush}); no platform write, flush or deploy was made"));
         Some(State::would_fail_over())
     }
 
