@@ -170,6 +170,19 @@ pub struct EnvFileConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Notifications {
     pub slack: Option<SlackConfig>,
+    pub pagerduty: Option<PagerDutyConfig>,
+}
+
+/// Paging through PagerDuty's Events API v2 (escalations, held outcomes, approval
+/// gates; resolved when the incident closes).
+#[derive(Debug, Clone)]
+pub struct PagerDutyConfig {
+    /// The integration's routing key: a secret, only from `${NAME}`.
+    pub routing_key: Secret,
+    /// `https://events.pagerduty.com/v2/enqueue` unless given.
+    pub url: url::Url,
+    pub attempts: u32,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
