@@ -183,6 +183,10 @@ async fn serve_observe_records_a_shadow_incident_from_a_webhook_which_does_not_h
     let real = v["alerts"][0]["incident"].as_str().unwrap().to_string();
     assert_eq!(wait_state(&w, &real, &["recovered"], Duration::from_secs(60)).await, "recovered");
     assert_eq!(w.env_writes().len(), 1, "the real incident switched once");
+    // Metrics label shadow outcomes like any other.
+    let m = client.get(format!("{}/metrics", served.url)).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("orchestrator_incidents_total{target=\"sandbox\",outcome=\"would_fail_over\"} 1"), "{m}");
+    assert!(m.contains("orchestrator_incidents_total{target=\"sandbox\",outcome=\"recovered\"} 1"), "{m}");
     let _ = served.stop.send(true);
 }
 
@@ -254,4 +258,30 @@ async fn report_since_summarises_a_week_of_shadow_incidents() {
     assert!(String::from_utf8_lossy(&one.stdout).contains(&esc));
     // Neither an id nor --since is a usage error.
     assert_eq!(report(&["report"]).status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_incident_killed_mid_assess_resumes_as_a_shadow() {
+    let w = World::start().await;
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let playbook = w.playbook_file(FAST);
+    let orch = |args: &[&str], crash: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+        c.arg("--db").arg(w.journal_path()).args(args).arg("--playbook").arg(&playbook).envs(&w.env);
+        if let Some(point) = crash {
+            c.env("ORCH_FAULT_CRASH_AT", point);
+        }
+        c.output().unwrap()
+    };
+    let out = orch(&["run", "--observe"], Some("state:assess"));
+    assert_eq!(out.status.code(), None, "SIGKILLed at assess");
+    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
+    let inc = j.incidents(10).await.unwrap().pop().unwrap();
+    assert_eq!(inc.state, "assess");
+    // Resumed without --observe: the mode is pinned with the incident.
+    let out = orch(&["resume", &inc.id], None);
+    assert_eq!(out.status.code(), Some(11), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(j.incident(&inc.id).await.unwrap().outcome.as_deref(), Some("would_fail_over"));
+    assert_untouched(&w);
 }
