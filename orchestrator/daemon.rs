@@ -9,6 +9,7 @@ mod loops;
 
 use crate::executor::RunEnd;
 use crate::fleet::{Registry, Route, Target};
+use crate::journal::prelude::*;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::model::IncomingAlert;

@@ -3,6 +3,7 @@
 //! an alert finds its target.
 
 use crate::executor::{ExecOptions, Executor};
+use crate::journal::prelude::*;
 use crate::journal::{Journal, JournalError};
 use crate::model::{IncomingAlert, Side};
 use crate::playbook::Playbook;

@@ -3,6 +3,7 @@
 //! watch rounds start; and incident figures read from the journal at each scrape (so
 //! they are right after a restart too).
 
+use crate::journal::prelude::*;
 use crate::journal::{Journal, JournalError, Stats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};

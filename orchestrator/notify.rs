@@ -56,11 +56,7 @@ impl fmt::Debug for SlackNotifier {
 
 impl SlackNotifier {
     pub fn new(cfg: &SlackConfig) -> Self {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("orchestrator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(error_chain);
+        let client = crate::http::shared();
         SlackNotifier {
             client,
             webhook_url: cfg.webhook_url.clone(),

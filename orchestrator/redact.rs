@@ -253,6 +253,16 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
     }
 }
 
+/// `s` cut to at most `max` bytes on a character boundary (for text from outside that
+/// is stored or logged; redact first, then cut).
+pub fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,14 +286,4 @@ mod tests {
         r.add_env_value("HOME", "/root/x");
         assert_eq!(r.redact("Bearer tok-1234567 in /root/x"), "Bearer *** in /root/x");
     }
-}
-
-/// `s` cut to at most `max` bytes on a character boundary (for text from outside that
-/// is stored or logged; redact first, then cut).
-pub fn truncate(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }

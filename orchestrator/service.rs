@@ -20,13 +20,9 @@ pub struct HttpService {
 
 impl HttpService {
     pub fn new(cfg: &ServiceSection) -> Self {
-        let client = reqwest::Client::builder()
-            // A redirect to another origin would carry X-API-Key there: never follow.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(cfg.request_timeout)
-            .connect_timeout(cfg.request_timeout)
-            .build()
-            .expect("reqwest client builds");
+        // Shared by every target; it never follows a redirect (another origin would get
+        // X-API-Key). The request timeout is set on each request.
+        let client = crate::http::shared().expect("the HTTP client builds");
         HttpService { client, base: cfg.base_url.clone(), api_key: cfg.api_key.clone(), cfg: cfg.clone() }
     }
 
@@ -45,7 +41,7 @@ impl HttpService {
 
     /// GET returning (status, JSON body). Non-JSON bodies are an error.
     async fn get_json(&self, path: &str, query: &[(&str, String)], auth: bool) -> Result<(u16, Value), ServiceError> {
-        let mut req = self.client.get(self.url(path)).query(query);
+        let mut req = self.client.get(self.url(path)).query(query).timeout(self.cfg.request_timeout);
         if auth {
             req = req.header("X-API-Key", self.api_key.expose());
         }

@@ -2,6 +2,7 @@
 //! checks and time in step, effects, commands and alerts. The CLI renders it as text,
 //! the HTTP API and the web console serve it; none of them reads the journal itself.
 
+use crate::journal::prelude::*;
 use crate::journal::{parse_ts, CheckRow, CommandRow, EffectRow, IncidentRow, Journal, JournalError, TransitionRow};
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -11,7 +11,9 @@
 #      vs the same service on ioredis's own Sentinel support, at D = 1 s and D = 3 s
 #      (kill → first job completed again, kill → health up, jobs lost; the
 #      orchestrator's time per step and its own overhead)
-#   7. the web console: an incident's timeline with 10,001 alerts in headless Chromium
+#   7. a fleet: 1,000 targets probed every second by one `serve` (CPU, RSS, watch-round
+#      lateness, kill → incident opened), and 200 beside it (`--fleet-targets`)
+#   8. the web console: an incident's timeline with 10,001 alerts in headless Chromium
 #      (scripts/bench-console.sh, its own section of BENCHMARKS.md)
 #
 # Benchmarks print numbers; they never fail on speed. Extra arguments go to the

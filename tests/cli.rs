@@ -3,6 +3,7 @@
 
 mod support;
 
+use orchestrator::journal::prelude::*;
 use std::process::Output;
 use support::world::World;
 

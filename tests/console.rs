@@ -7,6 +7,7 @@
 
 mod support;
 
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::{CommandKind, Journal, NewAlert};
 use orchestrator::server::console::ConsoleOptions;
 use serde_json::{json, Value};
@@ -68,15 +69,7 @@ async fn fire(s: &Served, summary: &str) -> Value {
 }
 
 async fn wait_outcome(w: &World, id: &str, limit: Duration) -> String {
-    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(o) = j.incident(id).await.unwrap().outcome {
-            return o;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "incident {id} did not end within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_closed(&Journal::open_existing(&w.journal_path()).await.unwrap(), id, limit).await
 }
 
 /// Signs in over plain HTTP: (cookie header, CSRF token, the Set-Cookie line).

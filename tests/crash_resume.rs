@@ -6,6 +6,7 @@
 
 mod support;
 
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::Journal;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;

@@ -3,6 +3,7 @@
 
 mod support;
 
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::Journal;
 use std::time::Duration;
 use support::world::*;
@@ -18,15 +19,7 @@ async fn alert_rows(w: &World) -> i64 {
 }
 
 async fn wait_outcome(w: &World, id: &str, limit: Duration) -> String {
-    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(o) = j.incident(id).await.unwrap().outcome {
-            return o;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "incident {id} did not end within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_closed(&Journal::open_existing(&w.journal_path()).await.unwrap(), id, limit).await
 }
 
 /// Sends a generic firing alert with the webhook token; returns the answer's JSON.

@@ -4,6 +4,7 @@
 mod support;
 
 use orchestrator::executor::RunEnd;
+use orchestrator::journal::prelude::*;
 use orchestrator::model::Outcome;
 use std::time::Duration;
 use support::world::{outcome, spawn_run, wait_state, World};

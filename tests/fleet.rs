@@ -4,6 +4,7 @@
 
 mod support;
 
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::Journal;
 use orchestrator::model::Side;
 use std::time::{Duration, Instant};
@@ -38,14 +39,7 @@ async fn wait_open(j: &Journal, target: &str, limit: Duration) -> String {
 }
 
 async fn wait_outcome(j: &Journal, id: &str, limit: Duration) -> String {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(o) = j.incident(id).await.unwrap().outcome {
-            return o;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "incident {id} did not end within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_closed(j, id, limit).await
 }
 
 async fn status(s: &Served) -> serde_json::Value {

@@ -2,6 +2,7 @@
 //! replayed signatures, weak or shared credentials, the OS user behind `--as`, plain
 //! logs. The real binary against real SQLite files; the daemon's router on 127.0.0.1:0.
 
+use orchestrator::journal::prelude::*;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

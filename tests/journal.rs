@@ -2,6 +2,7 @@
 //! journal alone, commands, effects, and a locked database.
 
 use chrono::Utc;
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::{CommandKind, Journal, JournalError, NewIncident};
 use orchestrator::machine::{Check, Event, Machine};
 use orchestrator::model::FailureClass;

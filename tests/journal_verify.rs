@@ -5,6 +5,7 @@
 
 mod support;
 
+use orchestrator::journal::prelude::*;
 use support::policy;
 
 use chrono::Utc;

@@ -5,6 +5,7 @@
 
 mod support;
 
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::Journal;
 use std::process::Stdio;
 use std::time::Duration;

@@ -7,6 +7,7 @@
 mod support;
 
 use orchestrator::executor::{Executor, RunEnd};
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::{CommandKind, Journal};
 use orchestrator::model::Step;
 use std::sync::{Arc, Mutex};

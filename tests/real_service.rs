@@ -6,6 +6,7 @@
 mod support;
 
 use orchestrator::executor::RunEnd;
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::Journal;
 use orchestrator::model::{Outcome, Step};
 use std::time::Duration;

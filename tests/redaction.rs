@@ -7,6 +7,7 @@
 mod support;
 
 use axum::routing::get;
+use orchestrator::journal::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;

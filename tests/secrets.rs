@@ -6,6 +6,7 @@
 mod support;
 
 use axum::routing::post;
+use orchestrator::journal::prelude::*;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use support::world::{World, WorldOptions, PLATFORM_KEY, SERVICE_KEY};

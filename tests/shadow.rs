@@ -5,6 +5,7 @@
 
 mod support;
 
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::Journal;
 use orchestrator::model::Side;
 use std::process::Stdio;

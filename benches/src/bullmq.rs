@@ -14,6 +14,7 @@ use crate::resp::{info_field, pairs_field};
 use crate::util::*;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::Utc;
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::{parse_ts, Journal};
 use sandbox::RedisServer;
 use serde_json::Value;

@@ -6,6 +6,7 @@ use crate::resp::{info_field, pairs_field, Conn, Reply};
 use crate::util::*;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::{parse_ts, Journal};
 use sandbox::RedisServer;
 use serde::Serialize;

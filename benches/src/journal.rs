@@ -1,12 +1,13 @@
 //! Benchmark 4: the journal. Replays a recorded incident (every transition with its
 //! checks, every effect intent and outcome, its alert) 1,000 times into a fresh SQLite
-//! journal, timing each `Journal::record_decision` (one transaction, one fsync of the
+//! journal, timing each `IncidentStore::record_decision` (one transaction, one fsync of the
 //! WAL with `synchronous = FULL`), then times the CLI's reads of that journal.
 
 use crate::failover::Recorded;
 use crate::util::*;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{Duration as CDuration, Utc};
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::{parse_ts, Journal, NewAlert, NewIncident};
 use orchestrator::machine::{Machine, Policy};
 use serde::Serialize;

@@ -4,6 +4,7 @@
 
 use crate::util::*;
 use anyhow::{bail, Result};
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::Journal;
 use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};

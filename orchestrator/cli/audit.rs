@@ -1,6 +1,7 @@
 //! The audit timeline ([`crate::timeline`]) rendered for a person at 3 a.m. (table), as
 //! a Markdown report, or followed live.
 
+use crate::journal::prelude::*;
 use crate::journal::{parse_ts, Journal, JournalError};
 pub use crate::timeline::{load, Timeline as Audit};
 use chrono::Utc;

@@ -8,6 +8,7 @@ pub mod period;
 mod progress;
 
 use crate::executor::{ExecOptions, Executor, RunEnd};
+use crate::journal::prelude::*;
 use crate::journal::{CommandKind, Journal, JournalError};
 use crate::machine::Event;
 use crate::playbook::{self, Playbook};

@@ -13,6 +13,7 @@
 //! batches, never in front of another target's first alert.
 
 use super::{Daemon, Disposition, Lane};
+use crate::journal::prelude::*;
 use crate::journal::{JournalError, NewAlert};
 use crate::model::IncomingAlert;
 use chrono::Utc;

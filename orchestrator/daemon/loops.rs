@@ -3,6 +3,7 @@
 //! a failover, until automatic failover is armed again).
 
 use super::{Daemon, Lane};
+use crate::journal::prelude::*;
 use crate::model::{FailureClass, IncomingAlert};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

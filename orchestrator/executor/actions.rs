@@ -3,6 +3,7 @@
 
 use super::once::{error_value, Done, Failed, Seen};
 use super::{ExecError, Executor, Progress};
+use crate::journal::prelude::*;
 use crate::machine::{Check, DeployStatus, Event, Machine};
 use crate::model::FlushMode;
 use crate::ports::{DeployInfo, DeployPhase, FlushPlan};

@@ -3,6 +3,7 @@
 
 use super::{ExecError, Executor, Progress};
 use crate::duration::format_duration as fd;
+use crate::journal::prelude::*;
 use crate::machine::{Check, Event, Machine};
 use crate::model::{ConfirmItem, FailureClass, VerifyItem};
 use crate::ports::JobState;

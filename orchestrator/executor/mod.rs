@@ -12,6 +12,7 @@ mod checks;
 pub use checks::Probes;
 mod once;
 
+use crate::journal::prelude::*;
 use crate::journal::{Journal, JournalError, NewIncident};
 use crate::machine::{Decision, Effect, Event, Machine, Policy, State};
 use crate::model::{Outcome, Step};

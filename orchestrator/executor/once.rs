@@ -3,6 +3,7 @@
 //! the world before anything is re-issued.
 
 use super::{ExecError, Executor};
+use crate::journal::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};

@@ -3,7 +3,9 @@
 //! a page must stay fast however many there are).
 
 use super::{IncidentRow, Journal, Result};
+use crate::journal::prelude::*;
 use crate::journal::AlertRow;
+use async_trait::async_trait;
 use sqlx::Row;
 
 /// Which incidents a list shows. Times are RFC 3339 (what the journal stores), so they
@@ -22,9 +24,28 @@ pub struct IncidentFilter {
     pub limit: i64,
 }
 
-impl Journal {
+/// Browsing for people (the web console): incidents filtered and paginated, an
+/// incident's alerts a page at a time, the pause as set. A backend must answer pages
+/// from indexes (an incident with ten thousand alerts opens as fast as one with ten).
+#[async_trait]
+pub trait BrowseStore: Send + Sync {
     /// One page of incidents, newest first, and how many match in all.
-    pub async fn incident_page(&self, f: &IncidentFilter) -> Result<(Vec<IncidentRow>, i64)> {
+    async fn incident_page(&self, f: &IncidentFilter) -> Result<(Vec<IncidentRow>, i64)>;
+
+    /// How many alerts are attached to an incident.
+    async fn alert_count(&self, incident: &str) -> Result<i64>;
+
+    /// A page of an incident's alerts, in the order they arrived.
+    async fn alerts_page(&self, incident: &str, offset: i64, limit: i64) -> Result<Vec<AlertRow>>;
+
+    /// Who last set a setting and when, with its value: `(value, set_by, at)`.
+    async fn pause_state(&self) -> Result<Option<(bool, String, String)>>;
+}
+
+#[async_trait]
+impl BrowseStore for Journal {
+    /// One page of incidents, newest first, and how many match in all.
+    async fn incident_page(&self, f: &IncidentFilter) -> Result<(Vec<IncidentRow>, i64)> {
         // Static statements: an absent filter is NULL and matches everything.
         let count_sql = concat!(
             "SELECT COUNT(*) FROM incidents WHERE (?1 IS NULL OR target = ?1 OR playbook_name = ?1)",
@@ -53,12 +74,12 @@ impl Journal {
     }
 
     /// How many alerts are attached to an incident.
-    pub async fn alert_count(&self, incident: &str) -> Result<i64> {
+    async fn alert_count(&self, incident: &str) -> Result<i64> {
         Ok(sqlx::query("SELECT COUNT(*) FROM alerts WHERE incident_id = ?").bind(incident).fetch_one(&self.pool).await?.get(0))
     }
 
     /// A page of an incident's alerts, in the order they arrived.
-    pub async fn alerts_page(&self, incident: &str, offset: i64, limit: i64) -> Result<Vec<AlertRow>> {
+    async fn alerts_page(&self, incident: &str, offset: i64, limit: i64) -> Result<Vec<AlertRow>> {
         let rows = sqlx::query(
             "SELECT received_at, target, source, fingerprint, status, summary, disposition FROM alerts WHERE incident_id = ? ORDER BY id LIMIT ? OFFSET ?",
         )
@@ -67,22 +88,11 @@ impl Journal {
         .bind(offset.max(0))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| AlertRow {
-                received_at: r.get("received_at"),
-                target: r.get("target"),
-                source: r.get("source"),
-                fingerprint: r.get("fingerprint"),
-                status: r.get("status"),
-                summary: r.get("summary"),
-                disposition: r.get("disposition"),
-            })
-            .collect())
+        Ok(super::alerts::alert_rows(&rows))
     }
 
     /// Who last set a setting and when, with its value: `(value, set_by, at)`.
-    pub async fn pause_state(&self) -> Result<Option<(bool, String, String)>> {
+    async fn pause_state(&self) -> Result<Option<(bool, String, String)>> {
         Ok(self.setting("paused").await?.map(|(v, by, at)| (v == "1", by, at)))
     }
 }

@@ -203,3 +203,17 @@ pub struct AlertRow {
     pub summary: String,
     pub disposition: String,
 }
+
+/// What `/metrics` reads from the journal at a scrape.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// (target, outcome, incidents)
+    pub outcomes: Vec<(String, String, i64)>,
+    /// (target, state, open incidents)
+    pub open: Vec<(String, String, i64)>,
+    /// (step, times left, seconds spent)
+    pub steps: Vec<(String, i64, f64)>,
+    pub paused: bool,
+    pub paused_targets: Vec<String>,
+    pub topologies: Vec<crate::topology::Topology>,
+}

@@ -4,6 +4,7 @@
 use super::{chain, ts, Journal, Result};
 use crate::model::Side;
 use crate::topology::{Change, Topology};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
@@ -44,9 +45,49 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Topology> {
 
 const COLUMNS: &str = "SELECT target, active, since, incident_id, armed, reason, needs_person, standby_ok_since FROM topology";
 
-impl Journal {
+/// Per target: the current topology and every change of it.
+///
+/// A backend must guarantee:
+/// - A change writes the target's current row and appends its history row, with the
+///   history row's ledger entry in the `topology` chain, in one transaction. The
+///   history (`topology_changes`) is append-only.
+/// - A change that comes with an incident's close is written in the close's
+///   transaction ([`IncidentStore::record_decision_moving`]), not through
+///   [`change_topology`](TopologyStore::change_topology).
+/// - `since` is kept unless the change moved the active side.
+/// - `reason` and `actor` pass through the journal's redactor.
+///
+/// [`IncidentStore::record_decision_moving`]: super::IncidentStore::record_decision_moving
+#[async_trait]
+pub trait TopologyStore: Send + Sync {
     /// The target's topology; a target never changed is as its playbook is written.
-    pub async fn topology(&self, target: &str) -> Result<Topology> {
+    async fn topology(&self, target: &str) -> Result<Topology>;
+
+    /// Every target with a recorded topology.
+    async fn topologies(&self) -> Result<Vec<Topology>>;
+
+    /// Journals a change of a target's topology (the re-arm loop, `orchestrator arm`, an
+    /// intake that finds the platform elsewhere) only if the topology is still
+    /// `expected` and, with `no_open_incident`, no incident is open for the target —
+    /// both checked in the write transaction (compare-and-set: a person's `arm`, an
+    /// incident's close and the re-arm loop never overwrite each other). `false`:
+    /// nothing written. The history row and its ledger entry commit with the change.
+    async fn change_topology(
+        &self,
+        target: &str,
+        expected: &Topology,
+        change: &Change,
+        no_open_incident: bool,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// A target's topology history, newest last.
+    async fn topology_history(&self, target: &str, limit: i64) -> Result<Vec<TopologyChangeRow>>;
+}
+
+#[async_trait]
+impl TopologyStore for Journal {
+    async fn topology(&self, target: &str) -> Result<Topology> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE target = ?"))).bind(target).fetch_optional(&self.pool).await?;
         match row {
             Some(r) => from_row(&r),
@@ -54,8 +95,7 @@ impl Journal {
         }
     }
 
-    /// Every target with a recorded topology.
-    pub async fn topologies(&self) -> Result<Vec<Topology>> {
+    async fn topologies(&self) -> Result<Vec<Topology>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} ORDER BY target"))).fetch_all(&self.pool).await?;
         rows.iter().map(from_row).collect()
     }
@@ -65,7 +105,7 @@ impl Journal {
     /// with `no_open_incident`, no incident is open for the target: checked in the write
     /// transaction, so a person's `arm`, an incident's close and the re-arm loop never
     /// overwrite each other. `false`: nothing written, decide again.
-    pub async fn change_topology(
+    async fn change_topology(
         &self,
         target: &str,
         expected: &Topology,
@@ -100,8 +140,7 @@ impl Journal {
         Ok(true)
     }
 
-    /// A target's topology history, newest last.
-    pub async fn topology_history(&self, target: &str, limit: i64) -> Result<Vec<TopologyChangeRow>> {
+    async fn topology_history(&self, target: &str, limit: i64) -> Result<Vec<TopologyChangeRow>> {
         let rows = sqlx::query(
             "SELECT at, target, change, active, armed, reason, incident_id, actor FROM
                (SELECT * FROM topology_changes WHERE target = ? ORDER BY id DESC LIMIT ?) ORDER BY id",

@@ -166,7 +166,7 @@ async fn verify_in(pool: &SqlitePool, conn: &mut sqlx::SqliteConnection, only: O
     Ok(VerifyReport { chains: reports, schema, predating })
 }
 
-async fn verify_chain(conn: &mut sqlx::SqliteConnection, name: &str, after: &dyn Fn(&str) -> i64) -> Result<ChainReport> {
+async fn verify_chain(conn: &mut sqlx::SqliteConnection, name: &str, after: &(dyn Fn(&str) -> i64 + Sync)) -> Result<ChainReport> {
     let mut problems = Vec::new();
     let entries = sqlx::query("SELECT pos, kind, row_id, content, prev, hash FROM ledger WHERE chain = ? ORDER BY pos")
         .bind(name)

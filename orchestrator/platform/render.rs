@@ -44,11 +44,7 @@ impl fmt::Debug for RenderPlatform {
 
 impl RenderPlatform {
     pub fn new(cfg: &RenderConfig) -> Self {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("orchestrator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(retry::error_chain);
+        let client = crate::http::shared();
         // Accept both `https://api.render.com` and `https://api.render.com/v1`.
         let mut base = cfg.base_url.clone();
         if let Ok(mut segs) = base.path_segments_mut() {

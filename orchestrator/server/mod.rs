@@ -8,6 +8,7 @@ pub mod console;
 pub mod listen;
 
 use crate::daemon::Daemon;
+use crate::journal::prelude::*;
 use crate::journal::{CommandKind, JournalError};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use orchestrator::executor::{ExecOptions, Executor, RunEnd};
+use orchestrator::journal::prelude::*;
 use orchestrator::journal::Journal;
 use orchestrator::playbook::{load_bytes, Playbook};
 use sandbox::{RedisServer, Sandbox, SandboxConfig};
@@ -195,6 +196,18 @@ impl World {
 
     pub fn env_writes(&self) -> Vec<(String, String)> {
         self.sandbox.platform().stats().env_writes.iter().map(|w| (w.key.clone(), w.value.clone())).collect()
+    }
+}
+
+/// Waits (deadline) until the incident ends; returns its outcome.
+pub async fn wait_closed(j: &Journal, id: &str, limit: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(o) = j.incident(id).await.unwrap().outcome {
+            return o;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "incident {id} did not end within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -9,6 +9,7 @@
 use super::session::{self, Session};
 use super::source::SourceError;
 use super::{error, redact_json, ConsoleState};
+use crate::journal::prelude::*;
 use crate::journal::{CommandKind, IncidentFilter, JournalError};
 use crate::machine::{Machine, State as MState};
 use crate::server::auth::Role;

@@ -3,6 +3,7 @@
 //! its topology from the journal). The console's handlers see only the trait.
 
 use crate::daemon::Daemon;
+use crate::journal::prelude::*;
 use crate::journal::{CommandKind, IncidentRow, Journal, JournalError};
 use crate::model::{FlushMode, Step};
 use crate::playbook::{PlatformConfig, Playbook};
@@ -273,7 +274,12 @@ impl ConsoleSource for FleetSource {
             let st = crate::daemon::TargetStatus::read(journal, pb).await?;
             let open = journal.open_incident_for(&pb.name).await?;
             let (last, _) = journal
-                .incident_page(&crate::journal::IncidentFilter { target: Some(pb.name.clone()), outcome: None, limit: 5, ..Default::default() })
+                .incident_page(&crate::journal::IncidentFilter {
+                    target: Some(pb.name.clone()),
+                    outcome: None,
+                    limit: 5,
+                    ..Default::default()
+                })
                 .await?;
             let last_closed = last.iter().find(|i| i.closed_at.is_some());
             let topo = journal.topology(&pb.name).await?;

@@ -6,6 +6,7 @@
 
 use super::handlers::{incident_view, signed_in, status_json};
 use super::{redact_json, ConsoleState};
+use crate::journal::prelude::*;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
