@@ -17,6 +17,7 @@ pub mod machine;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod pagerduty;
 pub mod platform;
 pub mod playbook;
 pub mod ports;

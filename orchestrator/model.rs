@@ -127,6 +127,27 @@ named_enum!(
         /// Rolling back could not help (the primary is dead): nothing more was written or
         /// deployed, the service stays where it is best off, and a person is paged.
         Held => "held",
+        /// Shadow mode (`mode: observe`): Detect, Confirm and Assess ran for real and a
+        /// failover would have followed; nothing was written, flushed or deployed.
+        WouldFailOver => "would_fail_over",
+        /// Shadow mode: the incident would have escalated (the reason is in the note).
+        WouldEscalate => "would_escalate",
+    }
+);
+
+impl Outcome {
+    /// A shadow incident's outcome: what automation would have done, nothing done.
+    pub fn is_shadow(self) -> bool {
+        matches!(self, Outcome::WouldFailOver | Outcome::WouldEscalate)
+    }
+}
+
+named_enum!(
+    /// How a target's incidents end: `act` drives the whole machine, `observe` (shadow
+    /// mode) stops after Assess with what would have been done.
+    Mode {
+        Act => "act",
+        Observe => "observe",
     }
 );
 

@@ -259,6 +259,55 @@ impl Notifier for NoNotifier {
     }
 }
 
+// ---------------------------------------------------------------- Pager
+
+/// What a page does: open (or update) the person's alert, or close it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageAction {
+    Trigger,
+    Resolve,
+}
+
+/// One page to a person (PagerDuty's Events API v2 underneath). Every text field has
+/// been through the redactor before it is built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    pub action: PageAction,
+    /// The incident id: a resolve closes what the trigger opened.
+    pub dedup_key: String,
+    pub summary: String,
+    pub source: String,
+    /// `critical`, `error`, `warning` or `info`.
+    pub severity: String,
+    pub details: std::collections::BTreeMap<String, String>,
+}
+
+#[async_trait]
+pub trait Pager: Send + Sync {
+    /// Sends one page, with its own bounded retries.
+    async fn page(&self, p: &Page) -> Result<(), NotifyError>;
+
+    /// False when the playbook configures no pager: nothing is sent or journaled.
+    fn enabled(&self) -> bool {
+        true
+    }
+}
+
+/// The pager used when a playbook configures none.
+pub struct NoPager;
+
+#[async_trait]
+impl Pager for NoPager {
+    async fn page(&self, _p: &Page) -> Result<(), NotifyError> {
+        Ok(())
+    }
+
+    fn enabled(&self) -> bool {
+        false
+    }
+}
+
 // ---------------------------------------------------------------- Clock
 
 /// Wall-clock time for journal timestamps. Waiting goes through tokio time, so tests
@@ -282,5 +331,6 @@ pub struct Ports {
     pub service: Arc<dyn ServiceApi>,
     pub platform: Arc<dyn Platform>,
     pub notifier: Arc<dyn Notifier>,
+    pub pager: Arc<dyn Pager>,
     pub clock: Arc<dyn Clock>,
 }

@@ -18,6 +18,7 @@ pub fn real_ports(pb: &Playbook) -> Ports {
         service: Arc::new(crate::service::HttpService::new(&pb.service)),
         platform: crate::platform::platform_for(&pb.platform),
         notifier: crate::notify::notifier_for(pb),
+        pager: crate::pagerduty::pager_for(pb),
         clock: Arc::new(SystemClock),
     }
 }

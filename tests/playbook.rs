@@ -277,3 +277,49 @@ fn console_url_must_be_an_http_url() {
     let pb = load_bytes(yaml.as_bytes(), Path::new("t.yaml"), &env).expect("valid");
     assert_eq!(pb.console_url.unwrap().as_str(), "https://orchestrator.example.com/");
 }
+
+#[test]
+fn mode_is_act_or_observe() {
+    expect_one("mode: watch\n", 15, 7, "`mode`: unknown value `watch` (expected one of: act, observe)");
+    let pb = load_bytes(VALID.as_bytes(), Path::new("t.yaml"), &env).expect("valid");
+    assert_eq!(pb.mode, orchestrator::model::Mode::Act, "acting is the default");
+    let yaml = format!("{VALID}mode: observe\n");
+    let pb = load_bytes(yaml.as_bytes(), Path::new("t.yaml"), &env).expect("valid");
+    assert_eq!(pb.mode, orchestrator::model::Mode::Observe);
+}
+
+#[test]
+fn pagerduty_section_is_validated_every_problem_at_once() {
+    let yaml = format!(
+        "{VALID}notifications:\n  pagerduty:\n    routing_key: r0ut1ng-literal\n    url: http://events.example.com/v2/enqueue\n    attempts: 0\n    timout: 5s\n"
+    );
+    let got = problems(&yaml);
+    let find = |needle: &str| got.iter().find(|(_, _, m)| m.contains(needle)).map(|(l, c, _)| (*l, *c));
+    assert_eq!(
+        find("`notifications.pagerduty.routing_key` is a secret and must come from an environment variable"),
+        Some((17, 18)),
+        "{got:#?}"
+    );
+    assert_eq!(find("`notifications.pagerduty.attempts`"), Some((19, 15)), "{got:#?}");
+    assert_eq!(find("unknown field `timout`"), Some((20, 5)), "{got:#?}");
+    assert!(got.iter().all(|(_, _, m)| !m.contains("r0ut1ng-literal")), "the literal is never echoed: {got:#?}");
+
+    // A missing variable is named; plain http to another host is refused.
+    let yaml = format!("{VALID}notifications:\n  pagerduty:\n    routing_key: \"${{PD_KEY}}\"\n");
+    assert!(problems(&yaml).iter().any(|(l, _, m)| *l == 17 && m.contains("PD_KEY")), "{:#?}", problems(&yaml));
+    let env_pd = |n: &str| if n == "PD_KEY" { Some("pd-key-123456".to_string()) } else { env(n) };
+    let yaml =
+        format!("{VALID}notifications:\n  pagerduty:\n    routing_key: \"${{PD_KEY}}\"\n    url: http://events.example.com/v2/enqueue\n");
+    let err = load_bytes(yaml.as_bytes(), Path::new("t.yaml"), &env_pd).unwrap_err().to_string();
+    assert!(err.contains("t.yaml:18:10") && err.contains("`notifications.pagerduty.url` sends a secret over plain http://"), "{err}");
+    // Defaults: PagerDuty's own endpoint, three attempts, 5 s each.
+    let yaml = format!("{VALID}notifications:\n  pagerduty:\n    routing_key: \"${{PD_KEY}}\"\n");
+    let pb = load_bytes(yaml.as_bytes(), Path::new("t.yaml"), &env_pd).expect("valid");
+    let pd = pb.notifications.pagerduty.unwrap();
+    assert_eq!(
+        (pd.url.as_str(), pd.attempts, pd.timeout),
+        ("https://events.pagerduty.com/v2/enqueue", 3, std::time::Duration::from_secs(5))
+    );
+    assert!(!format!("{pd:?}").contains("pd-key-123456"), "Debug never prints the key");
+    assert_eq!(pb.redactor.redact("key pd-key-123456"), "key ***", "the key is one of the playbook's secrets");
+}

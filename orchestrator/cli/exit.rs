@@ -21,6 +21,10 @@ pub const INTERRUPTED: i32 = 8;
 pub const HELD: i32 = 9;
 /// `journal verify` found a change to recorded history (or a dropped trigger).
 pub const TAMPERED: i32 = 10;
+/// Shadow mode: a failover would have followed; nothing was changed.
+pub const WOULD_FAIL_OVER: i32 = 11;
+/// Shadow mode: the incident would have escalated; nothing was changed.
+pub const WOULD_ESCALATE: i32 = 12;
 
 pub fn for_outcome(o: Outcome) -> i32 {
     match o {
@@ -30,6 +34,8 @@ pub fn for_outcome(o: Outcome) -> i32 {
         Outcome::FalseAlarm => FALSE_ALARM,
         Outcome::Aborted => ABORTED,
         Outcome::Held => HELD,
+        Outcome::WouldFailOver => WOULD_FAIL_OVER,
+        Outcome::WouldEscalate => WOULD_ESCALATE,
     }
 }
 
@@ -45,4 +51,6 @@ pub const TABLE: &str = "Exit codes:
   8  interrupted (resumable with `orchestrator resume ID`)
   9  held (rollback could not help: the primary is dead; nothing more changed, page a person)
  10  `journal verify`: the journal's history was changed
+ 11  shadow mode (observe): would have failed over; nothing was changed
+ 12  shadow mode (observe): would have escalated; nothing was changed
 130  stopped at once by a second SIGINT/SIGTERM (resumable too)";

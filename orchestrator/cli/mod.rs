@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod exit;
 pub mod osuser;
+pub mod period;
 mod progress;
 
 use crate::executor::{ExecOptions, Executor, RunEnd};
@@ -53,8 +54,10 @@ pub enum Command {
     Incidents(IncidentsArgs),
     /// Show an incident's timeline: transitions with observations, effects, commands.
     Audit(AuditArgs),
-    /// A post-incident report in Markdown.
-    Report(AuditArgs),
+    /// A post-incident report in Markdown (`report ID`), or a period's summary
+    /// (`report --since 7d`: incidents by target and outcome, shadow incidents, false
+    /// alarms, time to decision).
+    Report(ReportArgs),
     /// Run every probe once and print the checklists: a dry run with no side effects.
     Check(PlaybookArg),
     /// Run the daemon: webhooks, watch loop, approvals API, metrics; resumes open incidents.
@@ -112,6 +115,10 @@ pub struct RunArgs {
     /// Wait at approval gates instead of exiting with code 3.
     #[arg(long)]
     pub wait_for_approval: bool,
+    /// Shadow mode (as `mode: observe`): Detect, Confirm and Assess for real, then
+    /// what would have been done (exit 11 or 12); nothing written, flushed or deployed.
+    #[arg(long)]
+    pub observe: bool,
 }
 
 #[derive(Args, Debug)]
@@ -223,7 +230,39 @@ pub struct AuditArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// One incident's post-incident report.
+    #[arg(required_unless_present = "since", conflicts_with = "since")]
+    pub id: Option<String>,
+    /// Summarise the incidents opened in this period up to now (e.g. 7d, 24h, 90m).
+    #[arg(long, value_parser = parse_period_arg)]
+    pub since: Option<std::time::Duration>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A period: the playbook durations plus days and hours (`7d`, `36h`).
+fn parse_period_arg(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let per = match unit {
+        "d" => Some(86_400),
+        "h" => Some(3_600),
+        "w" => Some(7 * 86_400),
+        _ => None,
+    };
+    match (num.parse::<u64>(), per) {
+        (Ok(n), Some(per)) if n > 0 => Ok(std::time::Duration::from_secs(n * per)),
+        _ => crate::duration::parse_duration(t).map_err(|e| format!("{e} (or a number of days, hours or weeks: 7d, 36h, 2w)")),
+    }
+}
+
+#[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// Shadow mode for every target (as `mode: observe` in each playbook): incidents
+    /// end after Assess in what would have been done; nothing written, flushed or deployed.
+    #[arg(long)]
+    pub observe: bool,
     #[command(flatten)]
     pub playbooks: PlaybooksArg,
     /// Listen address. Anything but loopback needs ORCH_WEBHOOK_TOKEN (or
@@ -347,7 +386,10 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             Ok(exit::OK)
         }
         Command::Run(a) => {
-            let pb = load_playbook(&a.playbook)?;
+            let mut pb = load_playbook(&a.playbook)?;
+            if a.observe {
+                pb.mode = crate::model::Mode::Observe;
+            }
             let journal = Journal::open(&cli.db).await?;
             if let Some(open) = journal.open_incident_for(&pb.name).await? {
                 return Err(usage(format!(
@@ -452,9 +494,22 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                 _ => exit::OK,
             })
         }
+        Command::Report(ReportArgs { since: Some(since), json, .. }) => {
+            let journal = existing_journal(&cli.db).await?;
+            let to = chrono::Utc::now();
+            let from = to - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX);
+            let summary = crate::cli::period::Summary::load(&journal, from, to).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", summary.render());
+            }
+            Ok(exit::OK)
+        }
         Command::Report(a) => {
             let journal = existing_journal(&cli.db).await?;
-            let audit = audit::load(&journal, &a.id).await?;
+            let id = a.id.unwrap_or_default();
+            let audit = audit::load(&journal, &id).await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&audit)?);
             } else {
@@ -808,6 +863,9 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
     let secrets: Vec<String> = auth.secrets();
     let mut targets = Vec::new();
     for mut pb in playbooks {
+        if a.observe {
+            pb.mode = crate::model::Mode::Observe;
+        }
         // The daemon's own tokens are secrets of this run like the playbooks' own.
         let mut redactor = (*pb.redactor).clone();
         for s in &secrets {

@@ -221,7 +221,11 @@ impl Daemon {
             }
             return Ok(Some("failed_over"));
         }
-        if let Some((closed, _, _)) = self.journal.last_closed_for(target).await? {
+        // A shadow incident changed nothing: it holds back only other shadow incidents
+        // (an alert storm in observe mode opens one, not one per alert), never a real one.
+        let observing = lane.target.playbook.mode == crate::model::Mode::Observe;
+        let last = if observing { self.journal.last_closed_for(target).await? } else { self.journal.last_real_closed_for(target).await? };
+        if let Some((closed, _, _)) = last {
             let cooldown = chrono::Duration::from_std(lane.target.playbook.cooldown).unwrap_or_default();
             if Utc::now() - closed < cooldown {
                 tracing::info!(target = %target, closed = %closed, "alert during the cooldown: journaled, no automatic failover");

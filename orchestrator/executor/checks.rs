@@ -259,6 +259,46 @@ impl Probes<'_> {
         Event::Assessed { class, detail, preflight, primary_answers }
     }
 
+    /// The flush's key estimate on the backup: a dry run (SCAN only, nothing deleted),
+    /// bounded in time. Journaled as the preflight item `flush_estimate`, which the
+    /// machine reads as a measurement, not as a condition.
+    pub async fn flush_estimate(&self) -> Check {
+        use crate::model::FlushMode;
+        const DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+        let pb = self.pb;
+        let f = &pb.flush;
+        let item = crate::machine::FLUSH_ESTIMATE;
+        if f.mode == FlushMode::None {
+            return Check::new(item, true, "flush mode none: nothing would be deleted");
+        }
+        let plan = crate::ports::FlushPlan {
+            patterns: if f.mode == FlushMode::Flushdb { vec![] } else { f.patterns.clone() },
+            flushdb: f.mode == FlushMode::Flushdb,
+            batch: f.batch,
+            max_latency: f.max_latency,
+            dry_run: true,
+        };
+        match tokio::time::timeout(DEADLINE, self.ports.redis.flush(&pb.redis.backup, &plan, &|_| {})).await {
+            Ok(Ok(r)) => Check::new(
+                item,
+                true,
+                format!(
+                    "{} keys on {} would be removed ({} mode{}; dry run, nothing deleted)",
+                    r.deleted,
+                    pb.redis.backup,
+                    f.mode.as_str(),
+                    if r.per_pattern.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", r.per_pattern.iter().map(|(p, n)| format!("{p} {n}")).collect::<Vec<_>>().join(", "))
+                    }
+                ),
+            ),
+            Ok(Err(e)) => Check::new(item, false, format!("could not count on {}: {}: {}", pb.redis.backup, e.class, e.message)),
+            Err(_) => Check::new(item, false, format!("counting took longer than {} s; the keyspace is large", DEADLINE.as_secs())),
+        }
+    }
+
     /// The preflight a rollback needs: the primary answers PING and a write within the
     /// ping timeout, with latency below the threshold (what the backup passed).
     pub async fn primary_preflight(&self) -> Vec<Check> {
@@ -441,7 +481,15 @@ impl Executor {
                 return Ok(None);
             }
         }
-        Ok(Some(self.probes().assess().await))
+        let mut assessed = self.probes().assess().await;
+        // Shadow mode: what the flush would delete, counted now (never deleting), so
+        // the record says what a failover would have done to the backup's keys.
+        if machine.incident().policy.observe {
+            if let Event::Assessed { preflight, .. } = &mut assessed {
+                preflight.push(self.probes().flush_estimate().await);
+            }
+        }
+        Ok(Some(assessed))
     }
 
     /// One sampling of the recovery checklist against the backup. Every item is

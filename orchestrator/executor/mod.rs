@@ -17,7 +17,7 @@ use crate::journal::{Journal, JournalError, NewIncident};
 use crate::machine::{Decision, Effect, Event, Machine, Policy, State};
 use crate::model::{Outcome, Step};
 use crate::playbook::Playbook;
-use crate::ports::{FlushProgress, Notification, Ports};
+use crate::ports::{FlushProgress, Notification, Page, PageAction, Ports};
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -117,6 +117,8 @@ pub struct Executor {
     pub redactor: Arc<crate::redact::Redactor>,
     shutdown: watch::Receiver<bool>,
     notifications: Mutex<tokio::task::JoinSet<()>>,
+    /// Pages go out one at a time (a resolve never overtakes its trigger).
+    pages: Arc<tokio::sync::Mutex<()>>,
     /// Incidents whose claim another process took over while we drove them.
     lost_claims: Arc<Mutex<std::collections::HashSet<String>>>,
 }
@@ -158,6 +160,7 @@ impl Executor {
             redactor,
             shutdown,
             notifications: Mutex::new(tokio::task::JoinSet::new()),
+            pages: Default::default(),
             lost_claims: Default::default(),
         }
     }
@@ -273,6 +276,10 @@ impl Executor {
         }
         let outcome = decision.to.outcome()?;
         let inc = machine.incident();
+        // A shadow incident changed nothing: it neither moves nor disarms the target.
+        if inc.policy.observe {
+            return None;
+        }
         crate::topology::after_close(outcome, inc.from, inc.switched, id, self.playbook.topology.rearm_after)
     }
 
@@ -294,8 +301,82 @@ impl Executor {
             let page = if matches!(decision.to.name(), "held" | "escalated") { " — a person must act" } else { "" };
             let title = format!("{}: {} → {}{page}", id, decision.from.name(), decision.to.name());
             let text = decision.note.clone().unwrap_or_default();
-            self.notify(id, seq, title, text, decision.to.outcome().is_some());
+            self.notify(id, seq, title, text.clone(), decision.to.outcome().is_some());
+            match decision.to.outcome() {
+                // Escalated and held need a person: page, and leave the page open for them.
+                Some(o @ (Outcome::Escalated | Outcome::Held)) => self.page(
+                    id,
+                    format!("{id}:page:trigger:{seq}"),
+                    PageAction::Trigger,
+                    "critical",
+                    format!("{}: incident {id} {o} — a person must act: {text}", self.target()),
+                    decision.to.name(),
+                ),
+                // Any other end closes a page sent earlier (an approval gate's).
+                Some(_) => self.page(id, format!("{id}:page:resolve"), PageAction::Resolve, "info", String::new(), decision.to.name()),
+                None => {}
+            }
         }
+    }
+
+    /// Pages a person in the background (PagerDuty's Events API v2): journaled as an
+    /// effect under `key`, bounded by the pager's own retries, never awaited by the
+    /// incident. A resolve is sent only when this incident triggered a page before.
+    /// Pages go out one at a time, in order, so a resolve never overtakes its trigger.
+    fn page(&self, id: &str, key: String, action: PageAction, severity: &str, summary: String, state: &str) {
+        if !self.ports.pager.enabled() {
+            return;
+        }
+        let journal = crate::journal::Journal::clone(&self.journal).without_owner();
+        let pager = self.ports.pager.clone();
+        let clock = self.ports.clock.clone();
+        let lock = self.pages.clone();
+        let mut details = std::collections::BTreeMap::new();
+        details.insert("incident".to_string(), id.to_string());
+        details.insert("target".to_string(), self.target());
+        details.insert("state".to_string(), state.to_string());
+        details.insert("audit".to_string(), format!("orchestrator audit {id}"));
+        if let Some(base) = &self.playbook.console_url {
+            details.insert("console".to_string(), format!("{}/console/incidents/{id}", base.as_str().trim_end_matches('/')));
+        }
+        let page = Page {
+            action,
+            dedup_key: id.to_string(),
+            summary: self.redact_text(&summary),
+            source: format!("orchestrator target {} (Redis {})", self.target(), self.playbook.redis.primary.endpoint()),
+            severity: severity.to_string(),
+            details,
+        };
+        let id = id.to_string();
+        let task = async move {
+            let _one_at_a_time = lock.lock().await;
+            if action == PageAction::Resolve {
+                let triggered = journal.effects(&id).await.map(|effects| {
+                    effects.iter().any(|e| {
+                        e.kind == "page" && serde_json::from_str::<serde_json::Value>(&e.intent).is_ok_and(|v| v["action"] == "trigger")
+                    })
+                });
+                if !matches!(triggered, Ok(true)) {
+                    return; // nobody was paged: nothing to resolve
+                }
+            }
+            let intent =
+                serde_json::json!({ "action": action, "dedup_key": page.dedup_key, "summary": page.summary, "severity": page.severity });
+            if let Ok(Some(_)) = journal.effect_intent(&id, &key, "page", &intent, clock.now()).await {
+                return; // already sent (or attempted) before a restart
+            }
+            let (outcome, result) = match pager.page(&page).await {
+                Ok(()) => ("ok", serde_json::json!({})),
+                Err(e) => {
+                    tracing::warn!(incident = %id, error = %e, "page failed; the incident goes on");
+                    ("failed", once::error_value(e))
+                }
+            };
+            let _ = journal.effect_outcome(&key, outcome, &result, clock.now()).await;
+        };
+        let mut set = self.notifications.lock().expect("notification set");
+        while set.try_join_next().is_some() {}
+        set.spawn(task);
     }
 
     /// `text` with every known secret and URL password masked: for text from outside
@@ -632,6 +713,19 @@ impl Executor {
                     crate::duration::format_duration(self.playbook.approvals.ttl)
                 ),
                 false,
+            );
+            self.page(
+                id,
+                format!("{id}:page:trigger:approval:{seq}"),
+                PageAction::Trigger,
+                "warning",
+                format!(
+                    "{}: incident {id} awaits approval for {step}: {} of [{approvers}] must approve or reject it within {}",
+                    self.target(),
+                    self.playbook.approvals.required,
+                    crate::duration::format_duration(self.playbook.approvals.ttl)
+                ),
+                "awaiting_approval",
             );
             let empty = serde_json::json!({});
             self.journal_retry(|| self.journal.effect_outcome(&key, "ok", &empty, self.now())).await?;

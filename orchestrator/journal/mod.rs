@@ -17,6 +17,7 @@ pub mod effects;
 pub mod incidents;
 pub mod page;
 mod records;
+mod report;
 pub mod settings;
 pub mod topology;
 pub mod verify;
@@ -28,6 +29,7 @@ pub use effects::EffectStore;
 pub use incidents::IncidentStore;
 pub use page::{BrowseStore, IncidentFilter};
 pub use records::*;
+pub use report::PeriodIncident;
 pub use settings::SettingsStore;
 pub use topology::TopologyStore;
 

@@ -39,6 +39,11 @@ pub struct Policy {
     /// Restart the service once when its workers are connected but process nothing.
     #[serde(default)]
     pub restart_on_stall: bool,
+    /// Shadow mode: Assess ends the incident in what would have been done
+    /// (`would_fail_over`, `would_escalate`) instead of switching or escalating.
+    /// Absent (false) in incidents journaled before shadow mode.
+    #[serde(default)]
+    pub observe: bool,
 }
 
 impl Policy {
@@ -56,6 +61,7 @@ impl Policy {
             busy_attempts: (pb.thresholds.busy_wait.as_millis() / pb.thresholds.busy_interval.as_millis().max(1)).max(1) as u32,
             deploy_retries: pb.thresholds.deploy_retries,
             restart_on_stall: pb.verify.restart_on_stall,
+            observe: pb.mode == crate::model::Mode::Observe,
         }
     }
 }
@@ -171,13 +177,16 @@ impl Incident {
     fn assess(&mut self, context: &mut Ctx, event: &Event) -> Outcome<State> {
         match event {
             Event::Assessed { preflight, .. } if self.planned => {
-                let failing: Vec<&str> = preflight.iter().filter(|c| !c.holds).map(|c| c.item.as_str()).collect();
+                let failing = preflight_failing(preflight);
                 if preflight.is_empty() || !failing.is_empty() {
-                    context.note = Some(format!(
+                    let why = format!(
                         "planned switchover refused: the standby fails preflight ({}); never switch to a dead standby",
                         failing.join(", ")
-                    ));
-                    return Transition(State::escalated());
+                    );
+                    return Transition(self.escalate(context, why));
+                }
+                if let Some(shadow) = self.shadow_failover(context, "planned switchover: the standby passes preflight", preflight) {
+                    return Transition(shadow);
                 }
                 context.note = Some("planned switchover: the standby passes preflight".into());
                 Transition(self.enter(Step::Switch))
@@ -185,11 +194,8 @@ impl Incident {
             Event::Assessed { class, preflight, primary_answers, .. } => {
                 self.class = Some(*class);
                 if *class == FailureClass::Local {
-                    context.note = Some(
-                        "the orchestrator's own trouble (not Redis's) kept it from assessing the primary: no failover on that evidence; a person must look"
-                            .into(),
-                    );
-                    return Transition(State::escalated());
+                    let why = "the orchestrator's own trouble (not Redis's) kept it from assessing the primary: no failover on that evidence; a person must look".to_string();
+                    return Transition(self.escalate(context, why));
                 }
                 // The primary answers again after we waited for it: it was busy, not dead.
                 if *primary_answers && self.waits > 0 {
@@ -212,21 +218,23 @@ impl Incident {
                         ));
                         return Handled;
                     }
-                    context.note = Some(format!(
+                    let why = format!(
                         "class {class}: the primary is still {class} after {} re-samples; a person must decide (a failover would abandon a working primary)",
                         self.waits
-                    ));
-                    return Transition(State::escalated());
+                    );
+                    return Transition(self.escalate(context, why));
                 }
                 if action == Action::Escalate {
-                    context.note = Some(format!("class {class}: the playbook says escalate"));
-                    return Transition(State::escalated());
+                    return Transition(self.escalate(context, format!("class {class}: the playbook says escalate")));
                 }
-                let failing: Vec<&str> = preflight.iter().filter(|c| !c.holds).map(|c| c.item.as_str()).collect();
+                let failing = preflight_failing(preflight);
                 if preflight.is_empty() || !failing.is_empty() {
-                    context.note =
-                        Some(format!("class {class}: backup fails preflight ({}); never switch to a dead backup", failing.join(", ")));
-                    return Transition(State::escalated());
+                    let why = format!("class {class}: backup fails preflight ({}); never switch to a dead backup", failing.join(", "));
+                    return Transition(self.escalate(context, why));
+                }
+                if let Some(shadow) = self.shadow_failover(context, &format!("class {class}: failover; backup passes preflight"), preflight)
+                {
+                    return Transition(shadow);
                 }
                 context.note = Some(format!("class {class}: failover; backup passes preflight"));
                 Transition(self.enter(Step::Switch))
@@ -514,6 +522,20 @@ impl Incident {
         Super
     }
 
+    /// Shadow mode: a failover would have followed Assess. Nothing was changed.
+    #[state(superstate = "any")]
+    fn would_fail_over(event: &Event) -> Outcome<State> {
+        let _ = event;
+        Super
+    }
+
+    /// Shadow mode: the incident would have escalated. Nothing was changed.
+    #[state(superstate = "any")]
+    fn would_escalate(event: &Event) -> Outcome<State> {
+        let _ = event;
+        Super
+    }
+
     /// Every event that reaches here was not accepted by the current state.
     #[superstate]
     fn any(context: &mut Ctx, event: &Event) -> Outcome<State> {
@@ -524,7 +546,43 @@ impl Incident {
     }
 }
 
+/// The preflight items that fail and count: the flush estimate of shadow mode is a
+/// measurement for the record (a count that could not be taken is not a dead backup).
+fn preflight_failing(preflight: &[Check]) -> Vec<&str> {
+    preflight.iter().filter(|c| !c.holds && c.item != FLUSH_ESTIMATE).map(|c| c.item.as_str()).collect()
+}
+
+/// The preflight item a shadow incident journals with the flush's dry-run count.
+pub const FLUSH_ESTIMATE: &str = "flush_estimate";
+
 impl Incident {
+    /// Escalation, or in shadow mode the record that it would have happened, with why.
+    fn escalate(&self, context: &mut Ctx, why: String) -> State {
+        if self.policy.observe {
+            context.note = Some(format!("shadow mode: would have escalated: {why}"));
+            State::would_escalate()
+        } else {
+            context.note = Some(why);
+            State::escalated()
+        }
+    }
+
+    /// In shadow mode, the end of an incident that would fail over now: what would have
+    /// happened next (the gate, the flush's count), and that nothing was done.
+    fn shadow_failover(&self, context: &mut Ctx, why: &str, preflight: &[Check]) -> Option<State> {
+        if !self.policy.observe {
+            return None;
+        }
+        let gate = if self.policy.gated_steps.contains(&Step::Switch) { ", after approval of the switch" } else { "" };
+        let flush = match preflight.iter().find(|c| c.item == FLUSH_ESTIMATE) {
+            Some(c) => format!("; flush estimate: {}", c.observed),
+            None => String::new(),
+        };
+        context.note =
+            Some(format!("shadow mode: would have failed over{gate} ({why}{flush}); no platform write, flush or deploy was made"));
+        Some(State::would_fail_over())
+    }
+
     /// The state for a step, behind its approval gate when the playbook gates it.
     /// Flushing with mode `none` deletes nothing, so it needs no approval.
     fn enter(&mut self, step: Step) -> State {
@@ -570,6 +628,8 @@ impl State {
             State::Escalated {} => "escalated",
             State::Aborted {} => "aborted",
             State::Held {} => "held",
+            State::WouldFailOver {} => "would_fail_over",
+            State::WouldEscalate {} => "would_escalate",
         }
     }
 
@@ -581,6 +641,8 @@ impl State {
             State::Escalated {} => Some(IncidentOutcome::Escalated),
             State::Aborted {} => Some(IncidentOutcome::Aborted),
             State::Held {} => Some(IncidentOutcome::Held),
+            State::WouldFailOver {} => Some(IncidentOutcome::WouldFailOver),
+            State::WouldEscalate {} => Some(IncidentOutcome::WouldEscalate),
             _ => None,
         }
     }

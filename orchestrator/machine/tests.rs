@@ -21,6 +21,7 @@ fn policy() -> Policy {
         busy_attempts: 2,
         deploy_retries: 0,
         restart_on_stall: false,
+        observe: false,
     }
 }
 
@@ -560,6 +561,7 @@ fn incidents_journaled_before_these_fields_existed_still_load() {
                 "busy_attempts",
                 "deploy_retries",
                 "restart_on_stall",
+                "observe",
             ] {
                 o.remove(k);
             }
@@ -600,4 +602,59 @@ fn no_restart_unasked_where_deploys_need_approval() {
     );
     let stalled = [HealthUp, QueueConnected, NoNewErrors, Latency, WaitingDecreasing];
     assert_eq!(m.handle(&verify_sample(&stalled, true)).to.name(), "rollback");
+}
+
+fn observing() -> Policy {
+    Policy { observe: true, gated_steps: vec![Step::Switch, Step::Flush], ..policy() }
+}
+
+#[test]
+fn shadow_mode_ends_at_assess_where_a_failover_would_switch() {
+    let mut m = machine_with(observing());
+    drive(&mut m, &[trigger(), confirmed(), confirmed()]);
+    let mut ev = assessed(FailureClass::ConnectionRefused);
+    if let Event::Assessed { preflight, .. } = &mut ev {
+        // A count that could not be taken is for the record, not a dead backup.
+        preflight.push(Check::new(FLUSH_ESTIMATE, false, "could not count: timeout"));
+    }
+    let d = m.handle(&ev);
+    assert_eq!(d.to.name(), "would_fail_over");
+    assert_eq!(d.to.outcome(), Some(crate::model::Outcome::WouldFailOver));
+    assert_eq!(d.effects, vec![Effect::Close], "nothing to do: no switch, flush or deploy");
+    let note = d.note.unwrap();
+    assert!(note.contains("after approval of the switch") && note.contains("could not count"), "{note}");
+    assert!(!m.incident().switched);
+}
+
+#[test]
+fn shadow_mode_records_every_escalation_with_its_reason() {
+    // Backup fails preflight.
+    let mut m = machine_with(observing());
+    drive(&mut m, &[trigger(), confirmed(), confirmed()]);
+    let d = m.handle(&Event::Assessed {
+        class: FailureClass::ConnectionRefused,
+        detail: "".into(),
+        preflight: vec![bad("backup_ping"), ok("backup_latency"), ok("backup_distinct")],
+        primary_answers: false,
+    });
+    assert_eq!(d.to.name(), "would_escalate");
+    assert!(d.note.as_deref().unwrap().contains("would have escalated: class connection_refused: backup fails preflight (backup_ping)"));
+    // The playbook says escalate.
+    let mut m = machine_with(observing());
+    drive(&mut m, &[trigger(), confirmed(), confirmed()]);
+    let d = m.handle(&assessed(FailureClass::Auth));
+    assert_eq!((d.to.name(), d.to.outcome()), ("would_escalate", Some(crate::model::Outcome::WouldEscalate)));
+    // A false alarm stays a false alarm.
+    let mut m = machine_with(observing());
+    drive(&mut m, &[trigger()]);
+    let d = m.handle(&Event::ConfirmChecked { checks: vec![bad("ping_failed"), ok("health_down")] });
+    assert_eq!(d.to.name(), "false_alarm");
+}
+
+#[test]
+fn act_mode_is_unchanged_by_a_failing_flush_estimate() {
+    let mut m = machine_with(policy());
+    drive(&mut m, &[trigger(), confirmed(), confirmed()]);
+    let d = m.handle(&assessed(FailureClass::ConnectionRefused));
+    assert_eq!(d.to.name(), "switch");
 }

@@ -26,6 +26,7 @@ const TOP: &[&str] = &[
     "routing",
     "topology",
     "console_url",
+    "mode",
     "allow_insecure_http",
 ];
 
@@ -96,6 +97,11 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
         None => Some(None),
     };
 
+    let mode = match top.get("mode") {
+        Some(n) => d.name(n, "mode", crate::model::Mode::parse, &crate::model::Mode::names()),
+        None => Some(crate::model::Mode::Act),
+    };
+
     let pb = Playbook {
         name: name?,
         source,
@@ -115,6 +121,7 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
         routing: routing?,
         topology: topology?,
         console_url: console_url?,
+        mode: mode?,
         redactor: std::sync::Arc::new(d.redactor.clone()),
     };
     cross_checks(&pb, root, allow_insecure?, d);
@@ -204,6 +211,10 @@ fn cross_checks(pb: &Playbook, root: &Node, allow_insecure: bool, d: &mut Decode
             if let Ok(u) = url::Url::parse(slack.webhook_url.expose()) {
                 check(&u, &["notifications", "slack", "webhook_url"], "notifications.slack.webhook_url");
             }
+        }
+        // The routing key travels in the body.
+        if let Some(pd) = &pb.notifications.pagerduty {
+            check(&pd.url, &["notifications", "pagerduty", "url"], "notifications.pagerduty.url");
         }
     }
 }
@@ -588,8 +599,19 @@ fn platform(node: &Node, d: &mut Decoder<'_>) -> Option<PlatformConfig> {
 }
 
 fn notifications(node: &Node, d: &mut Decoder<'_>) -> Option<Notifications> {
-    let f = d.map(node, "notifications", &["slack"])?;
-    let Some(sn) = f.get("slack") else { return Some(Notifications::default()) };
+    let f = d.map(node, "notifications", &["slack", "pagerduty"])?;
+    let slack = match f.get("slack") {
+        Some(sn) => slack(sn, d).map(Some),
+        None => Some(None),
+    };
+    let pagerduty = match f.get("pagerduty") {
+        Some(pn) => pagerduty(pn, d).map(Some),
+        None => Some(None),
+    };
+    Some(Notifications { slack: slack?, pagerduty: pagerduty? })
+}
+
+fn slack(sn: &Node, d: &mut Decoder<'_>) -> Option<SlackConfig> {
     let sf = d.map(sn, "notifications.slack", &["webhook_url", "channel", "attempts", "timeout"])?;
     let webhook_url = d.required(&sf, "webhook_url").and_then(|n| d.secret(n, "notifications.slack.webhook_url"));
     let channel = match sf.get("channel") {
@@ -598,9 +620,20 @@ fn notifications(node: &Node, d: &mut Decoder<'_>) -> Option<Notifications> {
     };
     let attempts = sf.get("attempts").map(|n| d.uint(n, "notifications.slack.attempts", 1, 10)).unwrap_or(Some(3));
     let timeout = sf.get("timeout").map(|n| d.positive_duration(n, "notifications.slack.timeout")).unwrap_or(Some(Duration::from_secs(5)));
-    Some(Notifications {
-        slack: Some(SlackConfig { webhook_url: webhook_url?, channel: channel?, attempts: attempts? as u32, timeout: timeout? }),
-    })
+    Some(SlackConfig { webhook_url: webhook_url?, channel: channel?, attempts: attempts? as u32, timeout: timeout? })
+}
+
+fn pagerduty(pn: &Node, d: &mut Decoder<'_>) -> Option<PagerDutyConfig> {
+    let pf = d.map(pn, "notifications.pagerduty", &["routing_key", "url", "attempts", "timeout"])?;
+    let routing_key = d.required(&pf, "routing_key").and_then(|n| d.secret(n, "notifications.pagerduty.routing_key"));
+    let url = match pf.get("url") {
+        Some(n) => d.http_url(n, "notifications.pagerduty.url"),
+        None => Some(url::Url::parse("https://events.pagerduty.com/v2/enqueue").expect("the default URL parses")),
+    };
+    let attempts = pf.get("attempts").map(|n| d.uint(n, "notifications.pagerduty.attempts", 1, 10)).unwrap_or(Some(3));
+    let timeout =
+        pf.get("timeout").map(|n| d.positive_duration(n, "notifications.pagerduty.timeout")).unwrap_or(Some(Duration::from_secs(5)));
+    Some(PagerDutyConfig { routing_key: routing_key?, url: url?, attempts: attempts? as u32, timeout: timeout? })
 }
 
 fn default_watch() -> WatchPolicy {

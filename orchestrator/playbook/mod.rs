@@ -143,6 +143,17 @@ impl fmt::Display for Summary<'_> {
             fd(t.job_timeout),
             fd(t.deploy_timeout)
         )?;
-        write!(f, "  notify      {}", if p.notifications.slack.is_some() { "slack" } else { "none" })
+        let n = &p.notifications;
+        let notify: Vec<&str> =
+            [n.slack.as_ref().map(|_| "slack"), n.pagerduty.as_ref().map(|_| "pagerduty (pages)")].into_iter().flatten().collect();
+        writeln!(f, "  notify      {}", if notify.is_empty() { "none".to_string() } else { notify.join(", ") })?;
+        write!(
+            f,
+            "  mode        {}",
+            match p.mode {
+                crate::model::Mode::Act => "act",
+                crate::model::Mode::Observe => "observe (shadow: ends after Assess with what would have been done; changes nothing)",
+            }
+        )
     }
 }

@@ -33,6 +33,10 @@ pub struct Playbook {
     /// The web console's public address (`https://orchestrator.example.com`): Slack
     /// messages link each incident's page under it.
     pub console_url: Option<url::Url>,
+    /// `act` (default) or `observe`: shadow mode, Detect/Confirm/Assess for real, then
+    /// the outcome a failover would have had, touching nothing. `serve --observe` and
+    /// `run --observe` set it for every target.
+    pub mode: crate::model::Mode,
     /// Every secret this playbook holds or references, for the one redaction path.
     pub redactor: std::sync::Arc<crate::redact::Redactor>,
 }
@@ -166,6 +170,19 @@ pub struct EnvFileConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Notifications {
     pub slack: Option<SlackConfig>,
+    pub pagerduty: Option<PagerDutyConfig>,
+}
+
+/// Paging through PagerDuty's Events API v2 (escalations, held outcomes, approval
+/// gates; resolved when the incident closes).
+#[derive(Debug, Clone)]
+pub struct PagerDutyConfig {
+    /// The integration's routing key: a secret, only from `${NAME}`.
+    pub routing_key: Secret,
+    /// `https://events.pagerduty.com/v2/enqueue` unless given.
+    pub url: url::Url,
+    pub attempts: u32,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

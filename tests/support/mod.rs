@@ -21,5 +21,6 @@ pub fn policy() -> orchestrator::machine::Policy {
         busy_attempts: 1,
         deploy_retries: 0,
         restart_on_stall: false,
+        observe: false,
     }
 }

@@ -221,7 +221,7 @@ async function pageTargets() {
 
 // ---------------------------------------------------------------- incidents
 
-const OUTCOMES = ["", "open", "recovered", "rolled_back", "false_alarm", "escalated", "aborted", "held"];
+const OUTCOMES = ["", "open", "recovered", "rolled_back", "false_alarm", "escalated", "aborted", "held", "would_fail_over", "would_escalate"];
 
 function localInput(iso) {
   if (!iso) return "";
