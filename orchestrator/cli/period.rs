@@ -2,6 +2,7 @@
 //! outcome (real and would-have), false alarms, time to decision, and the shadow
 //! incidents with what automation would have done.
 
+use crate::journal::prelude::*;
 use crate::journal::{parse_ts, Journal, JournalError, PeriodIncident};
 use crate::model::Outcome;
 use chrono::{DateTime, Utc};

@@ -29,25 +29,27 @@ pub use effects::EffectStore;
 pub use incidents::IncidentStore;
 pub use page::{BrowseStore, IncidentFilter};
 pub use records::*;
-pub use report::PeriodIncident;
+pub use report::{PeriodIncident, ReportStore};
 pub use settings::SettingsStore;
 pub use topology::TopologyStore;
 
 /// The whole journal interface: every concern's store. Implemented for every type that
 /// implements all of them; the executor, the daemon and the CLI need all of them.
 pub trait Store:
-    IncidentStore + ClaimStore + EffectStore + CommandStore + AlertStore + TopologyStore + SettingsStore + BrowseStore
+    IncidentStore + ClaimStore + EffectStore + CommandStore + AlertStore + TopologyStore + SettingsStore + BrowseStore + ReportStore
 {
 }
 
 impl<T> Store for T where
-    T: IncidentStore + ClaimStore + EffectStore + CommandStore + AlertStore + TopologyStore + SettingsStore + BrowseStore
+    T: IncidentStore + ClaimStore + EffectStore + CommandStore + AlertStore + TopologyStore + SettingsStore + BrowseStore + ReportStore
 {
 }
 
 /// The journal's traits, for calling its methods: `use crate::journal::prelude::*;`.
 pub mod prelude {
-    pub use super::{AlertStore, BrowseStore, ClaimStore, CommandStore, EffectStore, IncidentStore, SettingsStore, Store, TopologyStore};
+    pub use super::{
+        AlertStore, BrowseStore, ClaimStore, CommandStore, EffectStore, IncidentStore, ReportStore, SettingsStore, Store, TopologyStore,
+    };
 }
 
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -2,6 +2,7 @@
 //! cooldown's view of real (not shadow) outcomes.
 
 use super::{Journal, Result};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
@@ -23,11 +24,27 @@ pub struct PeriodIncident {
     pub close_note: Option<String>,
 }
 
-impl Journal {
+/// Reports over periods and the cooldown's view of real outcomes. A backend answers
+/// these from the incidents and transitions it keeps; nothing here writes.
+#[async_trait]
+pub trait ReportStore: Send + Sync {
     /// When the target's last incident with a real outcome closed (false alarms and
     /// shadow outcomes excluded), how, and under which playbook hash. A shadow incident
     /// changed nothing, so it must not hold back a real failover once the target acts.
-    pub async fn last_real_closed_for(&self, target: &str) -> Result<Option<(DateTime<Utc>, String, String)>> {
+    async fn last_real_closed_for(&self, target: &str) -> Result<Option<(DateTime<Utc>, String, String)>>;
+
+    /// Every incident opened in `[from, to)`, oldest first, with its decision time and
+    /// closing note. The timestamps are RFC 3339 UTC with milliseconds, so they compare
+    /// as text.
+    async fn incidents_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<PeriodIncident>>;
+}
+
+#[async_trait]
+impl ReportStore for Journal {
+    /// When the target's last incident with a real outcome closed (false alarms and
+    /// shadow outcomes excluded), how, and under which playbook hash. A shadow incident
+    /// changed nothing, so it must not hold back a real failover once the target acts.
+    async fn last_real_closed_for(&self, target: &str) -> Result<Option<(DateTime<Utc>, String, String)>> {
         let row = sqlx::query(
             "SELECT closed_at, outcome, playbook_hash FROM incidents
              WHERE (target = ?1 OR (playbook_name = ?1 AND target LIKE '%:%')) AND closed_at IS NOT NULL
@@ -43,7 +60,7 @@ impl Journal {
     /// Every incident opened in `[from, to)`, oldest first, with its decision time and
     /// closing note. The timestamps are RFC 3339 UTC with milliseconds, so they compare
     /// as text.
-    pub async fn incidents_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<PeriodIncident>> {
+    async fn incidents_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<PeriodIncident>> {
         let rows = sqlx::query(
             "SELECT i.id, i.target, i.outcome, i.opened_at, i.closed_at,
                (SELECT t.at FROM transitions t WHERE t.incident_id = i.id AND t.rejected IS NULL
