@@ -154,34 +154,51 @@ impl Notifier for SlackNotifier {
             Err(e) => return Err(NotifyError(format!("slack: cannot build an HTTP client: {}", self.clean(e)))),
         };
         let body = self.body(n);
-        let mut backoff = FIRST_BACKOFF;
-        let mut last = String::new();
-        let mut tries = 0;
-        while tries < self.attempts {
-            tries += 1;
-            match self.attempt(client, &body).await {
-                Ok(()) => return Ok(()),
-                Err((message, retry_helps, retry_after)) => {
-                    tracing::warn!(incident = %n.incident, attempt = tries, of = self.attempts, error = %message, "slack notification failed");
-                    last = message;
-                    if !retry_helps || tries == self.attempts {
-                        break;
-                    }
-                    let wait = match retry_after {
-                        Some(ra) if ra > MAX_RETRY_AFTER => break,
-                        Some(ra) => ra.max(backoff),
-                        None => backoff,
-                    };
-                    tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-        Err(NotifyError(format!("slack webhook failed after {tries} attempt(s): {last}")))
+        deliver(self.attempts, &n.incident, "slack notification", || self.attempt(client, &body))
+            .await
+            .map_err(|(tries, last)| NotifyError(format!("slack webhook failed after {tries} attempt(s): {last}")))
     }
 }
 
-fn describe(e: reqwest::Error) -> String {
+/// One delivery attempt's failure: what happened, whether trying again can help, and
+/// how long the other side asked us to wait (`Retry-After`).
+pub(crate) type AttemptError = (String, bool, Option<Duration>);
+
+/// Tries a delivery up to `attempts` times with backoff (250 ms doubling to 2 s),
+/// honouring `Retry-After` up to 5 s (longer: give up now, the incident goes on).
+/// `Err((tries, last error))` when every attempt failed. Slack and PagerDuty share it.
+pub(crate) async fn deliver<F, Fut>(attempts: u32, incident: &str, what: &str, mut attempt: F) -> Result<(), (u32, String)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), AttemptError>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    let mut last = String::new();
+    let mut tries = 0;
+    while tries < attempts {
+        tries += 1;
+        match attempt().await {
+            Ok(()) => return Ok(()),
+            Err((message, retry_helps, retry_after)) => {
+                tracing::warn!(incident = %incident, attempt = tries, of = attempts, error = %message, "{what} failed");
+                last = message;
+                if !retry_helps || tries == attempts {
+                    break;
+                }
+                let wait = match retry_after {
+                    Some(ra) if ra > MAX_RETRY_AFTER => break,
+                    Some(ra) => ra.max(backoff),
+                    None => backoff,
+                };
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    Err((tries, last))
+}
+
+pub(crate) fn describe(e: reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -20,10 +20,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// A `Retry-After` beyond this gives the attempt up (the incident must not wait on it).
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 const BODY_CHARS: usize = 200;
 /// The Events API truncates summaries at 1024 characters; we do it ourselves.
 const SUMMARY_CHARS: usize = 1000;
@@ -114,7 +110,7 @@ impl PagerDuty {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| (self.clean(&describe(e)), true, None))?;
+            .map_err(|e| (self.clean(&crate::notify::describe(e)), true, None))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -141,40 +137,8 @@ impl Pager for PagerDuty {
             Err(e) => return Err(NotifyError(format!("pagerduty: cannot build an HTTP client: {}", self.clean(e)))),
         };
         let body = self.body(p);
-        let mut backoff = FIRST_BACKOFF;
-        let mut last = String::new();
-        let mut tries = 0;
-        while tries < self.attempts {
-            tries += 1;
-            match self.attempt(client, &body).await {
-                Ok(()) => return Ok(()),
-                Err((message, retry_helps, retry_after)) => {
-                    tracing::warn!(incident = %p.dedup_key, attempt = tries, of = self.attempts, error = %message, "page failed");
-                    last = message;
-                    if !retry_helps || tries == self.attempts {
-                        break;
-                    }
-                    let wait = match retry_after {
-                        Some(ra) if ra > MAX_RETRY_AFTER => break,
-                        Some(ra) => ra.max(backoff),
-                        None => backoff,
-                    };
-                    tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-        Err(NotifyError(format!("pagerduty events API failed after {tries} attempt(s): {last}")))
+        crate::notify::deliver(self.attempts, &p.dedup_key, "page", || self.attempt(client, &body))
+            .await
+            .map_err(|(tries, last)| NotifyError(format!("pagerduty events API failed after {tries} attempt(s): {last}")))
     }
-}
-
-fn describe(e: reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    format!("{kind}: {}", error_chain(e))
 }
