@@ -102,31 +102,9 @@ impl SlackNotifier {
         mask_urls(&scrub(text, &refs))
     }
 
-    /// One POST. `Err((message, retry_helps, retry_after))`.
-    async fn attempt(&self, client: &reqwest::Client, body: &Value) -> Result<(), (String, bool, Option<Duration>)> {
-        let resp = client
-            .post(self.webhook_url.expose())
-            .json(body)
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| (self.clean(&describe(e)), true, None))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = resp.text().await.unwrap_or_default();
-        let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let short = truncate(&self.clean(&text), BODY_CHARS);
-        // Slack's 4xx (invalid_token, channel_not_found, no_service ...) do not heal.
-        let retry_helps = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT;
-        Err((format!("HTTP {}: {short}", status.as_u16()), retry_helps, retry_after))
+    /// One POST of the message.
+    async fn attempt(&self, client: &reqwest::Client, body: &Value) -> Result<(), AttemptError> {
+        post_json(client, self.webhook_url.expose(), body, self.timeout, &|t| self.clean(t)).await
     }
 }
 
@@ -158,6 +136,31 @@ impl Notifier for SlackNotifier {
             .await
             .map_err(|(tries, last)| NotifyError(format!("slack webhook failed after {tries} attempt(s): {last}")))
     }
+}
+
+/// One JSON POST with a timeout: `Ok` on 2xx. Otherwise what happened (passed through
+/// `clean`, which removes the destination's own secret, and cut), whether trying
+/// again can help (connection errors, 408, 429 and 5xx; other 4xx — a bad token, an
+/// invalid event — do not heal), and the `Retry-After` asked for. Slack and PagerDuty.
+pub(crate) async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    timeout: Duration,
+    clean: &(dyn Fn(&str) -> String + Sync),
+) -> Result<(), AttemptError> {
+    let resp = client.post(url).json(body).timeout(timeout).send().await.map_err(|e| (clean(&describe(e)), true, None))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let retry_after =
+        resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+    let text = resp.text().await.unwrap_or_default();
+    let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let short = truncate(&clean(&text), BODY_CHARS);
+    let retry_helps = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT;
+    Err((format!("HTTP {}: {short}", status.as_u16()), retry_helps, retry_after))
 }
 
 /// One delivery attempt's failure: what happened, whether trying again can help, and

@@ -13,14 +13,11 @@ use crate::playbook::{PagerDutyConfig, Playbook};
 use crate::ports::{NoPager, NotifyError, Page, PageAction, Pager};
 use crate::secret::{scrub, Secret};
 use async_trait::async_trait;
-use reqwest::header::RETRY_AFTER;
-use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-const BODY_CHARS: usize = 200;
 /// The Events API truncates summaries at 1024 characters; we do it ourselves.
 const SUMMARY_CHARS: usize = 1000;
 
@@ -103,29 +100,8 @@ impl PagerDuty {
         self.redact(&scrub(text, &[self.routing_key.expose()]))
     }
 
-    async fn attempt(&self, client: &reqwest::Client, body: &Value) -> Result<(), (String, bool, Option<Duration>)> {
-        let resp = client
-            .post(self.url.clone())
-            .json(body)
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| (self.clean(&crate::notify::describe(e)), true, None))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = resp.text().await.unwrap_or_default();
-        let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        // 400 (invalid event, bad routing key) does not heal; 429 and 5xx may.
-        let retry_helps = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT;
-        Err((format!("HTTP {}: {}", status.as_u16(), truncate(&self.clean(&text), BODY_CHARS)), retry_helps, retry_after))
+    async fn attempt(&self, client: &reqwest::Client, body: &Value) -> Result<(), crate::notify::AttemptError> {
+        crate::notify::post_json(client, self.url.as_str(), body, self.timeout, &|t| self.clean(t)).await
     }
 }
 
