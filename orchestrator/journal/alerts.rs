@@ -64,21 +64,23 @@ impl AlertStore for Journal {
         let (mut first, mut last) = (i64::MAX, i64::MIN);
         // 100 rows of 8 values a statement: well inside SQLite's variable limit.
         for chunk in rows.chunks(100) {
-            let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO alerts (received_at, source, fingerprint, status, target, summary, incident_id, disposition) ",
+            let sql = format!(
+                "INSERT INTO alerts (received_at, source, fingerprint, status, target, summary, incident_id, disposition) VALUES {} RETURNING id",
+                chain::values(chunk.len(), 8)
             );
-            qb.push_values(chunk, |mut b, (alert, incident, disposition)| {
-                b.push_bind(when.clone())
-                    .push_bind(alert.source.clone())
-                    .push_bind(self.redactor.redact(&alert.fingerprint))
-                    .push_bind(alert.status.clone())
-                    .push_bind(alert.target.clone())
-                    .push_bind(self.redactor.redact(&alert.summary))
-                    .push_bind(incident.clone())
-                    .push_bind(disposition.to_string());
-            });
-            qb.push(" RETURNING id");
-            for r in qb.build().fetch_all(&mut *tx).await? {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (alert, incident, disposition) in chunk {
+                q = q
+                    .bind(when.clone())
+                    .bind(alert.source.clone())
+                    .bind(self.redactor.redact(&alert.fingerprint))
+                    .bind(alert.status.clone())
+                    .bind(alert.target.clone())
+                    .bind(self.redactor.redact(&alert.summary))
+                    .bind(incident.clone())
+                    .bind(disposition.to_string());
+            }
+            for r in q.fetch_all(&mut *tx).await? {
                 let id: i64 = r.get(0);
                 first = first.min(id);
                 last = last.max(id);

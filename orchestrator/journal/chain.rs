@@ -168,20 +168,32 @@ pub async fn append_ranges(conn: &mut SqliteConnection, chain: &str, ranges: &[(
     }
     // 100 entries of 8 values a statement: well inside SQLite's variable limit.
     for batch in entries.chunks(100) {
-        let mut qb = sqlx::QueryBuilder::new("INSERT INTO ledger (chain, pos, kind, row_table, row_id, content, prev, hash) ");
-        qb.push_values(batch, |mut b, (pos, kind, rowid, c, p, h)| {
-            b.push_bind(chain)
-                .push_bind(*pos)
-                .push_bind(kind.as_str())
-                .push_bind(kind.table())
-                .push_bind(*rowid)
-                .push_bind(c.clone())
-                .push_bind(p.clone())
-                .push_bind(h.clone());
-        });
-        qb.build().execute(&mut *conn).await?;
+        let sql = format!("INSERT INTO ledger (chain, pos, kind, row_table, row_id, content, prev, hash) VALUES {}", values(batch.len(), 8));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (pos, kind, rowid, c, p, h) in batch {
+            q = q.bind(chain).bind(*pos).bind(kind.as_str()).bind(kind.table()).bind(*rowid).bind(c.clone()).bind(p.clone()).bind(h.clone());
+        }
+        q.execute(&mut *conn).await?;
     }
     Ok(prev)
+}
+
+/// `($1, …, $width), ($width+1, …), …` for a multi-row insert of `rows` rows: numbered
+/// parameters, which both backends read (sqlx's query builder writes `?` for its Any
+/// driver, which PostgreSQL does not).
+pub(super) fn values(rows: usize, width: usize) -> String {
+    let mut out = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        out.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", r * width + c + 1));
+        }
+        out.push(')');
+    }
+    out
 }
 
 /// Appends one entry for each of many rows of one kind (rowids `first..=last`).

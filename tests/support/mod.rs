@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
 pub mod browser;
+pub mod pgdb;
 pub mod serve;
 pub mod world;
 

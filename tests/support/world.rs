@@ -24,6 +24,9 @@ pub struct World {
     pub sandbox: Sandbox,
     pub dir: tempfile::TempDir,
     pub env: HashMap<String, String>,
+    /// The journal's PostgreSQL database when the suite runs on PostgreSQL
+    /// (`ORCH_TEST_DB=postgres`); dropped with the world.
+    pub pg: Option<super::pgdb::PgDatabase>,
 }
 
 pub struct WorldOptions {
@@ -102,7 +105,8 @@ impl World {
         env.insert("SANDBOX_SERVICE_API_KEY".to_string(), SERVICE_KEY.to_string());
         env.insert("SANDBOX_PLATFORM_URL".to_string(), sandbox.platform_url());
         env.insert("SANDBOX_PLATFORM_API_KEY".to_string(), PLATFORM_KEY.to_string());
-        let world = World { primary, backup, sandbox, dir: tempfile::tempdir().unwrap(), env };
+        let pg = super::pgdb::PgDatabase::for_suite();
+        let world = World { primary, backup, sandbox, dir: tempfile::tempdir().unwrap(), env, pg };
         if opts.bullmq {
             // A real service is only up once its queues work: BullMQ's start-up cut off
             // by a Redis outage leaves a queue that never enqueues again. Tests fault a
@@ -112,8 +116,13 @@ impl World {
         world
     }
 
+    /// The journal, as `--db` names it: a file in the world's directory, or (with
+    /// `ORCH_TEST_DB=postgres`) the URL of the world's own PostgreSQL database.
     pub fn journal_path(&self) -> PathBuf {
-        self.dir.path().join("journal.db")
+        match &self.pg {
+            Some(db) => PathBuf::from(db.url()),
+            None => self.dir.path().join("journal.db"),
+        }
     }
 
     /// The shipped sandbox playbook with text edits applied (e.g. shorter windows),
