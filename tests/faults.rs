@@ -139,14 +139,28 @@ async fn a_locked_journal_answers_503_and_loses_nothing() {
     let w = World::start().await;
     let s = w.serve(FAST, false).await;
     let j = Journal::open_with(&w.journal_path(), false, Duration::from_millis(50)).await.unwrap();
-    let mut locker =
-        std::process::Command::new("sqlite3").arg(w.journal_path()).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     use std::io::Write;
+    let mut locker = if w.pg.is_some() {
+        // A person's psql session holding the journal's write lock.
+        let mut p = std::process::Command::new("psql")
+            .arg(w.journal_path())
+            .args(["-qAt"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lock = orchestrator::journal::backend::PG_WRITE_LOCK;
+        writeln!(p.stdin.as_mut().unwrap(), "SELECT pg_advisory_lock({lock});").unwrap();
+        p
+    } else {
+        let mut p = std::process::Command::new("sqlite3").arg(w.journal_path()).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        // `.timeout` so sqlite3 waits for a lock instead of failing its BEGIN.
+        writeln!(p.stdin.as_mut().unwrap(), ".timeout 5000\nBEGIN IMMEDIATE; INSERT INTO settings VALUES ('lock','1','t','t');").unwrap();
+        p
+    };
     let stdin = locker.stdin.as_mut().unwrap();
-    // `.timeout` so sqlite3 waits for a lock instead of failing its BEGIN.
-    writeln!(stdin, ".timeout 5000\nBEGIN IMMEDIATE; INSERT INTO settings VALUES ('lock','1','t','t');").unwrap();
     stdin.flush().unwrap();
-    wait_until(Duration::from_secs(10), "sqlite3 to hold the write lock", || {
+    wait_until(Duration::from_secs(10), "another session to hold the write lock", || {
         let j = j.clone();
         async move { j.set_setting("probe", "1", "t", chrono::Utc::now()).await.is_err() }
     })
@@ -155,7 +169,7 @@ async fn a_locked_journal_answers_503_and_loses_nothing() {
     let body = serde_json::json!({"summary": "redis down", "fingerprint": "locked-1"});
     let r = client.post(format!("{}/webhooks/generic", s.url)).bearer_auth(WEBHOOK_TOKEN).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 503, "not journaled, so the sender must retry");
-    writeln!(stdin, "ROLLBACK;").unwrap();
+    writeln!(stdin, "{}", if w.pg.is_some() { "SELECT pg_advisory_unlock_all();" } else { "ROLLBACK;" }).unwrap();
     drop(locker.stdin.take());
     locker.wait().unwrap();
     // The sender's retry is journaled. (Right after sqlite3 exits, a read may still

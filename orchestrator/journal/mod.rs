@@ -115,10 +115,11 @@ impl From<sqlx::Error> for JournalError {
                 let msg = db.message();
                 // 522 is SQLITE_IOERR_SHORT_READ: another process (a `sqlite3` shell that
                 // just exited) changed the WAL under a read; read again and it is whole.
-                // 40001/40P01: PostgreSQL's serialization failure and deadlock.
+                // 40001/40P01/55P03: PostgreSQL's serialization failure, deadlock, and
+                // a lock not granted within lock_timeout.
                 msg.contains("database is locked")
                     || msg.contains("database is busy")
-                    || matches!(db.code().as_deref(), Some("5" | "522" | "40001" | "40P01"))
+                    || matches!(db.code().as_deref(), Some("5" | "522" | "40001" | "40P01" | "55P03"))
             }
             _ => false,
         };
@@ -151,6 +152,8 @@ pub fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
 pub struct Journal {
     pool: AnyPool,
     backend: Backend,
+    /// How long a writer waits for another writer before giving up with `Busy`.
+    busy_timeout: Duration,
     /// What `--db` named, for messages (a PostgreSQL URL's password masked).
     location: std::sync::Arc<str>,
     /// Every write of this process goes through this FIFO lock. SQLite admits one
@@ -305,6 +308,7 @@ impl Journal {
         Ok(Journal {
             pool,
             backend: db.backend(),
+            busy_timeout,
             location: db.display().into(),
             writes: Default::default(),
             owner: None,
@@ -364,6 +368,10 @@ impl Journal {
             Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
+                // Bounded like SQLite's busy timeout: a writer stuck behind a lock (a
+                // person's psql session holding it) fails `Busy`, and a webhook 503s.
+                let ms = self.busy_timeout.as_millis().clamp(1, 3_600_000);
+                sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL lock_timeout = '{ms}ms'"))).execute(&mut *tx).await?;
                 sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS l").bind(backend::PG_WRITE_LOCK).execute(&mut *tx).await?;
                 Ok(tx)
             }
