@@ -59,6 +59,8 @@ pub struct Daemon {
     refused: Mutex<HashSet<String>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
     shutdown: watch::Receiver<bool>,
+    /// Set when several instances share the journal: only the leader acts.
+    leadership: std::sync::OnceLock<Arc<crate::leadership::Leadership>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,7 +108,51 @@ impl Daemon {
             refused: Mutex::new(HashSet::new()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
             shutdown,
+            leadership: Default::default(),
         })
+    }
+
+    /// Shares the journal with other instances under `l`: from now on this instance
+    /// runs watch and re-arm loops and drives incidents only while it leads, and its
+    /// executors are fenced on its term. On taking the lease it adopts every open
+    /// incident at once (reconciling in-flight effects by reading the world, as resume
+    /// does). Set once, before [`Daemon::start_loops`].
+    pub fn set_leadership(self: &Arc<Self>, l: Arc<crate::leadership::Leadership>) {
+        for t in self.registry.iter() {
+            t.set_leadership(l.clone());
+        }
+        let mut changes = l.subscribe();
+        if self.leadership.set(l).is_err() {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let term = *changes.borrow_and_update();
+                me.metrics.leadership(term);
+                if let Some(term) = term {
+                    // Runners of a previous leadership of ours are gone (their writes
+                    // were refused); forget them so their incidents are adopted again.
+                    me.running.lock().expect("running set").clear();
+                    me.refused.lock().expect("refused set").clear();
+                    match me.resume_open().await {
+                        Ok(ids) if !ids.is_empty() => tracing::info!(term, ?ids, "leader: adopted open incidents"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(term, error = %e, "leader: could not list open incidents yet; the adopt loop retries"),
+                    }
+                }
+            }
+        });
+    }
+
+    pub fn leadership(&self) -> Option<&Arc<crate::leadership::Leadership>> {
+        self.leadership.get()
+    }
+
+    /// Whether this instance acts (drives incidents, runs loops): always on a journal
+    /// of its own, only while leading on a shared one.
+    pub fn acting(&self) -> bool {
+        self.leadership.get().is_none_or(|l| l.is_leader())
     }
 
     /// Reads every target's topology (at start, before the loops).
@@ -214,8 +260,11 @@ impl Daemon {
         summary: &str,
     ) -> Result<(&'static str, Option<String>), JournalError> {
         let target = &lane.target;
-        let exec = target.executor_now().await?;
-        let id = match exec.open(source, summary).await {
+        let acting = self.acting();
+        // A follower journals the incident for the leader, which adopts it.
+        let exec = if acting { target.executor_now().await? } else { target.opener_now().await? };
+        let opened = if acting { exec.open(source, summary).await } else { exec.open_for_others(source, summary).await };
+        let id = match opened {
             Ok(id) => id,
             // Another process (`orchestrator run`) opened one a moment ago: join it.
             Err(crate::executor::ExecError::Journal(JournalError::AlreadyOpen(name))) => {
@@ -250,6 +299,9 @@ impl Daemon {
     }
 
     fn spawn_on(self: &Arc<Self>, target: Arc<Target>, id: &str) {
+        if !self.acting() {
+            return;
+        }
         if self.refused.lock().expect("refused set").contains(id) || !self.running.lock().expect("running set").insert(id.to_string()) {
             return;
         }
@@ -291,6 +343,9 @@ impl Daemon {
 
     /// [`Daemon::resume_open`] for one target only (`None`: every target).
     async fn resume(self: &Arc<Self>, only: Option<&str>) -> Result<Vec<String>, JournalError> {
+        if !self.acting() {
+            return Ok(Vec::new());
+        }
         let open = self.journal.open_incidents().await?;
         let mut resumed = Vec::new();
         for inc in open {
@@ -328,6 +383,9 @@ impl Daemon {
             }
             if *self.shutdown.borrow() {
                 return;
+            }
+            if !self.acting() {
+                continue;
             }
             // Under the target's intake lock, one target at a time: an incident intake
             // is opening right now is not "nobody's" yet, and a slow target (its

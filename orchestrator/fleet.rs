@@ -33,11 +33,37 @@ pub struct Target {
     journal: Journal,
     opts: ExecOptions,
     shutdown: watch::Receiver<bool>,
+    /// Set when several instances share the journal: executors are then fenced on this
+    /// instance's leadership term (see `leadership.rs`).
+    leadership: std::sync::OnceLock<Arc<crate::leadership::Leadership>>,
 }
 
 impl Target {
     pub fn new(journal: Journal, ports: Ports, playbook: Arc<Playbook>, opts: ExecOptions, shutdown: watch::Receiver<bool>) -> Target {
-        Target { name: playbook.name.clone(), playbook, ports, journal, opts, shutdown }
+        Target { name: playbook.name.clone(), playbook, ports, journal, opts, shutdown, leadership: Default::default() }
+    }
+
+    /// Fences this target's executors on `l`'s term from now on (set once, at start).
+    pub fn set_leadership(&self, l: Arc<crate::leadership::Leadership>) {
+        let _ = self.leadership.set(l);
+    }
+
+    /// The journal an executor drives with: fenced on the current term when instances
+    /// share the journal (not leading: on a term that is never valid, so nothing it
+    /// decides is written).
+    fn driving_journal(&self) -> Journal {
+        match self.leadership.get() {
+            Some(l) => self.journal.fenced_by(l.fence()),
+            None => self.journal.clone(),
+        }
+    }
+
+    /// An executor that only opens incidents for the leader to drive (a follower's
+    /// intake): not fenced, because it decides nothing but the trigger.
+    pub async fn opener_now(&self) -> Result<Executor, JournalError> {
+        let active = self.journal.topology(&self.name).await?.active;
+        Ok(Executor::new(self.journal.clone(), self.ports.clone(), self.playbook.clone(), self.opts.clone(), self.shutdown.clone())
+            .with_active(active))
     }
 
     pub fn journal(&self) -> &Journal {
@@ -46,7 +72,7 @@ impl Target {
 
     /// An executor driving with `active` as the endpoint the service is on.
     pub fn executor(&self, active: Side) -> Executor {
-        Executor::new(self.journal.clone(), self.ports.clone(), self.playbook.clone(), self.opts.clone(), self.shutdown.clone())
+        Executor::new(self.driving_journal(), self.ports.clone(), self.playbook.clone(), self.opts.clone(), self.shutdown.clone())
             .with_active(active)
     }
 

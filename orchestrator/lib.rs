@@ -13,6 +13,7 @@ pub mod executor;
 pub mod fleet;
 pub mod http;
 pub mod journal;
+pub mod leadership;
 pub mod machine;
 pub mod metrics;
 pub mod model;

@@ -48,6 +48,11 @@ pub struct Metrics {
     probe_failures: Family<TargetLabel, Counter>,
     lateness: Histogram,
     journal: Arc<JournalFigures>,
+    /// 1 while this instance leads the instances sharing the journal (always 1 on a
+    /// journal of its own), and the term it leads under (0: none).
+    leader: prometheus_client::metrics::gauge::Gauge,
+    term: prometheus_client::metrics::gauge::Gauge,
+    leadership_changes: Counter,
 }
 
 impl Default for Metrics {
@@ -81,7 +86,14 @@ impl Default for Metrics {
             lateness.clone(),
         );
         registry.register_collector(Box::new(journal.clone()));
-        Metrics { registry, webhooks, unrouted, probe_latency, probe_failures, lateness, journal }
+        let leader = prometheus_client::metrics::gauge::Gauge::default();
+        leader.set(1);
+        let term = prometheus_client::metrics::gauge::Gauge::default();
+        let leadership_changes = Counter::default();
+        registry.register("orchestrator_leader", "1 while this instance acts (leads the instances sharing the journal), 0 while it follows", leader.clone());
+        registry.register("orchestrator_leader_term", "The leadership term this instance acts under (0: none, or a journal of its own)", term.clone());
+        registry.register("orchestrator_leadership_changes", "Times this instance took or gave up the leadership", leadership_changes.clone());
+        Metrics { registry, webhooks, unrouted, probe_latency, probe_failures, lateness, journal, leader, term, leadership_changes }
     }
 }
 
@@ -102,6 +114,18 @@ impl Metrics {
                 self.probe_failures.get_or_create(&label).inc();
             }
         }
+    }
+
+    /// This instance took the leadership under `Some(term)`, or gave it up (`None`).
+    pub fn leadership(&self, term: Option<i64>) {
+        self.leader.set(term.is_some() as i64);
+        self.term.set(term.unwrap_or(0));
+        self.leadership_changes.inc();
+    }
+
+    /// This instance shares the journal and does not lead (yet).
+    pub fn following(&self) {
+        self.leader.set(0);
     }
 
     pub fn lateness(&self, late: Duration) {

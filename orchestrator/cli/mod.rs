@@ -290,6 +290,18 @@ pub struct ServeArgs {
     /// not send `X-Forwarded-Proto: https`; with it, the cookie is `Secure` anyway).
     #[arg(long)]
     pub console_secure_cookies: bool,
+    /// On a PostgreSQL journal shared by several instances: how long the leader lease
+    /// lives on the database's clock without renewal (a follower takes over at most
+    /// this long after the leader's last renewal). See README "Several instances".
+    #[arg(long, default_value = "15s", value_parser = parse_duration_arg)]
+    pub leader_ttl: std::time::Duration,
+    /// How often the leader renews its lease (and a follower tries to take it).
+    #[arg(long, default_value = "3s", value_parser = parse_duration_arg)]
+    pub leader_renew: std::time::Duration,
+    /// How long one renewal or takeover attempt may take. Must hold:
+    /// renew + 2 × retry-timeout + margin (ttl/10, at least 200ms) ≤ ttl.
+    #[arg(long, default_value = "4s", value_parser = parse_duration_arg)]
+    pub leader_retry_timeout: std::time::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -399,7 +411,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             }
             let exec = target(journal, pb, a.wait_for_approval, false).executor_now().await?;
             let id = exec.open("manual", &a.reason).await?;
-            eprintln!("incident {id} opened (journal {})", cli.db.display());
+            eprintln!("incident {id} opened (journal {})", crate::redact::mask_urls(&cli.db.display().to_string()));
             finish(&exec, &id).await
         }
         Command::Trigger(a) => {
@@ -447,7 +459,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                 if a.json {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 } else if rows.is_empty() {
-                    println!("no unrouted alerts in {}", cli.db.display());
+                    println!("no unrouted alerts in {}", crate::redact::mask_urls(&cli.db.display().to_string()));
                 } else {
                     println!("{:<25} {:<13} {:<18} {:<9} SUMMARY", "RECEIVED", "SOURCE", "NAMED TARGET", "STATUS");
                     for r in rows {
@@ -462,7 +474,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
-                println!("no incidents in {}", cli.db.display());
+                println!("no incidents in {}", crate::redact::mask_urls(&cli.db.display().to_string()));
             } else {
                 println!("{:<27} {:<16} {:<18} {:<25} OUTCOME", "ID", "TARGET", "STATE", "OPENED");
                 for r in rows {
@@ -624,7 +636,7 @@ async fn status(db: &Path, a: StatusArgs) -> Result<i32, Failure> {
         if topologies.is_empty() {
             println!(
                 "no target has failed over in {}: every target is on its playbook's primary, armed (pass --playbook for more)",
-                db.display()
+                crate::redact::mask_urls(&db.display().to_string())
             );
         }
         for t in topologies {
@@ -688,7 +700,7 @@ async fn switchover(db: &Path, a: SwitchoverArgs) -> Result<i32, Failure> {
         eprintln!("switchover {id} opened; the `serve` running {} drives it", a.target);
         return Ok(exit::OK);
     }
-    eprintln!("switchover {id} opened (journal {})", db.display());
+    eprintln!("switchover {id} opened (journal {})", crate::redact::mask_urls(&db.display().to_string()));
     finish(&exec, &id).await
 }
 
@@ -878,7 +890,21 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
     }
     let registry = crate::fleet::Registry::new(targets).map_err(|e| usage(e.to_string()))?;
     let names = registry.names();
+    let leases = crate::leadership::LeaseSettings { ttl: a.leader_ttl, renew_every: a.leader_renew, retry_timeout: a.leader_retry_timeout };
+    leases.validate().map_err(usage)?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| Failure { code: exit::FAILURE, message: format!("cannot listen on {}: {e}", a.listen) })?;
+    let addr = listener.local_addr()?;
+    let shared = journal.backend() == crate::journal::Backend::Postgres;
     let daemon = crate::daemon::Daemon::new(journal, registry, &secrets, shutdown.clone());
+    if shared {
+        // Several instances may share this journal: only the leader acts.
+        let l = crate::leadership::Leadership::new(daemon.journal.clone(), leases, &crate::journal::process_owner(), &addr.to_string());
+        daemon.metrics.following();
+        daemon.set_leadership(l.clone());
+        tokio::spawn(l.run(shutdown.clone()));
+    }
     let hmac_configured = auth.hmac_secret.is_some();
     let app = crate::server::App::new(daemon.clone(), auth);
     let loopback = a.listen.ip().is_loopback();
@@ -894,13 +920,15 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
         eprintln!("resuming open incident {id}");
     }
     daemon.start_loops(!a.no_watch);
-    tokio::spawn(daemon.clone().adopt_loop(std::time::Duration::from_secs(2)));
-    let listener = tokio::net::TcpListener::bind(a.listen)
-        .await
-        .map_err(|e| Failure { code: exit::FAILURE, message: format!("cannot listen on {}: {e}", a.listen) })?;
-    let addr = listener.local_addr()?;
-    println!("{}", serde_json::json!({ "listening": addr.to_string(), "targets": names, "resumed": resumed }));
-    eprintln!("orchestrator serving {} target(s) ({}) on http://{addr} (journal {})", names.len(), names.join(", "), db.display());
+    tokio::spawn(daemon.clone().adopt_loop(std::time::Duration::from_secs(if shared { 1 } else { 2 })));
+    println!("{}", serde_json::json!({ "listening": addr.to_string(), "targets": names, "resumed": resumed, "shared": shared }));
+    eprintln!(
+        "orchestrator serving {} target(s) ({}) on http://{addr} (journal {}{})",
+        names.len(),
+        names.join(", "),
+        daemon.journal.location(),
+        if shared { "; shared: acting only while leader, see /leader" } else { "" }
+    );
     let mut stop = shutdown.clone();
     let signal = async move {
         while !*stop.borrow() {

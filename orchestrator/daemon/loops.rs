@@ -63,6 +63,12 @@ impl Daemon {
             if *self.shutdown.borrow() {
                 return;
             }
+            if !self.acting() {
+                // A follower measures nothing: the leader does. What was seen under a
+                // previous leadership is stale by the time this one leads again.
+                conditions = crate::watch::Conditions::new(pb.watch.clone());
+                continue;
+            }
             self.metrics.lateness(scheduled.elapsed());
             let now_active = lane.topology.lock().expect("topology").active;
             if now_active != active {
@@ -161,6 +167,9 @@ impl Daemon {
             }
             if *self.shutdown.borrow() {
                 return;
+            }
+            if !self.acting() {
+                continue;
             }
             rounds += 1;
             let known = lane.topology.lock().expect("topology").clone();

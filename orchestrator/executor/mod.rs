@@ -523,6 +523,25 @@ impl Executor {
         Ok(())
     }
 
+    /// Fails with `NotLeader` when this executor's journal is fenced on a term that is
+    /// no longer this instance's (locally, or on the database): checked right before
+    /// every side effect.
+    pub(crate) async fn still_leading(&self, incident: &str) -> Result<(), ExecError> {
+        use crate::journal::leader::LeaderStore;
+        let Some(term) = self.journal.term() else { return Ok(()) };
+        match self.journal.still_leader(term).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::error!(incident, term = term.term, "not the leader any more: no side effect is performed");
+                Err(ExecError::Journal(JournalError::NotLeader(term.term)))
+            }
+            Err(e) => {
+                tracing::error!(incident, term = term.term, error = %e, "cannot confirm the leadership: no side effect is performed");
+                Err(ExecError::Journal(JournalError::NotLeader(term.term)))
+            }
+        }
+    }
+
     /// Waits up to `d`, waking early when a command arrives or shutdown is requested.
     /// Returns true if woken early.
     async fn wait(&self, id: &str, d: Duration) -> Result<bool, ExecError> {
@@ -531,6 +550,9 @@ impl Executor {
         loop {
             if self.lost_claims.lock().expect("lost claims").contains(id) {
                 return Err(ExecError::Journal(crate::journal::JournalError::LeaseLost(id.to_string())));
+            }
+            if let Some(term) = self.journal.term().filter(|t| !t.locally_valid()) {
+                return Err(ExecError::Journal(crate::journal::JournalError::NotLeader(term.term)));
             }
             if self.shutting_down() || !self.journal.pending_commands(id).await?.is_empty() {
                 return Ok(true);

@@ -113,6 +113,9 @@ impl Executor {
             }
         }
         self.crash_point(&format!("intent:{point}"));
+        // The platform and Redis cannot reject a stale leader: the term is checked once
+        // more right before the effect (the intent's own write checked it too).
+        self.still_leading(incident).await?;
         let result = act.await;
         self.crash_point(&format!("outcome:{point}"));
         let (outcome, value, done) = match result {

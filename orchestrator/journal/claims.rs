@@ -42,6 +42,22 @@ impl ClaimStore for Journal {
         let Some(me) = self.owner.clone() else { return Ok(()) };
         let _write = self.writes.lock().await;
         let until = ts(now + chrono::Duration::from_std(LEASE).unwrap_or_default());
+        if let Some(term) = &self.term {
+            // The leader of the instances sharing the journal may take any incident:
+            // whoever held it before is not the leader any more, and its writes are
+            // refused by the term check (a dead leader's claim must not make the
+            // takeover wait out the claim's lease).
+            let mut tx = self.begin_write().await?;
+            super::leader::check_in(&mut tx, term).await?;
+            let taken = sqlx::query("UPDATE incidents SET owner = $1, lease_until = $2 WHERE id = $3")
+                .bind(&*me)
+                .bind(&until)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return if taken.rows_affected() == 1 { Ok(()) } else { Err(JournalError::UnknownIncident(id.to_string())) };
+        }
         let claimed = sqlx::query(
             "UPDATE incidents SET owner = $1, lease_until = $2 WHERE id = $3 AND (owner IS NULL OR owner = $1 OR lease_until < $4)",
         )

@@ -58,6 +58,7 @@ pub fn router_with(app: Arc<App>, console: console::ConsoleOptions) -> Router {
         .route("/incidents/{id}/abort", post(abort))
         .route("/status", get(status))
         .route("/healthz", get(healthz))
+        .route("/leader", get(leader))
         .route("/metrics", get(metrics_text))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app.clone())
@@ -294,8 +295,41 @@ async fn abort(State(d): State<AppState>, Path(id): Path<String>, headers: Heade
     command(d, id, CommandKind::Abort, headers, body).await
 }
 
+/// This instance's role among the instances sharing the journal, and the lease as the
+/// database sees it: 200 on the leader (what a load balancer routes to), 503 elsewhere.
+async fn leader(State(app): State<AppState>) -> Response {
+    use crate::journal::leader::LeaderStore;
+    let d = &app.daemon;
+    let Some(l) = d.leadership() else {
+        return Json(json!({ "leader": true, "shared": false, "note": "journal of its own (SQLite): this instance always acts" }))
+            .into_response();
+    };
+    let view = l.view();
+    let lease = match d.journal.leader().await {
+        Ok(row) => json!(row),
+        Err(e) => json!({ "error": format!("journal unavailable: {e}") }),
+    };
+    let body = json!({ "leader": view.leader, "shared": true, "term": view.term, "holder": l.holder, "note": view.note, "lease": lease,
+        "ttl_ms": l.settings.ttl.as_millis() as u64, "renew_ms": l.settings.renew_every.as_millis() as u64 });
+    let code = if view.leader { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+/// The role part of `/healthz`: a follower is healthy (it journals alerts and takes
+/// approvals); a leader that stepped down says why.
+fn role_json(app: &AppState) -> serde_json::Value {
+    match app.daemon.leadership() {
+        None => json!("standalone"),
+        Some(l) => {
+            let v = l.view();
+            json!({ "leader": v.leader, "term": v.term, "note": v.note })
+        }
+    }
+}
+
 async fn healthz(State(app): State<AppState>) -> Response {
     let journal = &app.daemon.journal;
+    let role = role_json(&app);
     match (journal.paused().await, journal.open_incidents().await) {
         // The orchestrator's own host in trouble (out of descriptors, memory, its own
         // network): it cannot be trusted to judge Redis now, and says so.
@@ -306,10 +340,13 @@ async fn healthz(State(app): State<AppState>) -> Response {
                 "reason": format!("the orchestrator's own host: {}", crate::selfcheck::unhealthy().unwrap_or_default()),
                 "paused": paused,
                 "open_incidents": open.len(),
+                "role": role,
             })),
         )
             .into_response(),
-        (Ok(paused), Ok(open)) => Json(json!({ "status": "ok", "paused": paused, "open_incidents": open.len() })).into_response(),
+        (Ok(paused), Ok(open)) => {
+            Json(json!({ "status": "ok", "paused": paused, "open_incidents": open.len(), "role": role })).into_response()
+        }
         (Err(e), _) | (_, Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, format!("journal unavailable: {e}")),
     }
 }
