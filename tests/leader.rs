@@ -1,0 +1,240 @@
+//! Several `serve` instances on one PostgreSQL journal: exactly one leader; the leader
+//! SIGKILLed mid-incident (by its own fault injection, at a named point) → a follower
+//! takes over within the lease and the incident ends Recovered with one env write per
+//! value and one deploy per deploy intent (the platform's own counts); a leader frozen
+//! (SIGSTOP) past its lease performs nothing after it wakes and steps down.
+
+mod support;
+
+use orchestrator::journal::prelude::*;
+use orchestrator::journal::Journal;
+use std::process::Stdio;
+use std::time::Duration;
+use support::pgdb::PgDatabase;
+use support::world::{wait_until, World, WEBHOOK_TOKEN};
+
+const FAST: &[(&str, &str)] = &[("verify_window: 15s", "verify_window: 4s"), ("verify_interval: 500ms", "verify_interval: 200ms")];
+/// A short lease so takeovers are quick: renew + 2 × retry + margin (300 ms) ≤ ttl.
+const LEASE: &[&str] = &["--leader-ttl", "3s", "--leader-renew", "500ms", "--leader-retry-timeout", "1s"];
+
+struct Instance {
+    child: tokio::process::Child,
+    url: String,
+    pid: i32,
+}
+
+impl Instance {
+    async fn start(w: &World, db: &str, playbook: &str, crash_at: Option<&str>) -> Instance {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+        cmd.args(["--db", db, "serve", "--playbook", playbook, "--listen", "127.0.0.1:0", "--no-watch"])
+            .args(LEASE)
+            .envs(&w.env)
+            .env("ORCH_WEBHOOK_TOKEN", WEBHOOK_TOKEN)
+            .env("ORCH_APPROVER_TOKENS", format!("oncall={}", support::world::ONCALL_TOKEN))
+            .env_remove("ORCH_FAULT_CRASH_AT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(p) = crash_at {
+            cmd.env("ORCH_FAULT_CRASH_AT", p);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let pid = child.id().unwrap() as i32;
+        let url = format!("http://{}", support::serve::listening(&mut child).await);
+        Instance { child, url, pid }
+    }
+
+    /// `GET /leader`: (200?, body).
+    async fn leader(&self) -> Option<(bool, serde_json::Value)> {
+        let r = reqwest::Client::new().get(format!("{}/leader", self.url)).timeout(Duration::from_secs(2)).send().await.ok()?;
+        let ok = r.status() == 200;
+        Some((ok, r.json().await.ok()?))
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on a pid we spawned.
+        unsafe { libc::kill(self.pid, sig) };
+    }
+}
+
+/// Waits until exactly one of `instances` answers 200 on `/leader`: its index and term.
+async fn one_leader(instances: &[&Instance], limit: Duration) -> (usize, i64) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let mut leaders = Vec::new();
+        for (i, inst) in instances.iter().enumerate() {
+            if let Some((true, body)) = inst.leader().await {
+                leaders.push((i, body["term"].as_i64().unwrap_or(0)));
+            }
+        }
+        assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
+        if let [one] = leaders[..] {
+            return one;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn post_alert(inst: &Instance, fingerprint: &str) -> reqwest::StatusCode {
+    let body = serde_json::json!({"summary": "redis down", "fingerprint": fingerprint});
+    reqwest::Client::new().post(format!("{}/webhooks/generic", inst.url)).bearer_auth(WEBHOOK_TOKEN).json(&body).send().await.unwrap().status()
+}
+
+async fn wait_outcome(j: &Journal, id: &str, limit: Duration) -> String {
+    support::world::wait_closed(j, id, limit).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_elect_exactly_one_leader_and_a_clean_stop_hands_over() {
+    let w = World::start().await;
+    let db = PgDatabase::create();
+    let pb = w.playbook_file(FAST);
+    let pb = pb.to_str().unwrap();
+    let a = Instance::start(&w, &db.url(), pb, None).await;
+    let b = Instance::start(&w, &db.url(), pb, None).await;
+    let c = Instance::start(&w, &db.url(), pb, None).await;
+    let (i, term) = one_leader(&[&a, &b, &c], Duration::from_secs(15)).await;
+    // Every instance names the same lease (the database's view).
+    for inst in [&a, &b, &c] {
+        let (_, body) = inst.leader().await.expect("answers /leader");
+        assert_eq!(body["lease"]["term"].as_i64(), Some(term), "{body}");
+    }
+    // A clean stop gives the lease up: a follower leads under a higher term well
+    // within one TTL of waiting.
+    let mut all = vec![a, b, c];
+    let mut leader = all.remove(i);
+    support::serve::stop(&mut leader.child).await;
+    let (_, term2) = one_leader(&[&all[0], &all[1]], Duration::from_secs(10)).await;
+    assert!(term2 > term, "a new leadership takes a higher term ({term2} > {term})");
+}
+
+/// The leader (started first, so it leads) carries the crash point; the alert goes to
+/// a follower, which journals it and opens the incident for the leader.
+async fn leader_killed_at(point: &str) {
+    let w = World::start().await;
+    let db = PgDatabase::create();
+    let pb = w.playbook_file(FAST);
+    let pb = pb.to_str().unwrap();
+    let mut a = Instance::start(&w, &db.url(), pb, Some(point)).await;
+    one_leader(&[&a], Duration::from_secs(15)).await;
+    let b = Instance::start(&w, &db.url(), pb, None).await;
+    let c = Instance::start(&w, &db.url(), pb, None).await;
+    let (leader, term) = one_leader(&[&a, &b, &c], Duration::from_secs(15)).await;
+    assert_eq!(leader, 0, "the first instance leads");
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    assert_eq!(post_alert(&b, &format!("kill-{point}")).await, 202, "a follower journals the alert");
+    // The leader kills itself at the point.
+    let status = tokio::time::timeout(Duration::from_secs(60), a.child.wait()).await.expect("the leader reached the crash point").unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "killed at {point}");
+    let (_, term2) = one_leader(&[&b, &c], Duration::from_secs(10)).await;
+    assert!(term2 > term);
+    let j = Journal::open_existing(db.url()).await.unwrap();
+    let id = j.incidents(1).await.unwrap()[0].id.clone();
+    assert_eq!(wait_outcome(&j, &id, Duration::from_secs(60)).await, "recovered", "the new leader finished the incident killed at {point}");
+    // Exactly once across the takeover (the platform's own counts).
+    let stats = w.sandbox.platform().stats();
+    for (write, n) in &stats.env_write_counts {
+        assert_eq!(*n, 1, "{write} written {n} times across a leader kill at {point}");
+    }
+    let deploy_intents = j.effects(&id).await.unwrap().iter().filter(|e| e.kind == "deploy").count();
+    assert_eq!(stats.deploy_count, deploy_intents, "one deploy per deploy intent across a leader kill at {point}");
+    assert!(j.verify(None).await.unwrap().ok(), "the chain verifies after the takeover");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_in_confirm_a_follower_finishes() {
+    leader_killed_at("state:confirm").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_between_switch_intent_and_outcome_a_follower_finishes() {
+    leader_killed_at("intent:set_env").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_in_deploy_a_follower_finishes() {
+    leader_killed_at("intent:deploy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_in_verify_a_follower_finishes() {
+    leader_killed_at("state:verify").await;
+}
+
+/// SIGSTOP the leader mid-incident (waiting at an approval gate) longer than its
+/// lease; a follower takes over; the old leader, woken, writes nothing and does no
+/// side effect (its term is stale) and steps down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_woken_after_its_lease_does_nothing_and_steps_down() {
+    let w = World::start().await;
+    let db = PgDatabase::create();
+    let mut edits = FAST.to_vec();
+    edits.push(("  steps: []", "  steps: [flush]"));
+    let pb = w.playbook_file(&edits);
+    let pb = pb.to_str().unwrap();
+    let a = Instance::start(&w, &db.url(), pb, None).await;
+    one_leader(&[&a], Duration::from_secs(15)).await;
+    let b = Instance::start(&w, &db.url(), pb, None).await;
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    assert_eq!(post_alert(&a, "frozen").await, 202);
+    let j = Journal::open_existing(db.url()).await.unwrap();
+    wait_until(Duration::from_secs(30), "the incident to wait for approval", || {
+        let j = j.clone();
+        async move { j.open_incidents().await.unwrap().first().is_some_and(|i| i.state == "awaiting_approval") }
+    })
+    .await;
+    let id = j.open_incidents().await.unwrap()[0].id.clone();
+    let writes_before = w.sandbox.platform().stats().env_write_counts.len();
+    a.signal(libc::SIGSTOP);
+    let (leader, _) = one_leader(&[&b], Duration::from_secs(10)).await;
+    assert_eq!(leader, 0);
+    // The new leader adopted it (it drives the approval wait now); wake the old one.
+    wait_until(Duration::from_secs(10), "the new leader to claim the incident", || {
+        let db = db.url();
+        let id = id.clone();
+        async move {
+            let out = std::process::Command::new("psql")
+                .arg(&db)
+                .args(["-qAtc", &format!("SELECT owner FROM incidents WHERE id = '{id}'")])
+                .output()
+                .unwrap();
+            let owner = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            owner.contains(&format!(":{}:", b.pid))
+        }
+    })
+    .await;
+    let transitions_before = j.transitions(&id).await.unwrap().len();
+    a.signal(libc::SIGCONT);
+    // The woken instance steps down: /leader answers 503 with the reason.
+    wait_until(Duration::from_secs(10), "the woken instance to say it is not the leader", || {
+        let a = &a;
+        async move { matches!(a.leader().await, Some((false, _))) }
+    })
+    .await;
+    // Approve through the OLD instance: it journals the command; the new leader applies
+    // it and finishes.
+    let r = reqwest::Client::new()
+        .post(format!("{}/incidents/{id}/approve", a.url))
+        .bearer_auth(support::world::ONCALL_TOKEN)
+        .json(&serde_json::json!({"comment": "go"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "a follower takes approvals: {}", r.status());
+    assert_eq!(wait_outcome(&j, &id, Duration::from_secs(60)).await, "recovered");
+    // Nothing the old leader did after waking: every transition after the freeze was
+    // written by the new leader, and every env value was written once.
+    let stats = w.sandbox.platform().stats();
+    for (write, n) in &stats.env_write_counts {
+        assert_eq!(*n, 1, "{write} written {n} times");
+    }
+    assert!(stats.env_write_counts.len() >= writes_before);
+    assert!(j.transitions(&id).await.unwrap().len() > transitions_before);
+    let owner = j.incident(&id).await.unwrap();
+    assert!(owner.closed_at.is_some());
+    assert!(j.verify(None).await.unwrap().ok());
+}
