@@ -130,7 +130,11 @@ impl Leadership {
         if let Some(t) = was {
             t.revoke();
             self.stepped_down.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(term = t.term, why, "stepping down: no longer acting as leader (no watch loop, no incident driven, no side effect)");
+            tracing::error!(
+                term = t.term,
+                why,
+                "stepping down: no longer acting as leader (no watch loop, no incident driven, no side effect)"
+            );
             self.set_note(format!("stepped down from term {}: {why}", t.term));
             self.changed.send_replace(None);
         }
@@ -203,7 +207,8 @@ mod tests {
     #[test]
     fn defaults_hold_the_inequality_and_short_ttls_are_refused() {
         assert!(LeaseSettings::default().validate().is_ok());
-        let s = LeaseSettings { ttl: Duration::from_secs(3), renew_every: Duration::from_millis(500), retry_timeout: Duration::from_secs(1) };
+        let s =
+            LeaseSettings { ttl: Duration::from_secs(3), renew_every: Duration::from_millis(500), retry_timeout: Duration::from_secs(1) };
         assert!(s.validate().is_ok());
         let bad = LeaseSettings { ttl: Duration::from_secs(5), renew_every: Duration::from_secs(3), retry_timeout: Duration::from_secs(2) };
         let e = bad.validate().unwrap_err();

@@ -90,9 +90,21 @@ impl Default for Metrics {
         leader.set(1);
         let term = prometheus_client::metrics::gauge::Gauge::default();
         let leadership_changes = Counter::default();
-        registry.register("orchestrator_leader", "1 while this instance acts (leads the instances sharing the journal), 0 while it follows", leader.clone());
-        registry.register("orchestrator_leader_term", "The leadership term this instance acts under (0: none, or a journal of its own)", term.clone());
-        registry.register("orchestrator_leadership_changes", "Times this instance took or gave up the leadership", leadership_changes.clone());
+        registry.register(
+            "orchestrator_leader",
+            "1 while this instance acts (leads the instances sharing the journal), 0 while it follows",
+            leader.clone(),
+        );
+        registry.register(
+            "orchestrator_leader_term",
+            "The leadership term this instance acts under (0: none, or a journal of its own)",
+            term.clone(),
+        );
+        registry.register(
+            "orchestrator_leadership_changes",
+            "Times this instance took or gave up the leadership",
+            leadership_changes.clone(),
+        );
         Metrics { registry, webhooks, unrouted, probe_latency, probe_failures, lateness, journal, leader, term, leadership_changes }
     }
 }

@@ -153,7 +153,8 @@ async fn a_locked_journal_answers_503_and_loses_nothing() {
         writeln!(p.stdin.as_mut().unwrap(), "SELECT pg_advisory_lock({lock});").unwrap();
         p
     } else {
-        let mut p = std::process::Command::new("sqlite3").arg(w.journal_path()).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let mut p =
+            std::process::Command::new("sqlite3").arg(w.journal_path()).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
         // `.timeout` so sqlite3 waits for a lock instead of failing its BEGIN.
         writeln!(p.stdin.as_mut().unwrap(), ".timeout 5000\nBEGIN IMMEDIATE; INSERT INTO settings VALUES ('lock','1','t','t');").unwrap();
         p

@@ -168,10 +168,19 @@ pub async fn append_ranges(conn: &mut SqliteConnection, chain: &str, ranges: &[(
     }
     // 100 entries of 8 values a statement: well inside SQLite's variable limit.
     for batch in entries.chunks(100) {
-        let sql = format!("INSERT INTO ledger (chain, pos, kind, row_table, row_id, content, prev, hash) VALUES {}", values(batch.len(), 8));
+        let sql =
+            format!("INSERT INTO ledger (chain, pos, kind, row_table, row_id, content, prev, hash) VALUES {}", values(batch.len(), 8));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (pos, kind, rowid, c, p, h) in batch {
-            q = q.bind(chain).bind(*pos).bind(kind.as_str()).bind(kind.table()).bind(*rowid).bind(c.clone()).bind(p.clone()).bind(h.clone());
+            q = q
+                .bind(chain)
+                .bind(*pos)
+                .bind(kind.as_str())
+                .bind(kind.table())
+                .bind(*rowid)
+                .bind(c.clone())
+                .bind(p.clone())
+                .bind(h.clone());
         }
         q.execute(&mut *conn).await?;
     }
