@@ -149,6 +149,15 @@ impl Daemon {
         self.leadership.get()
     }
 
+    /// The journal for what only the leader may write (re-arming): fenced on this
+    /// instance's term when instances share the journal.
+    pub(crate) fn acting_journal(&self) -> Journal {
+        match self.leadership.get() {
+            Some(l) => self.journal.fenced_by(l.fence()),
+            None => self.journal.clone(),
+        }
+    }
+
     /// Whether this instance acts (drives incidents, runs loops): always on a journal
     /// of its own, only while leading on a shared one.
     pub fn acting(&self) -> bool {

@@ -220,7 +220,7 @@ impl Daemon {
             if let Some(change) = step {
                 // Compare-and-set: a person's `arm` or an incident that opened meanwhile
                 // wins; the next round decides again from what is there then.
-                match self.journal.change_topology(&target.name, &topology, &change, true, now).await {
+                match self.acting_journal().change_topology(&target.name, &topology, &change, true, now).await {
                     Ok(true) => tracing::info!(target = %target.name, change = change.kind.as_str(), reason = %change.reason, "topology"),
                     Ok(false) => tracing::debug!(target = %target.name, "topology changed meanwhile; deciding again next round"),
                     Err(e) => tracing::warn!(target = %target.name, error = %e, "could not journal a topology change; retrying"),

@@ -115,6 +115,9 @@ impl TopologyStore for Journal {
     ) -> Result<bool> {
         let _write = self.writes.lock().await;
         let mut tx = self.begin_write().await?;
+        if let Some(term) = &self.term {
+            super::leader::check_in(&mut tx, term).await?;
+        }
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE target = $1"))).bind(target).fetch_optional(&mut *tx).await?;
         let now = match row {
             Some(r) => from_row(&r)?,
