@@ -80,6 +80,10 @@ pub struct Leadership {
     note: Mutex<String>,
     /// Terms led and step-downs, for `/metrics`.
     pub stepped_down: std::sync::atomic::AtomicU64,
+    /// Take the lease at once from a holder that was a process of this host and is
+    /// gone (the CLI after a crashed `run`), rather than after its lease expires.
+    /// `serve` leaves it off: its peers run on other hosts, where only the lease tells.
+    take_from_dead_here: std::sync::atomic::AtomicBool,
 }
 
 impl Leadership {
@@ -93,7 +97,14 @@ impl Leadership {
             changed: watch::channel(None).0,
             note: Mutex::new("starting: has not taken the lease yet".into()),
             stepped_down: Default::default(),
+            take_from_dead_here: Default::default(),
         })
+    }
+
+    /// See the field: for the CLI, whose previous run on this host may have crashed.
+    pub fn taking_from_dead_here(self: Arc<Self>) -> Arc<Self> {
+        self.take_from_dead_here.store(true, std::sync::atomic::Ordering::Relaxed);
+        self
     }
 
     /// This instance's term while it leads and its local deadline has not passed.
@@ -140,17 +151,54 @@ impl Leadership {
         }
     }
 
+    /// Takes the lease now if it is free: the term, or `None` when another holds it.
+    pub async fn try_lead(&self) -> Result<Option<i64>, crate::journal::JournalError> {
+        let s = self.settings;
+        let started = Instant::now();
+        let timed_out = |_| crate::journal::JournalError::Unavailable("taking the leader lease timed out".into());
+        let mut got =
+            tokio::time::timeout(s.retry_timeout, self.journal.acquire(&self.holder, &self.address, s.ttl)).await.map_err(timed_out)??;
+        if got.is_none() && self.take_from_dead_here.load(std::sync::atomic::Ordering::Relaxed) {
+            // A holder that was a process of this host and is gone (SIGKILLed) cannot
+            // act: take over now rather than after its lease.
+            if let Some(row) = self.journal.leader().await? {
+                if row.holder != self.holder && crate::journal::holder_is_dead_here(&row.holder) {
+                    got =
+                        tokio::time::timeout(s.retry_timeout, self.journal.take_from_dead(&self.holder, &self.address, &row.holder, s.ttl))
+                            .await
+                            .map_err(timed_out)??;
+                    if let Some(term) = got {
+                        tracing::info!(term, dead = %row.holder, "took the leader lease from a process of this host that is gone");
+                    }
+                }
+            }
+        }
+        if let Some(term) = got {
+            let t = Arc::new(Term::new(term, &self.holder, started + s.ttl - s.margin()));
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(t);
+            tracing::info!(term, holder = %self.holder, "took the leader lease: acting (watch loops, incidents)");
+            self.set_note(format!("leader since term {term}"));
+            self.changed.send_replace(Some(term));
+        }
+        Ok(got)
+    }
+
+    /// Gives the lease up now (a clean end), so another instance need not wait out the ttl.
+    pub async fn resign(&self) {
+        let held = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(t) = held {
+            let _ = tokio::time::timeout(self.settings.retry_timeout, self.journal.resign(t.term, &self.holder)).await;
+            self.step_down("finished (lease given up)");
+        }
+    }
+
     /// The lease loop, until shutdown; on shutdown a leader resigns so a follower takes
     /// over at once rather than after `ttl`.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let s = self.settings;
         loop {
             if *shutdown.borrow() {
-                let held = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
-                if let Some(t) = held {
-                    let _ = tokio::time::timeout(s.retry_timeout, self.journal.resign(t.term, &self.holder)).await;
-                    self.step_down("shutting down (lease given up)");
-                }
+                self.resign().await;
                 return;
             }
             let held = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
@@ -167,23 +215,16 @@ impl Leadership {
                         self.step_down("could not renew the lease before its local deadline (database unreachable or too slow)");
                     }
                 }
-                None => match tokio::time::timeout(s.retry_timeout, self.journal.acquire(&self.holder, &self.address, s.ttl)).await {
-                    Ok(Ok(Some(term))) => {
-                        let t = Arc::new(Term::new(term, &self.holder, started + s.ttl - s.margin()));
-                        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(t);
-                        tracing::info!(term, holder = %self.holder, "took the leader lease: acting (watch loops, incidents)");
-                        self.set_note(format!("leader since term {term}"));
-                        self.changed.send_replace(Some(term));
-                    }
-                    Ok(Ok(None)) => {
+                None => match self.try_lead().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
                         let who = match self.journal.leader().await {
                             Ok(Some(l)) => format!("following: term {} is held by {} ({})", l.term, l.holder, l.address),
                             _ => "following: the lease is held by another instance".into(),
                         };
                         self.set_note(who);
                     }
-                    Ok(Err(e)) => self.set_note(format!("following: cannot reach the journal to take the lease ({e})")),
-                    Err(_) => self.set_note("following: taking the lease timed out (journal unreachable)".into()),
+                    Err(e) => self.set_note(format!("following: cannot reach the journal to take the lease ({e})")),
                 },
             }
             // While leading, never sleep past the local deadline unchecked.

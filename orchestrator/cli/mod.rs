@@ -409,10 +409,11 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                     open.id, open.target, open.state, open.id
                 )));
             }
-            let exec = target(journal, pb, a.wait_for_approval, false).executor_now().await?;
+            let (t, lead) = driving_target(journal, pb, a.wait_for_approval, false).await?;
+            let exec = t.executor_now().await?;
             let id = exec.open("manual", &a.reason).await?;
             eprintln!("incident {id} opened (journal {})", crate::redact::mask_urls(&cli.db.display().to_string()));
-            finish(&exec, &id).await
+            finish_leading(&exec, &id, lead).await
         }
         Command::Trigger(a) => {
             let pb = load_playbook(&a.playbook)?;
@@ -444,10 +445,11 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                     a.playbook.display()
                 )));
             }
-            let exec = target(journal, pb, a.wait_for_approval, a.allow_changed_playbook).executor_for(&a.id).await?;
+            let (t, lead) = driving_target(journal, pb, a.wait_for_approval, a.allow_changed_playbook).await?;
+            let exec = t.executor_for(&a.id).await?;
             exec.check_pinned(&a.id).await.map_err(|e| usage(e.to_string()))?;
             eprintln!("resuming incident {} from {}", a.id, inc.state);
-            finish(&exec, &a.id).await
+            finish_leading(&exec, &a.id, lead).await
         }
         Command::Approve(a) => person_command(&cli.db, CommandKind::Approve, a).await,
         Command::Reject(a) => person_command(&cli.db, CommandKind::Reject, a).await,
@@ -684,7 +686,10 @@ async fn switchover(db: &Path, a: SwitchoverArgs) -> Result<i32, Failure> {
         )));
     }
     let topo = journal.topology(&pb.name).await?;
-    let exec = target(journal, pb, a.wait_for_approval, false).executor_now().await?;
+    // Detached, the leader (a `serve`) drives it: opening it decides only its trigger.
+    let (t, lead) =
+        if a.detach { (target(journal, pb, false, false), None) } else { driving_target(journal, pb, a.wait_for_approval, false).await? };
+    let exec = t.executor_now().await?;
     eprintln!(
         "switchover of {}: from the {} {} to the {} {}",
         a.target,
@@ -701,7 +706,7 @@ async fn switchover(db: &Path, a: SwitchoverArgs) -> Result<i32, Failure> {
         return Ok(exit::OK);
     }
     eprintln!("switchover {id} opened (journal {})", crate::redact::mask_urls(&db.display().to_string()));
-    finish(&exec, &id).await
+    finish_leading(&exec, &id, lead).await
 }
 
 /// `arm TARGET --active SIDE`: a person says where the service is; armed at once. The
@@ -775,6 +780,47 @@ fn target(journal: Journal, pb: Playbook, wait_for_approval: bool, allow_changed
     };
     let (_tx, rx) = crate::wiring::shutdown_on_signals();
     crate::fleet::Target::new(journal, ports, pb, opts, rx)
+}
+
+/// A target whose executors this process may drive: on a journal of its own, as is; on
+/// a PostgreSQL journal other instances may share, only as the leader — this process
+/// takes the lease (fenced on its term like a `serve`) or refuses when another leads.
+async fn driving_target(
+    journal: Journal,
+    pb: Playbook,
+    wait_for_approval: bool,
+    allow_changed: bool,
+) -> Result<(crate::fleet::Target, Option<Arc<crate::leadership::Leadership>>), Failure> {
+    use crate::journal::leader::LeaderStore;
+    if journal.backend() != crate::journal::Backend::Postgres {
+        return Ok((target(journal, pb, wait_for_approval, allow_changed), None));
+    }
+    let settings = crate::leadership::LeaseSettings::default();
+    let l = crate::leadership::Leadership::new(journal.clone(), settings, &crate::journal::process_owner(), "cli").taking_from_dead_here();
+    if l.try_lead().await?.is_none() {
+        let who = match journal.leader().await? {
+            Some(r) => format!("term {} is held by {} ({})", r.term, r.holder, r.address),
+            None => "another instance holds the lease".into(),
+        };
+        return Err(usage(format!(
+            "the instances sharing this journal have a leader ({who}): it drives incidents. `orchestrator trigger` or `switchover --detach` hands this one to it; `approve`/`abort` steer it"
+        )));
+    }
+    let (_tx, rx) = crate::wiring::shutdown_on_signals();
+    tokio::spawn(l.clone().run(rx));
+    let t = target(journal, pb, wait_for_approval, allow_changed);
+    t.set_leadership(l.clone());
+    Ok((t, Some(l)))
+}
+
+/// [`finish`], then gives up the lease this process took (if it did), so a `serve`
+/// takes over at once rather than after the lease's ttl.
+async fn finish_leading(exec: &Executor, id: &str, lead: Option<Arc<crate::leadership::Leadership>>) -> Result<i32, Failure> {
+    let r = finish(exec, id).await;
+    if let Some(l) = lead {
+        l.resign().await;
+    }
+    r
 }
 
 async fn finish(exec: &Executor, id: &str) -> Result<i32, Failure> {

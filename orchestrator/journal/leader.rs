@@ -104,6 +104,12 @@ pub trait LeaderStore: Send + Sync {
     /// Takes the lease for `ttl` if it is free (expired or never taken): the new term.
     async fn acquire(&self, holder: &str, address: &str, ttl: Duration) -> Result<Option<i64>>;
 
+    /// Takes the lease from `dead`, a holder that is a process of this host's PID
+    /// namespace that no longer exists (see [`super::holder_is_dead_here`]): it cannot
+    /// write or act any more, so waiting out its lease would only delay the takeover.
+    /// Compare-and-swap on the holder; the new term.
+    async fn take_from_dead(&self, holder: &str, address: &str, dead: &str, ttl: Duration) -> Result<Option<i64>>;
+
     /// Extends this holder's lease of `term` by `ttl` from now: false if it is not
     /// valid any more (expired, or taken by another).
     async fn renew(&self, term: i64, holder: &str, ttl: Duration) -> Result<bool>;
@@ -142,6 +148,27 @@ impl LeaderStore for Journal {
         .bind(holder)
         .bind(self.redactor.redact(address))
         .bind(millis(ttl))
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn take_from_dead(&self, holder: &str, address: &str, dead: &str, ttl: Duration) -> Result<Option<i64>> {
+        if self.backend != Backend::Postgres || !super::holder_is_dead_here(dead) {
+            return Ok(None);
+        }
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE leader SET term = term + 1, holder = $1, address = $2, acquired_at = clock_timestamp(), renewed_at = clock_timestamp(),
+               expires_at = clock_timestamp() + CAST($3 AS DOUBLE PRECISION) * INTERVAL '1 millisecond'
+             WHERE holder = $4
+             RETURNING term",
+        )
+        .bind(holder)
+        .bind(self.redactor.redact(address))
+        .bind(millis(ttl))
+        .bind(dead)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;

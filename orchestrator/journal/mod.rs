@@ -202,6 +202,12 @@ fn pid_namespace() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// Whether a lease holder (as [`process_owner`] names processes) is a process of this
+/// host's PID namespace that no longer exists.
+pub fn holder_is_dead_here(holder: &str) -> bool {
+    owner_is_dead_here(holder)
+}
+
 /// Whether `owner` is a process in this host's PID namespace that no longer exists.
 fn owner_is_dead_here(owner: &str) -> bool {
     let me = process_owner();
