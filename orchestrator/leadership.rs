@@ -156,17 +156,20 @@ impl Leadership {
         let s = self.settings;
         let started = Instant::now();
         let timed_out = |_| crate::journal::JournalError::Unavailable("taking the leader lease timed out".into());
-        let mut got =
-            tokio::time::timeout(s.retry_timeout, self.journal.acquire(&self.holder, &self.address, s.ttl)).await.map_err(timed_out)??;
+        let mut got = tokio::time::timeout(s.retry_timeout, self.journal.acquire_lease(&self.holder, &self.address, s.ttl))
+            .await
+            .map_err(timed_out)??;
         if got.is_none() && self.take_from_dead_here.load(std::sync::atomic::Ordering::Relaxed) {
             // A holder that was a process of this host and is gone (SIGKILLed) cannot
             // act: take over now rather than after its lease.
             if let Some(row) = self.journal.leader().await? {
                 if row.holder != self.holder && crate::journal::holder_is_dead_here(&row.holder) {
-                    got =
-                        tokio::time::timeout(s.retry_timeout, self.journal.take_from_dead(&self.holder, &self.address, &row.holder, s.ttl))
-                            .await
-                            .map_err(timed_out)??;
+                    got = tokio::time::timeout(
+                        s.retry_timeout,
+                        self.journal.take_lease_from_dead(&self.holder, &self.address, &row.holder, s.ttl),
+                    )
+                    .await
+                    .map_err(timed_out)??;
                     if let Some(term) = got {
                         tracing::info!(term, dead = %row.holder, "took the leader lease from a process of this host that is gone");
                     }
@@ -187,7 +190,7 @@ impl Leadership {
     pub async fn resign(&self) {
         let held = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(t) = held {
-            let _ = tokio::time::timeout(self.settings.retry_timeout, self.journal.resign(t.term, &self.holder)).await;
+            let _ = tokio::time::timeout(self.settings.retry_timeout, self.journal.resign_lease(t.term, &self.holder)).await;
             self.step_down("finished (lease given up)");
         }
     }
@@ -205,7 +208,7 @@ impl Leadership {
             let started = Instant::now();
             match held {
                 Some(t) => {
-                    match tokio::time::timeout(s.retry_timeout, self.journal.renew(t.term, &self.holder, s.ttl)).await {
+                    match tokio::time::timeout(s.retry_timeout, self.journal.renew_lease(t.term, &self.holder, s.ttl)).await {
                         Ok(Ok(true)) => t.extend_to(started + s.ttl - s.margin()),
                         Ok(Ok(false)) => self.step_down("the lease was no longer ours on the database (expired, or taken)"),
                         Ok(Err(e)) => tracing::warn!(term = t.term, error = %e, "could not renew the leader lease; retrying"),

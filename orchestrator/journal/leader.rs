@@ -102,20 +102,20 @@ pub struct LeaderRow {
 #[async_trait]
 pub trait LeaderStore: Send + Sync {
     /// Takes the lease for `ttl` if it is free (expired or never taken): the new term.
-    async fn acquire(&self, holder: &str, address: &str, ttl: Duration) -> Result<Option<i64>>;
+    async fn acquire_lease(&self, holder: &str, address: &str, ttl: Duration) -> Result<Option<i64>>;
 
     /// Takes the lease from `dead`, a holder that is a process of this host's PID
     /// namespace that no longer exists (see [`super::holder_is_dead_here`]): it cannot
     /// write or act any more, so waiting out its lease would only delay the takeover.
     /// Compare-and-swap on the holder; the new term.
-    async fn take_from_dead(&self, holder: &str, address: &str, dead: &str, ttl: Duration) -> Result<Option<i64>>;
+    async fn take_lease_from_dead(&self, holder: &str, address: &str, dead: &str, ttl: Duration) -> Result<Option<i64>>;
 
     /// Extends this holder's lease of `term` by `ttl` from now: false if it is not
     /// valid any more (expired, or taken by another).
-    async fn renew(&self, term: i64, holder: &str, ttl: Duration) -> Result<bool>;
+    async fn renew_lease(&self, term: i64, holder: &str, ttl: Duration) -> Result<bool>;
 
     /// Gives the lease up at once (a clean shutdown), so a follower need not wait.
-    async fn resign(&self, term: i64, holder: &str) -> Result<()>;
+    async fn resign_lease(&self, term: i64, holder: &str) -> Result<()>;
 
     /// The current lease row, if any was ever taken.
     async fn leader(&self) -> Result<Option<LeaderRow>>;
@@ -131,7 +131,7 @@ fn millis(d: Duration) -> i64 {
 
 #[async_trait]
 impl LeaderStore for Journal {
-    async fn acquire(&self, holder: &str, address: &str, ttl: Duration) -> Result<Option<i64>> {
+    async fn acquire_lease(&self, holder: &str, address: &str, ttl: Duration) -> Result<Option<i64>> {
         if self.backend != Backend::Postgres {
             return Ok(None);
         }
@@ -154,7 +154,7 @@ impl LeaderStore for Journal {
         Ok(row.map(|r| r.get(0)))
     }
 
-    async fn take_from_dead(&self, holder: &str, address: &str, dead: &str, ttl: Duration) -> Result<Option<i64>> {
+    async fn take_lease_from_dead(&self, holder: &str, address: &str, dead: &str, ttl: Duration) -> Result<Option<i64>> {
         if self.backend != Backend::Postgres || !super::holder_is_dead_here(dead) {
             return Ok(None);
         }
@@ -175,7 +175,7 @@ impl LeaderStore for Journal {
         Ok(row.map(|r| r.get(0)))
     }
 
-    async fn renew(&self, term: i64, holder: &str, ttl: Duration) -> Result<bool> {
+    async fn renew_lease(&self, term: i64, holder: &str, ttl: Duration) -> Result<bool> {
         if self.backend != Backend::Postgres {
             return Ok(false);
         }
@@ -194,7 +194,7 @@ impl LeaderStore for Journal {
         Ok(renewed.rows_affected() == 1)
     }
 
-    async fn resign(&self, term: i64, holder: &str) -> Result<()> {
+    async fn resign_lease(&self, term: i64, holder: &str) -> Result<()> {
         if self.backend != Backend::Postgres {
             return Ok(());
         }
