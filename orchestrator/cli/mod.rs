@@ -615,6 +615,19 @@ async fn warn_if_unknown(journal: &Journal, target: &str) -> Result<(), Failure>
 /// `status`: per target, from the journal (and the playbooks, for the endpoints).
 async fn status(db: &Path, a: StatusArgs) -> Result<i32, Failure> {
     let journal = existing_journal(db).await?;
+    // On a shared journal, who acts: the lease as the database sees it.
+    if !a.json {
+        use crate::journal::leader::LeaderStore;
+        if let Some(l) = journal.leader().await? {
+            if l.expires_in_ms > 0 {
+                println!("leader   term {} held by {} ({}), since {}, lease valid {} ms more", l.term, l.holder, l.address, l.acquired_at, l.expires_in_ms);
+            } else {
+                println!("leader   NONE: the lease of term {} ({}) expired {} ms ago; no instance is acting", l.term, l.holder, -l.expires_in_ms);
+            }
+        } else if journal.backend() == crate::journal::Backend::Postgres {
+            println!("leader   none yet: no instance has taken the lease");
+        }
+    }
     let named = !a.playbooks.playbook.is_empty() || !a.playbooks.playbooks.is_empty();
     let rows = if named {
         let mut rows = Vec::new();
