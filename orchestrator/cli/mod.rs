@@ -620,9 +620,15 @@ async fn status(db: &Path, a: StatusArgs) -> Result<i32, Failure> {
         use crate::journal::leader::LeaderStore;
         if let Some(l) = journal.leader().await? {
             if l.expires_in_ms > 0 {
-                println!("leader   term {} held by {} ({}), since {}, lease valid {} ms more", l.term, l.holder, l.address, l.acquired_at, l.expires_in_ms);
+                println!(
+                    "leader   term {} held by {} ({}), since {}, lease valid {} ms more",
+                    l.term, l.holder, l.address, l.acquired_at, l.expires_in_ms
+                );
             } else {
-                println!("leader   NONE: the lease of term {} ({}) expired {} ms ago; no instance is acting", l.term, l.holder, -l.expires_in_ms);
+                println!(
+                    "leader   NONE: the lease of term {} ({}) expired {} ms ago; no instance is acting",
+                    l.term, l.holder, -l.expires_in_ms
+                );
             }
         } else if journal.backend() == crate::journal::Backend::Postgres {
             println!("leader   none yet: no instance has taken the lease");
