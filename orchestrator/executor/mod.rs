@@ -529,7 +529,13 @@ impl Executor {
     pub(crate) async fn still_leading(&self, incident: &str) -> Result<(), ExecError> {
         use crate::journal::leader::LeaderStore;
         let Some(term) = self.journal.term() else { return Ok(()) };
-        match self.journal.still_leader(term).await {
+        // Bounded by the local deadline: a journal cut off by a partition makes the
+        // check hang, never pass.
+        let left = term.deadline().saturating_duration_since(tokio::time::Instant::now());
+        let answer = tokio::time::timeout(left, self.journal.still_leader(term))
+            .await
+            .unwrap_or_else(|_| Err(JournalError::Unavailable("the leadership check outlived the local deadline".into())));
+        match answer {
             Ok(true) => Ok(()),
             Ok(false) => {
                 tracing::error!(incident, term = term.term, "not the leader any more: no side effect is performed");
