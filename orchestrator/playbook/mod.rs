@@ -7,6 +7,7 @@
 
 mod compile;
 mod decode;
+mod hooks;
 mod model;
 pub mod yaml;
 
