@@ -151,3 +151,41 @@ async fn pause_refuses_a_window_it_cannot_keep() {
     let j = Journal::open_existing(&w.journal_path()).await.unwrap();
     assert_eq!(j.pause(None, chrono::Utc::now() + chrono::Duration::hours(2)).await.unwrap().map(|p| p.until), Some(None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_pauses_for_a_window_and_shows_its_end_until_it_lifts() {
+    let w = World::start().await;
+    let s = w.serve(FAST, false).await;
+    let client = reqwest::Client::new();
+    let r = client.post(format!("{}/console/api/login", s.url)).json(&serde_json::json!({ "token": ONCALL_TOKEN })).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let csrf = r.json::<serde_json::Value>().await.unwrap()["csrf"].as_str().unwrap().to_string();
+    let pause = |body: serde_json::Value| {
+        client.post(format!("{}/console/api/pause", s.url)).header("cookie", &cookie).header("x-csrf-token", &csrf).json(&body).send()
+    };
+    let bad = pause(serde_json::json!({ "paused": true, "for": "soon" })).await.unwrap();
+    assert_eq!(bad.status(), 400, "a window must be a duration");
+    let r = pause(serde_json::json!({ "paused": true, "for": "3s", "reason": "failover drill" })).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["paused"], true, "{v}");
+    assert_eq!(v["pause_reason"], "failover drill");
+    assert!(v["paused_until"].as_str().is_some(), "{v}");
+    assert_eq!(v["targets"][0]["pause"]["until"], v["paused_until"]);
+    assert!(v["targets"][0]["armed_reason"].as_str().unwrap().contains("a maintenance window until"), "{v}");
+    assert_eq!(fire(&s.url).await["alerts"][0]["disposition"], "paused");
+
+    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
+    assert_eq!(j.setting("paused").await.unwrap().unwrap().1, "oncall via web");
+    wait_until(Duration::from_secs(15), "the console's window to lift", || {
+        let j = j.clone();
+        async move { j.setting("paused").await.unwrap().is_some_and(|(v, by, _)| v == "0" && by == WINDOW_EXPIRED) }
+    })
+    .await;
+    let v: serde_json::Value =
+        client.get(format!("{}/console/api/targets", s.url)).header("cookie", &cookie).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["paused"], false, "{v}");
+    assert!(v["paused_until"].is_null());
+    drop(s);
+}
