@@ -392,3 +392,61 @@ fn every_problem_of_the_section_is_reported_at_once() {
     assert!(got[4].2.contains("`UNSET` is not set"));
     assert!(got[5].2.contains("unknown field `shell`"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_veto_journals_its_output_cut_and_post_escalated_runs_after_the_close() {
+    let w = World::start().await;
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let dir = w.dir.path().display().to_string();
+    let mut hooks = sh_hook("pre_switch", "printf '\\033[31m'; yes x | head -c 10000; exit 1", "5s");
+    hooks.push_str(&sh_hook("post_escalated", &format!("echo \"$ORCH_OUTCOME $ORCH_STATE\" > {dir}/post.txt"), "5s"));
+    let e = with_hooks(&hooks);
+    let exec = w.executor(&edits(&e)).await;
+    let id = exec.open("test", "primary SIGKILLed").await.unwrap();
+    assert_eq!(outcome(exec.run(&id).await.unwrap()), "escalated");
+    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
+    let hooks = hook_effects(&j, &id).await;
+    let pre = hooks.iter().find(|h| h.key.ends_with(":pre_switch")).unwrap();
+    let result = pre.result.clone().unwrap();
+    assert!(result.contains("x\\nx\\nx") && result.contains("output cut at 4 KiB"), "{}", &result[..200.min(result.len())]);
+    let error = serde_json::from_str::<serde_json::Value>(&result).unwrap()["error"].as_str().unwrap().to_string();
+    assert!(error.len() < 4096 + 200, "cut: {} bytes", error.len());
+    assert!(!result.contains("\\u001b"), "control characters (a terminal escape) are not journaled: {}", &result[..80]);
+    let post = hooks.iter().find(|h| h.key.ends_with(":post_escalated")).expect("post_escalated ran");
+    assert_eq!(post.outcome.as_deref(), Some("ok"));
+    assert_eq!(std::fs::read_to_string(w.dir.path().join("post.txt")).unwrap().trim(), "escalated escalated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_cannot_start_vetoes() {
+    let w = World::start().await;
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let e = with_hooks("  pre_switch:\n    command: [\"/nonexistent/check-freeze\"]\n");
+    let exec = w.executor(&edits(&e)).await;
+    let id = exec.open("test", "primary SIGKILLed").await.unwrap();
+    assert_eq!(outcome(exec.run(&id).await.unwrap()), "escalated");
+    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
+    let result = hook_effects(&j, &id).await[0].result.clone().unwrap();
+    assert!(result.contains("could not be started") && result.contains("/nonexistent/check-freeze"), "{result}");
+    assert!(w.env_writes().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_incidents_run_no_hooks() {
+    let w = World::start().await;
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let dir = w.dir.path().display().to_string();
+    let mut hooks = sh_hook("pre_switch", &format!("touch {dir}/ran; exit 1"), "5s");
+    hooks.push_str(&sh_hook("post_escalated", &format!("touch {dir}/ran"), "5s"));
+    let mut e = with_hooks(&hooks);
+    e.push(("\nhooks:\n", format!("\nmode: observe\nhooks:\n")));
+    let exec = w.executor(&edits(&e)).await;
+    let id = exec.open("test", "primary SIGKILLed").await.unwrap();
+    assert_eq!(outcome(exec.run(&id).await.unwrap()), "would_fail_over");
+    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
+    assert!(hook_effects(&j, &id).await.is_empty());
+    assert!(!w.dir.path().join("ran").exists());
+}

@@ -90,7 +90,11 @@ impl Executor {
                 async { Seen::NotDone },
                 async {
                     let exit = runner.run(&req).await;
-                    let mut output = self.redact_text(exit.output.trim());
+                    // What a hook wrote is shown in terminals (`audit`) and pages: no
+                    // control characters (escape sequences) beyond lines and tabs.
+                    let printable: String =
+                        exit.output.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{FFFD}' } else { c }).collect();
+                    let mut output = self.redact_text(printable.trim());
                     if exit.truncated {
                         output.push_str(" … (output cut at 4 KiB)");
                     }
