@@ -442,7 +442,7 @@ async fn shadow_incidents_run_no_hooks() {
     let mut hooks = sh_hook("pre_switch", &format!("touch {dir}/ran; exit 1"), "5s");
     hooks.push_str(&sh_hook("post_escalated", &format!("touch {dir}/ran"), "5s"));
     let mut e = with_hooks(&hooks);
-    e.push(("\nhooks:\n", format!("\nmode: observe\nhooks:\n")));
+    e.push(("\nhooks:\n", "\nmode: observe\nhooks:\n".to_string()));
     let exec = w.executor(&edits(&e)).await;
     let id = exec.open("test", "primary SIGKILLed").await.unwrap();
     assert_eq!(outcome(exec.run(&id).await.unwrap()), "would_fail_over");
