@@ -54,6 +54,17 @@ fn kill_group(pgid: i32) {
     }
 }
 
+/// Kills the group if the run is dropped before its leader was reaped.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            kill_group(pgid);
+        }
+    }
+}
+
 #[async_trait]
 impl HookRunner for ProcessHooks {
     async fn run(&self, req: &HookRequest) -> HookExit {
@@ -81,6 +92,8 @@ impl HookRunner for ProcessHooks {
             Err(e) => return not_started(format!("{program}: {e}")),
         };
         let Some(pgid) = child.id().map(|p| p as i32) else { return not_started("exited before it could be watched".into()) };
+        // A run cancelled midway (shutdown) takes its whole group down with it.
+        let mut guard = GroupGuard(Some(pgid));
         let captured = Arc::new(Mutex::new(Captured::default()));
         let mut readers = tokio::task::JoinSet::new();
         if let Some(out) = child.stdout.take() {
@@ -91,6 +104,7 @@ impl HookRunner for ProcessHooks {
         }
         let status = match tokio::time::timeout(req.timeout, child.wait()).await {
             Ok(Ok(st)) => {
+                guard.0 = None;
                 kill_group(pgid);
                 use std::os::unix::process::ExitStatusExt;
                 match (st.code(), st.signal()) {
@@ -100,11 +114,13 @@ impl HookRunner for ProcessHooks {
                 }
             }
             Ok(Err(e)) => {
+                guard.0 = None;
                 kill_group(pgid);
                 HookStatus::NotStarted { error: format!("waiting for {program}: {e}") }
             }
             Err(_) => {
                 // Kill the group before reaping the leader, so the id still names it.
+                guard.0 = None;
                 kill_group(pgid);
                 let _ = child.wait().await;
                 HookStatus::TimedOut

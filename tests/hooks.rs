@@ -450,3 +450,50 @@ async fn shadow_incidents_run_no_hooks() {
     assert!(hook_effects(&j, &id).await.is_empty());
     assert!(!w.dir.path().join("ran").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_hook_stops_at_once_kills_it_and_resume_runs_it_again() {
+    let w = World::start().await;
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let dir = w.dir.path().display().to_string();
+    let script =
+        format!("echo \"$ORCH_HOOK_KEY\" >> {dir}/runs.txt; [ -e {dir}/release ] && exit 0; sleep 1000 & echo $! > {dir}/child.pid; wait");
+    let e = with_hooks(&sh_hook("pre_switch", &script, "10m"));
+    let playbook = w.playbook_file(&edits(&e));
+    let pb = playbook.to_str().unwrap().to_string();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .arg("--db")
+        .arg(w.journal_path())
+        .args(["run", "--playbook", &pb, "--reason", "drill"])
+        .envs(&w.env)
+        .env_remove("ORCH_FAULT_CRASH_AT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = w.dir.path().join("child.pid");
+    wait_until(Duration::from_secs(30), "the hook to hang", || {
+        let f = pid_file.clone();
+        async move { std::fs::read_to_string(&f).is_ok_and(|s| s.ends_with('\n')) }
+    })
+    .await;
+    let sleeper: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    // SAFETY: kill(2) on the child we started.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output()).await.expect("stops at once").unwrap();
+    assert_eq!(out.status.code(), Some(8), "interrupted, resumable");
+    wait_until(Duration::from_secs(5), "the hook's group to be killed", || async move { !alive(sleeper) }).await;
+    let j = Journal::open_existing(&w.journal_path()).await.unwrap();
+    let id = latest(&w).await;
+    assert_eq!(hook_effects(&j, &id).await[0].outcome, None, "the intent stays open");
+    assert!(w.env_writes().is_empty());
+
+    std::fs::write(w.dir.path().join("release"), "").unwrap();
+    let status = orchestrator(&w, &["resume", &id, "--playbook", &pb], None).await;
+    assert_eq!(status.code(), Some(0), "resume runs the hook again and recovers");
+    let runs = std::fs::read_to_string(w.dir.path().join("runs.txt")).unwrap();
+    assert_eq!(runs.lines().count(), 2, "at least once: {runs}");
+    assert_eq!(hook_effects(&j, &id).await[0].outcome.as_deref(), Some("ok"));
+    assert_eq!(w.env_writes().len(), 1);
+}

@@ -79,44 +79,56 @@ impl Executor {
         let req =
             HookRequest { command: hook.command.clone(), env: self.hook_env(id, point, &key, state, outcome).await, timeout: hook.timeout };
         let runner = self.ports.hooks.clone();
-        let done = self
-            .once_as(
-                &format!("hook:{point}"),
-                id,
-                &key,
-                "hook",
-                intent,
-                // Nothing in the world says whether a hook ran: run it again (at least once).
-                async { Seen::NotDone },
-                async {
-                    let exit = runner.run(&req).await;
-                    // What a hook wrote is shown in terminals (`audit`) and pages: no
-                    // control characters (escape sequences) beyond lines and tabs.
-                    let printable: String =
-                        exit.output.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{FFFD}' } else { c }).collect();
-                    let mut output = self.redact_text(printable.trim());
-                    if exit.truncated {
-                        output.push_str(" … (output cut at 4 KiB)");
+        let crash_point = format!("hook:{point}");
+        let run = self.once_as(
+            &crash_point,
+            id,
+            &key,
+            "hook",
+            intent,
+            // Nothing in the world says whether a hook ran: run it again (at least once).
+            async { Seen::NotDone },
+            async {
+                let exit = runner.run(&req).await;
+                // What a hook wrote is shown in terminals (`audit`) and pages: no
+                // control characters (escape sequences) beyond lines and tabs.
+                let printable: String =
+                    exit.output.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{FFFD}' } else { c }).collect();
+                let mut output = self.redact_text(printable.trim());
+                if exit.truncated {
+                    output.push_str(" … (output cut at 4 KiB)");
+                }
+                let said = if output.is_empty() { "no output".to_string() } else { output.clone() };
+                let elapsed_ms = exit.elapsed.as_millis() as u64;
+                match &exit.status {
+                    HookStatus::Exited { code: 0 } => Ok(HookRan { hook: point.as_str().into(), status: exit.status, output, elapsed_ms }),
+                    HookStatus::Exited { code } => Err(Failed::new(format!("{point} hook exited with status {code}: {said}"))),
+                    HookStatus::Signaled { signal } => Err(Failed::new(format!("{point} hook was killed by signal {signal}: {said}"))),
+                    HookStatus::TimedOut => {
+                        Err(Failed::new(format!("{point} hook timed out after {timeout} (its process group was killed): {said}")))
                     }
-                    let said = if output.is_empty() { "no output".to_string() } else { output.clone() };
-                    let elapsed_ms = exit.elapsed.as_millis() as u64;
-                    match &exit.status {
-                        HookStatus::Exited { code: 0 } => {
-                            Ok(HookRan { hook: point.as_str().into(), status: exit.status, output, elapsed_ms })
-                        }
-                        HookStatus::Exited { code } => Err(Failed::new(format!("{point} hook exited with status {code}: {said}"))),
-                        HookStatus::Signaled { signal } => Err(Failed::new(format!("{point} hook was killed by signal {signal}: {said}"))),
-                        HookStatus::TimedOut => {
-                            Err(Failed::new(format!("{point} hook timed out after {timeout} (its process group was killed): {said}")))
-                        }
-                        HookStatus::NotStarted { error } => {
-                            Err(Failed::new(format!("{point} hook could not be started: {}", self.redact_text(error))))
-                        }
+                    HookStatus::NotStarted { error } => {
+                        Err(Failed::new(format!("{point} hook could not be started: {}", self.redact_text(error))))
                     }
-                },
-            )
-            .await?;
-        Ok(Some(done))
+                }
+            },
+        );
+        // Shutdown does not wait for a hook (it may take minutes): the run is dropped,
+        // its process group killed, and the intent left without an outcome, as after a
+        // crash; resume runs it again (at least once). The journal is consistent at
+        // every await, so dropping the effect midway is no worse than a crash.
+        let mut shutdown = self.shutdown.clone();
+        let stop = async move {
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            done = run => Ok(Some(done?)),
+            _ = stop => Err(ExecError::Interrupted),
+        }
     }
 
     /// A `pre_*` hook before its step: `Some(why)` when it vetoes the step. Shadow
@@ -144,7 +156,7 @@ impl Executor {
                 tracing::warn!(incident = id, hook = %point, error = %f.error, "post hook failed; the incident stays {outcome}")
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(incident = id, hook = %point, error = %e, "post hook could not be journaled"),
+            Err(e) => tracing::warn!(incident = id, hook = %point, error = %e, "post hook not finished (its intent stays open)"),
         }
     }
 }
