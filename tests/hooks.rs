@@ -497,3 +497,20 @@ async fn sigterm_during_a_hook_stops_at_once_kills_it_and_resume_runs_it_again()
     assert_eq!(hook_effects(&j, &id).await[0].outcome.as_deref(), Some("ok"));
     assert_eq!(w.env_writes().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_veto_whose_outcome_a_crash_lost_is_asked_again_and_still_escalates() {
+    let w = World::start().await;
+    w.primary.kill();
+    w.service_sees_redis_down().await;
+    let dir = w.dir.path().display().to_string();
+    let e = with_hooks(&sh_hook("pre_switch", &format!("echo \"$ORCH_HOOK_KEY\" >> {dir}/runs.txt; echo frozen; exit 1"), "5s"));
+    let playbook = w.playbook_file(&edits(&e));
+    let pb = playbook.to_str().unwrap();
+    let status = orchestrator(&w, &["run", "--playbook", pb, "--reason", "drill"], Some("outcome:hook:pre_switch")).await;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    let status = orchestrator(&w, &["resume", &latest(&w).await, "--playbook", pb], None).await;
+    assert_eq!(status.code(), Some(5), "escalated");
+    assert_eq!(std::fs::read_to_string(w.dir.path().join("runs.txt")).unwrap().lines().count(), 2, "asked again");
+    assert!(w.env_writes().is_empty(), "never written");
+}
