@@ -448,6 +448,7 @@ impl Daemon {
             }
             tokio::spawn(self.clone().rearm_loop(lane.clone()));
         }
+        tokio::spawn(self.clone().maintenance_loop());
     }
 
     /// What `status` and `GET /status` show per target.
@@ -477,6 +478,9 @@ pub struct TargetStatus {
     pub open_state: Option<String>,
     pub last_outcome: Option<String>,
     pub paused: bool,
+    /// The pause in force (the target's own, else everyone's): who, why, and until when
+    /// (a maintenance window, `pause --for`; `None` until unpaused).
+    pub pause: Option<crate::journal::Pause>,
 }
 
 impl TargetStatus {
@@ -484,6 +488,11 @@ impl TargetStatus {
         let topo = journal.topology(&pb.name).await?;
         let open = journal.open_incident_for(&pb.name).await?;
         let last = journal.last_closed_for(&pb.name).await?;
+        let now = chrono::Utc::now();
+        let pause = match journal.pause(Some(&pb.name), now).await? {
+            Some(p) => Some(p),
+            None => journal.pause(None, now).await?,
+        };
         Ok(TargetStatus {
             target: pb.name.clone(),
             active: topo.active.to_string(),
@@ -497,7 +506,8 @@ impl TargetStatus {
             open_state: open.as_ref().map(|i| i.state.clone()),
             open_incident: open.map(|i| i.id),
             last_outcome: last.map(|(_, o, _)| o),
-            paused: journal.paused_for(&pb.name).await?,
+            paused: pause.is_some(),
+            pause,
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod dryrun;
 pub mod duration;
 pub mod executor;
 pub mod fleet;
+pub mod hooks;
 pub mod http;
 pub mod journal;
 pub mod leadership;

@@ -146,8 +146,18 @@ impl Metrics {
 
     /// Renders the text exposition (Prometheus text format 0.0.4).
     pub async fn render(&self, journal: &Journal, targets: &[String]) -> Result<String, JournalError> {
-        let stats = journal.stats().await?;
-        *self.journal.figures.lock().expect("metrics snapshot") = Figures::of(stats, targets);
+        let mut stats = journal.stats().await?;
+        let now = chrono::Utc::now();
+        stats.paused = journal.paused_at(now).await?;
+        let global = journal.pause(None, now).await?;
+        let mut pauses = Vec::with_capacity(targets.len());
+        for t in targets {
+            pauses.push(match journal.pause(Some(t), now).await? {
+                Some(p) => Some(p),
+                None => global.clone(),
+            });
+        }
+        *self.journal.figures.lock().expect("metrics snapshot") = Figures::of(stats, targets, &pauses);
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
             .map_err(|_| JournalError::Corrupt("metrics could not be encoded".into()))?;
@@ -168,23 +178,33 @@ struct Figures {
     stats: Stats,
     /// (target, paused, armed, on the backup) for every target this process runs.
     targets: Vec<(String, bool, bool, bool)>,
+    /// (target, unix time the pause in force ends; 0: not paused, or until unpaused).
+    paused_until: Vec<(String, i64)>,
 }
 
 impl Figures {
-    fn of(stats: Stats, targets: &[String]) -> Figures {
-        let targets = targets
+    /// `pauses`: per target, the pause in force now (the target's own, else everyone's),
+    /// judged by its expiry, so a window that is over shows unpaused before its lift.
+    fn of(stats: Stats, targets: &[String], pauses: &[Option<crate::journal::Pause>]) -> Figures {
+        let targets: Vec<_> = targets
             .iter()
-            .map(|t| {
+            .zip(pauses)
+            .map(|(t, p)| {
                 let topo = stats.topologies.iter().find(|x| &x.target == t);
                 (
                     t.clone(),
-                    stats.paused || stats.paused_targets.contains(t),
+                    p.is_some(),
                     topo.map(|x| x.armed).unwrap_or(true),
                     topo.map(|x| x.active == crate::model::Side::Backup).unwrap_or(false),
                 )
             })
             .collect();
-        Figures { stats, targets }
+        let paused_until = targets
+            .iter()
+            .zip(pauses)
+            .map(|((t, ..), p)| (t.clone(), p.as_ref().and_then(|p| p.until).map(|u| u.timestamp()).unwrap_or(0)))
+            .collect();
+        Figures { stats, targets, paused_until }
     }
 }
 
@@ -247,6 +267,13 @@ impl Collector for JournalFigures {
         let label = |t: &String| TargetLabel { target: t.clone() };
         let paused: Vec<_> = f.targets.iter().map(|(t, p, _, _)| (label(t), i64::from(*p))).collect();
         gauge(&mut e, "orchestrator_target_paused", "Whether automatic failover is paused for the target (or for everyone)", &paused)?;
+        let until: Vec<_> = f.paused_until.iter().map(|(t, u)| (label(t), *u)).collect();
+        gauge(
+            &mut e,
+            "orchestrator_target_paused_until_seconds",
+            "Unix time at which the target's pause (a maintenance window, `pause --for`) lifts itself; 0 when not paused or paused until unpaused",
+            &until,
+        )?;
         let armed: Vec<_> = f.targets.iter().map(|(t, _, a, _)| (label(t), i64::from(*a))).collect();
         gauge(&mut e, "orchestrator_target_armed", "Whether automatic failover is armed for the target (topology)", &armed)?;
         let active: Vec<_> = f.targets.iter().map(|(t, _, _, b)| (label(t), i64::from(*b))).collect();

@@ -117,6 +117,43 @@ named_enum!(
 );
 
 named_enum!(
+    /// A named point where a playbook's hook runs (`hooks:`). A `pre_*` hook that fails
+    /// vetoes its step; a `post_*` hook runs after the incident closed and changes nothing.
+    HookPoint {
+        /// In Switch, before the platform write: a veto escalates with no write.
+        PreSwitch => "pre_switch",
+        /// In Flush, once the guards hold and before any key is deleted: a veto rolls back
+        /// (the switch has happened) under the usual rules.
+        PreFlush => "pre_flush",
+        /// In Rollback, once the primary passed its preflight and before the restore: a
+        /// veto holds (nothing more is written; a person decides).
+        PreRollback => "pre_rollback",
+        PostRecovered => "post_recovered",
+        PostEscalated => "post_escalated",
+        PostHeld => "post_held",
+        PostRolledBack => "post_rolled_back",
+    }
+);
+
+impl HookPoint {
+    /// A `pre_*` hook: its failure vetoes the step it guards.
+    pub fn is_pre(self) -> bool {
+        matches!(self, HookPoint::PreSwitch | HookPoint::PreFlush | HookPoint::PreRollback)
+    }
+
+    /// The `post_*` hook run after an incident closes with `outcome`, if any.
+    pub fn after(outcome: Outcome) -> Option<HookPoint> {
+        match outcome {
+            Outcome::Recovered => Some(HookPoint::PostRecovered),
+            Outcome::Escalated => Some(HookPoint::PostEscalated),
+            Outcome::Held => Some(HookPoint::PostHeld),
+            Outcome::RolledBack => Some(HookPoint::PostRolledBack),
+            _ => None,
+        }
+    }
+}
+
+named_enum!(
     /// How an incident ended.
     Outcome {
         Recovered => "recovered",

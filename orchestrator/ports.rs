@@ -11,6 +11,53 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
+// ---------------------------------------------------------------- Hooks
+
+/// One run of a playbook hook: the argv (no shell), the whole environment it gets (the
+/// runner clears the orchestrator's own), and its bound.
+#[derive(Debug, Clone)]
+pub struct HookRequest {
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
+/// How a hook run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum HookStatus {
+    Exited {
+        code: i32,
+    },
+    /// Killed by a signal it did not get from us.
+    Signaled {
+        signal: i32,
+    },
+    /// Still running at the timeout: its whole process group was SIGKILLed.
+    TimedOut,
+    /// It could not be started (no such program, not executable).
+    NotStarted {
+        error: String,
+    },
+}
+
+/// What a hook run produced: its end, and its stdout and stderr interleaved as read
+/// (raw: the executor redacts before anything is journaled), cut at the runner's limit.
+#[derive(Debug, Clone)]
+pub struct HookExit {
+    pub status: HookStatus,
+    pub output: String,
+    pub truncated: bool,
+    pub elapsed: Duration,
+}
+
+#[async_trait]
+pub trait HookRunner: Send + Sync {
+    /// Runs one hook to its end or its timeout; never longer than the timeout plus a
+    /// short grace to collect what it wrote.
+    async fn run(&self, req: &HookRequest) -> HookExit;
+}
+
 // ---------------------------------------------------------------- Redis
 
 /// A Redis call that failed, classified into the spec's failure classes. `message`
@@ -328,6 +375,7 @@ impl Clock for SystemClock {
 #[derive(Clone)]
 pub struct Ports {
     pub redis: Arc<dyn RedisProbe>,
+    pub hooks: Arc<dyn HookRunner>,
     pub service: Arc<dyn ServiceApi>,
     pub platform: Arc<dyn Platform>,
     pub notifier: Arc<dyn Notifier>,

@@ -15,6 +15,7 @@ pub fn real_ports(pb: &Playbook) -> Ports {
     install_crypto();
     Ports {
         redis: Arc::new(crate::probe::RealRedis::new()),
+        hooks: Arc::new(crate::hooks::ProcessHooks),
         service: Arc::new(crate::service::HttpService::new(&pb.service)),
         platform: crate::platform::platform_for(&pb.platform),
         notifier: crate::notify::notifier_for(pb),

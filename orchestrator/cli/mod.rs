@@ -311,6 +311,13 @@ pub struct PauseArgs {
     /// Only this target (default: everyone).
     #[arg(long)]
     pub target: Option<String>,
+    /// `pause` only: a maintenance window; the pause lifts itself after this long
+    /// (e.g. `2h`, `45m`), journaled as "orchestrator (maintenance window expired)".
+    #[arg(long = "for", value_parser = parse_duration_arg)]
+    pub for_: Option<std::time::Duration>,
+    /// `pause` only: why (shown in `status`, `/metrics`' labels do not carry it).
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -566,16 +573,28 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Pause(a) | Command::Unpause(a) if a.target.as_ref().is_some_and(|t| t.is_empty()) => {
             Err(usage("--target must not be empty"))
         }
+        Command::Unpause(a) if a.for_.is_some() || a.reason.is_some() => Err(usage("--for and --reason are options of `pause`")),
+        Command::Pause(a) if a.for_.is_some_and(|d| d.is_zero() || d > std::time::Duration::from_secs(366 * 86_400)) => {
+            Err(usage("--for must be more than zero and at most a year"))
+        }
         Command::Pause(a) => {
             let journal = Journal::open(&cli.db).await?;
+            let now = chrono::Utc::now();
+            let until = a.for_.map(|d| now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
             journal
-                .set_paused(a.target.as_deref(), true, &a.actor, Some(&osuser::OsUser::current().describe()), chrono::Utc::now())
+                .set_pause(a.target.as_deref(), until, a.reason.as_deref(), &a.actor, Some(&osuser::OsUser::current().describe()), now)
                 .await?;
             let whom = a.target.as_deref().map(|t| format!(" for {t}")).unwrap_or_else(|| " for every target".into());
             if let Some(t) = &a.target {
                 warn_if_unknown(&journal, t).await?;
             }
-            println!("automatic failover paused{whom} by {} (alerts are still journaled)", a.actor);
+            let window = match (until, a.for_) {
+                (Some(u), Some(d)) => {
+                    format!(" until {} ({} from now; `serve` lifts it then)", crate::journal::ts(u), crate::duration::format_duration(d))
+                }
+                _ => String::new(),
+            };
+            println!("automatic failover paused{whom}{window} by {} (alerts are still journaled)", a.actor);
             Ok(exit::OK)
         }
         Command::Unpause(a) => {
@@ -653,6 +672,9 @@ async fn status(db: &Path, a: StatusArgs) -> Result<i32, Failure> {
         return Ok(exit::OK);
     }
     if !named {
+        if let Some(p) = journal.pause(None, chrono::Utc::now()).await? {
+            println!("automatic failover PAUSED for every target: {}", pause_line(&p));
+        }
         let topologies = journal.topologies().await?;
         if topologies.is_empty() {
             println!(
@@ -685,8 +707,24 @@ async fn status(db: &Path, a: StatusArgs) -> Result<i32, Failure> {
             _ => println!("  open     none"),
         }
         println!("  last     {}", r.last_outcome.as_deref().unwrap_or("none"));
+        if let Some(p) = &r.pause {
+            println!("  paused   {}", pause_line(p));
+        }
     }
     Ok(exit::OK)
+}
+
+/// A pause in one line: by whom, since when, until when (or until unpaused), why.
+fn pause_line(p: &crate::journal::Pause) -> String {
+    let until = match p.until {
+        Some(u) => {
+            let left = std::time::Duration::from_secs((u - chrono::Utc::now()).num_seconds().max(0) as u64);
+            format!("until {} ({} left; lifted automatically)", crate::journal::ts(u), crate::duration::format_duration(left))
+        }
+        None => "until unpaused".into(),
+    };
+    let why = p.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+    format!("by {} since {}, {until}{why}", p.by, p.at)
 }
 
 /// `switchover TARGET`: a planned move of the service to its standby.

@@ -1,6 +1,7 @@
 //! Per-target loops of `serve`: the watch loop (the runbook's alert conditions,
 //! measured against the active Redis) and the re-arm loop (the standby measured after
-//! a failover, until automatic failover is armed again).
+//! a failover, until automatic failover is armed again), and the maintenance loop (timed
+//! pauses lifted when their window is over).
 
 use super::{Daemon, Lane};
 use crate::journal::prelude::*;
@@ -19,7 +20,42 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// How often timed pauses are looked at: a window ends at most this late in the journal
+/// (it stops counting as a pause at its expiry, whoever looks).
+const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
+
 impl Daemon {
+    /// Lifts every timed pause (everyone's and each target's) whose window is over,
+    /// journaled once as a settings change by "orchestrator (maintenance window
+    /// expired)". A window that ended while `serve` was down is lifted at the first round.
+    pub(super) async fn maintenance_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.clone();
+        let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let targets: Vec<Option<String>> = std::iter::once(None).chain(self.lanes.keys().cloned().map(Some)).collect();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *self.shutdown.borrow() {
+                return;
+            }
+            for t in &targets {
+                match self.journal.lift_expired_pause(t.as_deref(), chrono::Utc::now()).await {
+                    Ok(Some(p)) => tracing::warn!(
+                        target = t.as_deref().unwrap_or("every target"),
+                        paused_by = %p.by,
+                        reason = p.reason.as_deref().unwrap_or(""),
+                        "maintenance window over: automatic failover resumes"
+                    ),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not lift an expired pause; retrying"),
+                }
+            }
+        }
+    }
+
     /// The runbook's alert conditions for one target, measured by the orchestrator
     /// itself: PING of the active failing for a window, latency above a threshold for
     /// a window, queue depth above a bound, failed jobs above a bound within a window.

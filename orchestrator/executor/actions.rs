@@ -5,7 +5,7 @@ use super::once::{error_value, Done, Failed, Seen};
 use super::{ExecError, Executor, Progress};
 use crate::journal::prelude::*;
 use crate::machine::{Check, DeployStatus, Event, Machine};
-use crate::model::FlushMode;
+use crate::model::{FlushMode, HookPoint};
 use crate::ports::{DeployInfo, DeployPhase, FlushPlan};
 use crate::secret::RedisUrl;
 use serde::{Deserialize, Serialize};
@@ -65,8 +65,12 @@ impl Executor {
         .await
     }
 
-    pub(super) async fn switch_step(&self, id: &str) -> Result<Event, ExecError> {
+    pub(super) async fn switch_step(&self, id: &str, machine: &Machine) -> Result<Event, ExecError> {
         let backup = &self.playbook.redis.backup;
+        // Before the write's intent: a veto here means the platform was never written.
+        if let Some(detail) = self.pre_hook(id, machine, HookPoint::PreSwitch).await? {
+            return Ok(Event::HookVetoed { hook: HookPoint::PreSwitch, detail });
+        }
         if let Done::Failed(f) = self.write_url_once(id, &format!("{id}:set_env:backup"), backup).await? {
             return Ok(Event::Switched { ok: false, detail: format!("platform write failed: {}", f.error) });
         }
@@ -110,6 +114,13 @@ impl Executor {
                     }
                     return Ok(Some(Event::FlushBlocked { checks, gave_up }));
                 }
+            }
+        }
+        // The guards hold (or the flush already started): the last word before any key
+        // is deleted is the hook's.
+        if recorded.is_none() {
+            if let Some(detail) = self.pre_hook(id, machine, HookPoint::PreFlush).await? {
+                return Ok(Some(Event::HookVetoed { hook: HookPoint::PreFlush, detail }));
             }
         }
         let plan = FlushPlan {
@@ -385,6 +396,14 @@ impl Executor {
                 }
                 let detail = self.hold_sentence(id, machine, &failing.join("; ")).await;
                 return Ok(Event::RollbackHeld { checks, detail });
+            }
+            // The primary would take the service back: the hook has the last word.
+            if let Some(detail) = self.pre_hook(id, machine, HookPoint::PreRollback).await? {
+                if restore.is_some() {
+                    let result = error_value("not issued: the pre_rollback hook vetoed the rollback when it resumed");
+                    self.journal_retry(|| self.journal.effect_outcome(&restore_key, "failed", &result, self.now())).await?;
+                }
+                return Ok(Event::HookVetoed { hook: HookPoint::PreRollback, detail });
             }
         }
         if let Done::Failed(f) = self.write_url_once(id, &format!("{id}:set_env:rollback"), primary).await? {

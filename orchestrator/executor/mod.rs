@@ -8,6 +8,7 @@
 
 mod actions;
 mod checks;
+mod hooks;
 
 pub use checks::Probes;
 mod once;
@@ -653,6 +654,7 @@ impl Executor {
             self.expire_gate_if_due(id, &mut machine).await?;
             self.apply_commands(id, &mut machine).await?;
             if let Some(outcome) = machine.state().outcome() {
+                self.post_hook(id, &machine, outcome).await;
                 return Ok(RunEnd::Finished(outcome));
             }
             if self.shutting_down() {
@@ -678,7 +680,7 @@ impl Executor {
                         }
                         None => None,
                     },
-                    Effect::SetPlatformUrl { .. } => Some(self.switch_step(id).await?),
+                    Effect::SetPlatformUrl { .. } => Some(self.switch_step(id, &machine).await?),
                     Effect::Flush { mode } => self.flush_step(id, &machine, mode).await?,
                     Effect::Deploy { attempt } => Some(self.deploy_step(id, attempt).await?),
                     Effect::Restart => Some(self.restart_step(id).await?),

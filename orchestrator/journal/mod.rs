@@ -32,7 +32,7 @@ pub use incidents::IncidentStore;
 pub use page::{BrowseStore, IncidentFilter};
 pub use records::*;
 pub use report::{PeriodIncident, ReportStore};
-pub use settings::SettingsStore;
+pub use settings::{Pause, SettingsStore, WINDOW_EXPIRED};
 pub use topology::TopologyStore;
 
 /// The whole journal interface: every concern's store. Implemented for every type that

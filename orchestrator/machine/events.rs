@@ -1,7 +1,7 @@
 //! What the state machine consumes and produces: events carrying recorded
 //! observations, and the effects the executor must perform. Pure data.
 
-use crate::model::{FailureClass, FlushMode, Step};
+use crate::model::{FailureClass, FlushMode, HookPoint, Step};
 use serde::{Deserialize, Serialize};
 
 /// One checklist item as measured: whether it holds, and what was seen.
@@ -113,6 +113,12 @@ pub enum Event {
         checks: Vec<Check>,
         detail: String,
     },
+    /// A `pre_*` hook failed (non-zero exit, timeout, could not start): it vetoes the
+    /// step it guards. `detail` says how it ended and what it wrote (redacted, cut).
+    HookVetoed {
+        hook: HookPoint,
+        detail: String,
+    },
     Approve {
         approver: String,
         comment: String,
@@ -144,6 +150,7 @@ impl Event {
             Event::VerifyChecked { .. } => "verify_checked",
             Event::RollbackFinished { .. } => "rollback_finished",
             Event::RollbackHeld { .. } => "rollback_held",
+            Event::HookVetoed { .. } => "hook_vetoed",
             Event::Approve { .. } => "approve",
             Event::Reject { .. } => "reject",
             Event::ApprovalExpired => "approval_expired",

@@ -11,7 +11,7 @@ mod events;
 
 pub use events::*;
 
-use crate::model::{Action, ConfirmItem, FailureClass, FlushMode, Outcome as IncidentOutcome, Step, VerifyItem};
+use crate::model::{Action, ConfirmItem, FailureClass, FlushMode, HookPoint, Outcome as IncidentOutcome, Step, VerifyItem};
 use serde::{Deserialize, Serialize};
 use statig::prelude::*;
 use std::collections::BTreeMap;
@@ -301,6 +301,13 @@ impl Incident {
                 context.note = Some(format!("switch failed: {detail}"));
                 Transition(State::rollback())
             }
+            // The executor runs `pre_switch` before the write's intent is journaled, so
+            // a veto means the platform was never written: nothing to roll back.
+            Event::HookVetoed { hook: HookPoint::PreSwitch, detail } => {
+                self.switched = false;
+                let why = format!("the pre_switch hook vetoed the switch ({detail}); no platform write was made");
+                Transition(self.escalate(context, why))
+            }
             _ => Super,
         }
     }
@@ -322,6 +329,12 @@ impl Incident {
             }
             Event::FlushFailed { detail } => {
                 context.note = Some(format!("flush failed: {detail}; rolling back the switch"));
+                Transition(State::rollback())
+            }
+            // After the switch, a veto is a give-up like any other: roll back (only to a
+            // live primary; the Rollback step holds otherwise).
+            Event::HookVetoed { hook: HookPoint::PreFlush, detail } => {
+                context.note = Some(format!("the pre_flush hook vetoed the flush ({detail}); no key was deleted; rolling back the switch"));
                 Transition(State::rollback())
             }
             _ => Super,
@@ -459,6 +472,15 @@ impl Incident {
             // is written or deployed; a person is paged.
             Event::RollbackHeld { detail, .. } => {
                 context.note = Some(detail.clone());
+                Transition(State::held())
+            }
+            // A veto of the rollback leaves the service where it is (on the backup the
+            // switch wrote): nothing more is written or deployed, and a person decides,
+            // as when the primary is dead.
+            Event::HookVetoed { hook: HookPoint::PreRollback, detail } => {
+                context.note = Some(format!(
+                    "Holding: the pre_rollback hook vetoed the rollback ({detail}); no platform write or deploy was made for it; the service stays where the switch left it. A person must decide."
+                ));
                 Transition(State::held())
             }
             // Already rolling back: a second abort changes nothing, and says so.

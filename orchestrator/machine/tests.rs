@@ -2,7 +2,7 @@
 //! plus rejection of events a state does not accept and serde round-trips.
 
 use super::*;
-use crate::model::{Action, ConfirmItem, FailureClass, FlushMode, Step, VerifyItem};
+use crate::model::{Action, ConfirmItem, FailureClass, FlushMode, HookPoint, Step, VerifyItem};
 
 fn policy() -> Policy {
     Policy {
@@ -657,4 +657,70 @@ fn act_mode_is_unchanged_by_a_failing_flush_estimate() {
     drive(&mut m, &[trigger(), confirmed(), confirmed()]);
     let d = m.handle(&assessed(FailureClass::ConnectionRefused));
     assert_eq!(d.to.name(), "switch");
+}
+
+fn vetoed(hook: HookPoint) -> Event {
+    Event::HookVetoed { hook, detail: "exited 1: change freeze".into() }
+}
+
+fn at_switch() -> Machine {
+    let mut p = policy();
+    p.gated_steps = vec![];
+    let mut m = machine_with(p);
+    drive(&mut m, &[trigger(), confirmed(), confirmed(), assessed(FailureClass::ConnectionRefused)]);
+    assert_eq!(m.state().name(), "switch");
+    m
+}
+
+#[test]
+fn a_pre_switch_veto_escalates_without_a_switch() {
+    let mut m = at_switch();
+    let d = m.handle(&vetoed(HookPoint::PreSwitch));
+    assert!(d.rejected.is_none());
+    assert_eq!(d.to.name(), "escalated");
+    assert!(!m.incident().switched, "no platform write was made: nothing to roll back or disarm");
+    let note = d.note.unwrap();
+    assert!(note.contains("pre_switch hook vetoed") && note.contains("change freeze") && note.contains("no platform write"), "{note}");
+}
+
+#[test]
+fn a_pre_flush_veto_after_the_switch_rolls_back() {
+    let mut m = at_switch();
+    drive(&mut m, &[Event::Switched { ok: true, detail: "".into() }]);
+    assert_eq!(m.state().name(), "flush");
+    let d = m.handle(&vetoed(HookPoint::PreFlush));
+    assert!(d.rejected.is_none());
+    assert_eq!(d.to.name(), "rollback");
+    assert_eq!(d.effects, vec![Effect::Rollback]);
+    assert!(m.incident().switched);
+}
+
+#[test]
+fn a_pre_rollback_veto_holds() {
+    let mut m = at_switch();
+    drive(&mut m, &[Event::Switched { ok: true, detail: "".into() }, vetoed(HookPoint::PreFlush)]);
+    let d = m.handle(&vetoed(HookPoint::PreRollback));
+    assert!(d.rejected.is_none());
+    assert_eq!(d.to.name(), "held");
+    assert!(d.note.unwrap().contains("A person must decide"));
+}
+
+#[test]
+fn a_veto_for_another_step_is_rejected() {
+    let mut m = at_switch();
+    for hook in [HookPoint::PreFlush, HookPoint::PreRollback, HookPoint::PostRecovered] {
+        let d = m.handle(&vetoed(hook));
+        assert!(d.rejected.is_some(), "{hook} veto in switch is refused");
+        assert_eq!(d.to.name(), "switch");
+    }
+    let mut v = at_verify();
+    assert!(v.handle(&vetoed(HookPoint::PreSwitch)).rejected.is_some());
+}
+
+#[test]
+fn hook_veto_round_trips_through_json() {
+    let e = vetoed(HookPoint::PreFlush);
+    let back: Event = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+    assert_eq!(back, e);
+    assert_eq!(e.name(), "hook_vetoed");
 }

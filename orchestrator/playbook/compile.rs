@@ -27,6 +27,7 @@ const TOP: &[&str] = &[
     "topology",
     "console_url",
     "mode",
+    "hooks",
     "allow_insecure_http",
 ];
 
@@ -102,6 +103,8 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
         None => Some(crate::model::Mode::Act),
     };
 
+    let hooks = opt_section(&top, "hooks", d, super::hooks::hooks, BTreeMap::new);
+
     let pb = Playbook {
         name: name?,
         source,
@@ -122,6 +125,7 @@ pub fn compile(root: &Node, source: PathBuf, hash: String, d: &mut Decoder<'_>) 
         topology: topology?,
         console_url: console_url?,
         mode: mode?,
+        hooks: hooks?,
         redactor: std::sync::Arc::new(d.redactor.clone()),
     };
     cross_checks(&pb, root, allow_insecure?, d);

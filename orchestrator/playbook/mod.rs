@@ -7,6 +7,7 @@
 
 mod compile;
 mod decode;
+mod hooks;
 mod model;
 pub mod yaml;
 
@@ -147,6 +148,10 @@ impl fmt::Display for Summary<'_> {
         let notify: Vec<&str> =
             [n.slack.as_ref().map(|_| "slack"), n.pagerduty.as_ref().map(|_| "pagerduty (pages)")].into_iter().flatten().collect();
         writeln!(f, "  notify      {}", if notify.is_empty() { "none".to_string() } else { notify.join(", ") })?;
+        if !p.hooks.is_empty() {
+            let hooks: Vec<String> = p.hooks.iter().map(|(point, h)| format!("{point} ({}, {})", h.command[0], fd(h.timeout))).collect();
+            writeln!(f, "  hooks       {} (a pre_* hook that fails vetoes its step)", hooks.join(", "))?;
+        }
         write!(
             f,
             "  mode        {}",

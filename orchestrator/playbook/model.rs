@@ -37,8 +37,23 @@ pub struct Playbook {
     /// the outcome a failover would have had, touching nothing. `serve --observe` and
     /// `run --observe` set it for every target.
     pub mode: crate::model::Mode,
+    /// Commands run at named points of an incident (`hooks:`); a `pre_*` one that fails
+    /// vetoes its step.
+    pub hooks: BTreeMap<crate::model::HookPoint, HookConfig>,
     /// Every secret this playbook holds or references, for the one redaction path.
     pub redactor: std::sync::Arc<crate::redact::Redactor>,
+}
+
+/// One hook: an argv run without a shell, in a cleared environment (`PATH` and the
+/// incident's context only) plus the variables the playbook maps in, bounded by `timeout`.
+#[derive(Debug, Clone)]
+pub struct HookConfig {
+    /// The program and its arguments, as written (after `${NAME}` resolution).
+    pub command: Vec<String>,
+    pub timeout: Duration,
+    /// Variables the playbook maps into the hook's environment. A value taken from the
+    /// orchestrator's environment (`${NAME}`) is a secret: redacted everywhere.
+    pub env: BTreeMap<String, Secret>,
 }
 
 #[derive(Debug, Clone)]

@@ -127,8 +127,17 @@ pub(super) async fn session_info(State(st): State<ConsoleState>, headers: Header
 pub(super) async fn status_json(st: &ConsoleState) -> Result<Value, JournalError> {
     let pause = st.source.journal().pause_state().await?;
     let targets = st.source.targets().await?;
-    let (paused, by, at) = pause.unwrap_or_default();
-    Ok(json!({ "paused": paused, "paused_by": by, "paused_at": at, "targets": targets }))
+    let (_, by, at) = pause.unwrap_or_default();
+    // Judged by the window's end: an expired maintenance window is no pause.
+    let window = st.source.journal().pause(None, chrono::Utc::now()).await?;
+    Ok(json!({
+        "paused": window.is_some(),
+        "paused_by": by,
+        "paused_at": at,
+        "paused_until": window.as_ref().and_then(|p| p.until).map(crate::journal::ts),
+        "pause_reason": window.as_ref().and_then(|p| p.reason.clone()),
+        "targets": targets,
+    }))
 }
 
 pub(super) async fn targets(State(st): State<ConsoleState>, headers: HeaderMap) -> R {
@@ -286,13 +295,33 @@ pub(super) async fn command(
 #[derive(Deserialize)]
 pub(super) struct PauseBody {
     paused: bool,
+    /// A maintenance window: the pause lifts itself after this long (`2h`).
+    #[serde(default, rename = "for")]
+    for_: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 pub(super) async fn pause(State(st): State<ConsoleState>, headers: HeaderMap, body: Bytes) -> R {
     let s = acting(&st, &headers)?;
-    let b: PauseBody =
-        serde_json::from_slice(&body).map_err(|_| error(StatusCode::BAD_REQUEST, "body must be {\"paused\": true|false}"))?;
-    st.source.set_paused(b.paused, &s.who).await.map_err(journal_error)?;
+    let b: PauseBody = serde_json::from_slice(&body).map_err(|_| {
+        error(StatusCode::BAD_REQUEST, "body must be {\"paused\": true|false, \"for\": \"2h\" (optional), \"reason\": \"…\" (optional)}")
+    })?;
+    let until = match b.for_.as_deref().filter(|f| !f.is_empty()) {
+        None => None,
+        Some(f) => match crate::duration::parse_duration(f) {
+            Ok(d) if !d.is_zero() && d <= std::time::Duration::from_secs(366 * 86_400) && b.paused => {
+                Some(chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
+            }
+            _ => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "`for` must be a duration above zero and at most a year (e.g. 2h), with paused: true",
+                ))
+            }
+        },
+    };
+    st.source.set_paused(b.paused, until, b.reason.as_deref(), &s.who).await.map_err(journal_error)?;
     tracing::warn!(who = %s.who, paused = b.paused, "console: automatic failover {}", if b.paused { "paused" } else { "unpaused" });
     let v = status_json(&st).await.map_err(journal_error)?;
     Ok(answer(&st, v))

@@ -33,6 +33,9 @@ pub struct TargetView {
     /// Why, or why not, in one sentence.
     pub armed_reason: String,
     pub paused: bool,
+    /// The pause in force for this target (its own, else everyone's), with its
+    /// window's end when timed.
+    pub pause: Option<crate::journal::Pause>,
     pub watch_loop: bool,
     pub open_incident: Option<IncidentBrief>,
     pub last_closed: Option<IncidentBrief>,
@@ -139,7 +142,14 @@ pub trait ConsoleSource: Send + Sync + 'static {
     /// waits a little for the machine's verdict.
     async fn command(&self, id: &str, kind: CommandKind, who: &str, comment: &str) -> Result<CommandVerdict, SourceError>;
     /// Switches automatic failover off or on for everyone (journaled, with who).
-    async fn set_paused(&self, paused: bool, who: &str) -> Result<(), JournalError>;
+    /// Pauses (with an optional window's end and reason) or unpauses every target.
+    async fn set_paused(
+        &self,
+        paused: bool,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        reason: Option<&str>,
+        who: &str,
+    ) -> Result<(), JournalError>;
 }
 
 /// `serve`'s fleet: the daemon's targets and the HTTP side's auth.
@@ -267,7 +277,7 @@ impl ConsoleSource for FleetSource {
     async fn targets(&self) -> Result<Vec<TargetView>, JournalError> {
         let journal = self.journal();
         let paused = journal.pause_state().await?;
-        let global = paused.as_ref().map(|p| p.0).unwrap_or(false);
+        let global = journal.paused_at(chrono::Utc::now()).await?;
         let mut out = Vec::new();
         for t in self.d.registry.iter() {
             let pb = &t.playbook;
@@ -286,6 +296,10 @@ impl ConsoleSource for FleetSource {
             // Sentences without times: the page shows each time in the reader's zone.
             let (armed, armed_reason) = if st.paused {
                 let by = if global { paused.clone().unwrap_or_default().1 } else { "a pause of this target".into() };
+                let by = match st.pause.as_ref().and_then(|p| p.until) {
+                    Some(u) => format!("{by}, a maintenance window until {}", crate::journal::ts(u)),
+                    None => by,
+                };
                 (false, format!("automatic failover is paused ({by}): alerts are journaled and start nothing"))
             } else if !topo.armed {
                 (false, topo.reason.clone())
@@ -305,6 +319,7 @@ impl ConsoleSource for FleetSource {
                 armed,
                 armed_reason,
                 paused: st.paused,
+                pause: st.pause.clone(),
                 watch_loop: pb.watch.enabled,
                 open_incident: open.as_ref().map(IncidentBrief::from),
                 last_closed: last_closed.map(IncidentBrief::from),
@@ -370,8 +385,19 @@ impl ConsoleSource for FleetSource {
         Ok(CommandVerdict { command: cmd, accepted: None, result: "journaled; not applied yet".into(), by: who.into() })
     }
 
-    async fn set_paused(&self, paused: bool, who: &str) -> Result<(), JournalError> {
+    async fn set_paused(
+        &self,
+        paused: bool,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        reason: Option<&str>,
+        who: &str,
+    ) -> Result<(), JournalError> {
         // The settings table has no `via` column: the channel is part of who set it.
-        self.journal().set_setting("paused", if paused { "1" } else { "0" }, &format!("{who} via web"), chrono::Utc::now()).await
+        let by = format!("{who} via web");
+        if paused {
+            self.journal().set_pause(None, until, reason, &by, None, chrono::Utc::now()).await
+        } else {
+            self.journal().set_paused(None, false, &by, None, chrono::Utc::now()).await
+        }
     }
 }

@@ -109,7 +109,10 @@ function renderPause(status) {
   if (status.paused) {
     add(
       h("span", { id: "pause-state" }, "Automatic failover is PAUSED"),
-      h("span", {}, " — by ", status.paused_by || "?", " at ", when(status.paused_at), ". Alerts are journaled and start nothing."),
+      h("span", {}, " — by ", status.paused_by || "?", " at ", when(status.paused_at),
+        status.paused_until ? h("span", { id: "pause-until" }, " until ", when(status.paused_until), " (a maintenance window: it lifts itself)") : null,
+        status.pause_reason ? h("span", { id: "pause-reason" }, ": ", status.pause_reason) : null,
+        ". Alerts are journaled and start nothing."),
       mayAct ? h("button", { id: "unpause", class: "small", onclick: () => setPaused(false) }, "Unpause") : null,
     );
   } else {
