@@ -41,6 +41,11 @@ impl Daemon {
             if *self.shutdown.borrow() {
                 return;
             }
+            // One instance lifts (the leader, on a shared journal): an expired window
+            // is no pause for anyone already; the lift is its record.
+            if !self.acting() {
+                continue;
+            }
             for t in &targets {
                 match self.journal.lift_expired_pause(t.as_deref(), chrono::Utc::now()).await {
                     Ok(Some(p)) => tracing::warn!(
