@@ -54,7 +54,13 @@ pub struct Daemon {
     lanes: BTreeMap<String, Arc<Lane>>,
     /// Alerts that matched no target: journaled by a batcher of their own.
     unrouted: intake::Queue,
-    running: Mutex<HashSet<String>>,
+    /// Incidents with a runner here, each with the generation of its runner: a runner
+    /// that ends removes only its own entry, never a successor's.
+    running: Mutex<std::collections::HashMap<String, u64>>,
+    generation: std::sync::atomic::AtomicU64,
+    /// No adoption before then: a new leader gives an old leadership's last request
+    /// (sent just before its deadline) time to land before reading the world.
+    adopt_after: Mutex<Option<tokio::time::Instant>>,
     /// Incidents refused for resume (changed playbook): reported once, not every round.
     refused: Mutex<HashSet<String>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
@@ -104,7 +110,9 @@ impl Daemon {
             lanes,
             unrouted: Default::default(),
             metrics: Arc::new(Metrics::default()),
-            running: Mutex::new(HashSet::new()),
+            running: Mutex::new(Default::default()),
+            generation: Default::default(),
+            adopt_after: Mutex::new(None),
             refused: Mutex::new(HashSet::new()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
             shutdown,
@@ -130,11 +138,19 @@ impl Daemon {
             while changes.changed().await.is_ok() {
                 let term = *changes.borrow_and_update();
                 me.metrics.leadership(term);
+                // Whatever ran under the previous leadership stops now (as a crash
+                // would: every runner is resumable at every await), so nothing of it
+                // overlaps a runner of the next one.
+                me.tasks.lock().expect("task set").abort_all();
+                me.running.lock().expect("running set").clear();
+                me.refused.lock().expect("refused set").clear();
                 if let Some(term) = term {
-                    // Runners of a previous leadership of ours are gone (their writes
-                    // were refused); forget them so their incidents are adopted again.
-                    me.running.lock().expect("running set").clear();
-                    me.refused.lock().expect("refused set").clear();
+                    let grace = me.leadership.get().map(|l| l.settings.takeover_grace).unwrap_or_default();
+                    if me.effects_in_flight().await {
+                        tracing::warn!(term, ?grace, "leader: effects were in flight under an earlier leadership; adopting after the takeover grace");
+                        *me.adopt_after.lock().expect("adopt gate") = Some(tokio::time::Instant::now() + grace);
+                        tokio::time::sleep(grace).await;
+                    }
                     match me.resume_open().await {
                         Ok(ids) if !ids.is_empty() => tracing::info!(term, ?ids, "leader: adopted open incidents"),
                         Ok(_) => {}
@@ -143,6 +159,18 @@ impl Daemon {
                 }
             }
         });
+    }
+
+    /// Whether an open incident has an effect intent without an outcome.
+    async fn effects_in_flight(&self) -> bool {
+        let Ok(open) = self.journal.open_incidents().await else { return true };
+        for inc in open {
+            match self.journal.effects(&inc.id).await {
+                Ok(effects) if effects.iter().all(|e| e.outcome.is_some()) => {}
+                _ => return true,
+            }
+        }
+        false
     }
 
     pub fn leadership(&self) -> Option<&Arc<crate::leadership::Leadership>> {
@@ -311,8 +339,13 @@ impl Daemon {
         if !self.acting() {
             return;
         }
-        if self.refused.lock().expect("refused set").contains(id) || !self.running.lock().expect("running set").insert(id.to_string()) {
-            return;
+        let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut running = self.running.lock().expect("running set");
+            if self.refused.lock().expect("refused set").contains(id) || running.contains_key(id) {
+                return;
+            }
+            running.insert(id.to_string(), generation);
         }
         let me = self.clone();
         let id = id.to_string();
@@ -341,7 +374,10 @@ impl Daemon {
             if let (Some(lane), Ok(t)) = (me.lane(&target.name), me.journal.topology(&target.name).await) {
                 *lane.topology.lock().expect("topology") = t;
             }
-            me.running.lock().expect("running set").remove(&id);
+            let mut running = me.running.lock().expect("running set");
+            if running.get(&id) == Some(&generation) {
+                running.remove(&id);
+            }
         });
     }
 
@@ -355,6 +391,9 @@ impl Daemon {
         if !self.acting() {
             return Ok(Vec::new());
         }
+        if self.adopt_after.lock().expect("adopt gate").is_some_and(|t| tokio::time::Instant::now() < t) {
+            return Ok(Vec::new());
+        }
         let open = self.journal.open_incidents().await?;
         let mut resumed = Vec::new();
         for inc in open {
@@ -362,7 +401,7 @@ impl Daemon {
             if only.is_some_and(|name| name != target.name) {
                 continue;
             }
-            if self.running.lock().expect("running set").contains(&inc.id) || self.refused.lock().expect("refused set").contains(&inc.id) {
+            if self.running.lock().expect("running set").contains_key(&inc.id) || self.refused.lock().expect("refused set").contains(&inc.id) {
                 continue;
             }
             let check = match target.executor_for(&inc.id).await {
@@ -403,7 +442,7 @@ impl Daemon {
             // Only targets with an open incident nobody here drives (one read for all).
             let waiting: HashSet<String> = match self.journal.open_incidents().await {
                 Ok(open) => {
-                    let running = self.running.lock().expect("running set").clone();
+                    let running: HashSet<String> = self.running.lock().expect("running set").keys().cloned().collect();
                     let refused = self.refused.lock().expect("refused set").clone();
                     open.iter()
                         .filter(|i| !running.contains(&i.id) && !refused.contains(&i.id))

@@ -27,11 +27,21 @@ pub struct LeaseSettings {
     pub ttl: Duration,
     pub renew_every: Duration,
     pub retry_timeout: Duration,
+    /// How long a new leader waits before reconciling an effect that was in flight
+    /// under an earlier leadership: that leadership's last request, sent just before
+    /// its deadline, may still be landing on the platform. At least the platform's
+    /// request timeout.
+    pub takeover_grace: Duration,
 }
 
 impl Default for LeaseSettings {
     fn default() -> Self {
-        LeaseSettings { ttl: Duration::from_secs(15), renew_every: Duration::from_secs(3), retry_timeout: Duration::from_secs(4) }
+        LeaseSettings {
+            ttl: Duration::from_secs(15),
+            renew_every: Duration::from_secs(3),
+            retry_timeout: Duration::from_secs(4),
+            takeover_grace: Duration::from_secs(10),
+        }
     }
 }
 
@@ -84,6 +94,9 @@ pub struct Leadership {
     /// gone (the CLI after a crashed `run`), rather than after its lease expires.
     /// `serve` leaves it off: its peers run on other hosts, where only the lease tells.
     take_from_dead_here: std::sync::atomic::AtomicBool,
+    /// Set by [`Leadership::resign_and_stop`]: the lease loop ends, taking nothing more.
+    stopped: std::sync::atomic::AtomicBool,
+    stop: tokio::sync::Notify,
 }
 
 impl Leadership {
@@ -98,6 +111,8 @@ impl Leadership {
             note: Mutex::new("starting: has not taken the lease yet".into()),
             stepped_down: Default::default(),
             take_from_dead_here: Default::default(),
+            stopped: Default::default(),
+            stop: tokio::sync::Notify::new(),
         })
     }
 
@@ -186,8 +201,17 @@ impl Leadership {
         Ok(got)
     }
 
-    /// Gives the lease up now (a clean end), so another instance need not wait out the ttl.
-    pub async fn resign(&self) {
+    /// Ends the lease loop and gives the lease up: call it once every runner has
+    /// stopped (after `serve` drained, after the CLI's run), so no effect of ours is in
+    /// flight when another instance takes over at once.
+    pub async fn resign_and_stop(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop.notify_waiters();
+        self.resign().await;
+    }
+
+    /// Gives the lease up now, so another instance need not wait out the ttl.
+    async fn resign(&self) {
         let held = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(t) = held {
             let _ = tokio::time::timeout(self.settings.retry_timeout, self.journal.resign_lease(t.term, &self.holder)).await;
@@ -195,13 +219,14 @@ impl Leadership {
         }
     }
 
-    /// The lease loop, until shutdown; on shutdown a leader resigns so a follower takes
-    /// over at once rather than after `ttl`.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// The lease loop, until [`Leadership::resign_and_stop`]. After shutdown was
+    /// requested it keeps renewing a lease it holds (runners are still reaching a
+    /// resumable point; giving the lease up now would let another instance reconcile
+    /// an effect still in flight here) but takes none.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let s = self.settings;
         loop {
-            if *shutdown.borrow() {
-                self.resign().await;
+            if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
                 return;
             }
             let held = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
@@ -218,6 +243,7 @@ impl Leadership {
                         self.step_down("could not renew the lease before its local deadline (database unreachable or too slow)");
                     }
                 }
+                None if *shutdown.borrow() => {}
                 None => match self.try_lead().await {
                     Ok(Some(_)) => {}
                     Ok(None) => {
@@ -238,7 +264,7 @@ impl Leadership {
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => {}
+                _ = self.stop.notified() => {}
             }
         }
     }
@@ -252,9 +278,9 @@ mod tests {
     fn defaults_hold_the_inequality_and_short_ttls_are_refused() {
         assert!(LeaseSettings::default().validate().is_ok());
         let s =
-            LeaseSettings { ttl: Duration::from_secs(3), renew_every: Duration::from_millis(500), retry_timeout: Duration::from_secs(1) };
+            LeaseSettings { ttl: Duration::from_secs(3), renew_every: Duration::from_millis(500), retry_timeout: Duration::from_secs(1), ..Default::default() };
         assert!(s.validate().is_ok());
-        let bad = LeaseSettings { ttl: Duration::from_secs(5), renew_every: Duration::from_secs(3), retry_timeout: Duration::from_secs(2) };
+        let bad = LeaseSettings { ttl: Duration::from_secs(5), renew_every: Duration::from_secs(3), retry_timeout: Duration::from_secs(2), ..Default::default() };
         let e = bad.validate().unwrap_err();
         assert!(e.contains("too short"), "{e}");
     }

@@ -19,8 +19,10 @@ use std::sync::Arc;
 #[derive(Parser, Debug)]
 #[command(name = "orchestrator", version, about = "Automated Redis failover: the Redis failover runbook as a journaled state machine.", after_help = exit::TABLE)]
 pub struct Cli {
-    /// The SQLite journal.
-    #[arg(long, global = true, env = "ORCH_DB", default_value = "orchestrator.db")]
+    /// The journal: a SQLite file (a path, or sqlite://PATH) or a PostgreSQL database
+    /// (postgres://USER@HOST:PORT/DATABASE; a password is better kept in PGPASSWORD or
+    /// ~/.pgpass than in the URL, which other users can read from the process list).
+    #[arg(long, global = true, env = "ORCH_DB", hide_env_values = true, default_value = "orchestrator.db")]
     pub db: PathBuf,
     /// Log filter for diagnostics on stderr (e.g. info, debug).
     #[arg(long, global = true, env = "ORCH_LOG", default_value = "warn")]
@@ -302,6 +304,11 @@ pub struct ServeArgs {
     /// renew + 2 × retry-timeout + margin (ttl/10, at least 200ms) ≤ ttl.
     #[arg(long, default_value = "4s", value_parser = parse_duration_arg)]
     pub leader_retry_timeout: std::time::Duration,
+    /// How long a new leader waits before reconciling an effect that was in flight
+    /// under an earlier leadership (its last request may still be landing): at least
+    /// the platform's request timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub leader_takeover_grace: std::time::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -419,7 +426,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             let (t, lead) = driving_target(journal, pb, a.wait_for_approval, false).await?;
             let exec = t.executor_now().await?;
             let id = exec.open("manual", &a.reason).await?;
-            eprintln!("incident {id} opened (journal {})", crate::redact::mask_urls(&cli.db.display().to_string()));
+            eprintln!("incident {id} opened (journal {})", crate::journal::backend::mask_db(cli.db.as_os_str()));
             finish_leading(&exec, &id, lead).await
         }
         Command::Trigger(a) => {
@@ -468,7 +475,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                 if a.json {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 } else if rows.is_empty() {
-                    println!("no unrouted alerts in {}", crate::redact::mask_urls(&cli.db.display().to_string()));
+                    println!("no unrouted alerts in {}", crate::journal::backend::mask_db(cli.db.as_os_str()));
                 } else {
                     println!("{:<25} {:<13} {:<18} {:<9} SUMMARY", "RECEIVED", "SOURCE", "NAMED TARGET", "STATUS");
                     for r in rows {
@@ -483,7 +490,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
-                println!("no incidents in {}", crate::redact::mask_urls(&cli.db.display().to_string()));
+                println!("no incidents in {}", crate::journal::backend::mask_db(cli.db.as_os_str()));
             } else {
                 println!("{:<27} {:<16} {:<18} {:<25} OUTCOME", "ID", "TARGET", "STATE", "OPENED");
                 for r in rows {
@@ -542,7 +549,12 @@ pub async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             let mut pb = load_playbook(&a.playbook)?;
             // Judge the endpoint the service is on now: after a failover, the playbook's
             // backup is the active (the journal's topology says so).
-            if cli.db.exists() {
+            let journal_named = match crate::journal::Db::parse(cli.db.as_os_str()) {
+                Ok(crate::journal::Db::Sqlite(p)) => p.exists(),
+                Ok(crate::journal::Db::Postgres(_)) => true,
+                Err(e) => return Err(usage(e.to_string())),
+            };
+            if journal_named {
                 let topo = existing_journal(&cli.db).await?.topology(&pb.name).await?;
                 if topo.active != crate::model::Side::Primary {
                     eprintln!("{}: the {} is active (journal topology); checking it as the primary", pb.name, topo.active);
@@ -679,7 +691,7 @@ async fn status(db: &Path, a: StatusArgs) -> Result<i32, Failure> {
         if topologies.is_empty() {
             println!(
                 "no target has failed over in {}: every target is on its playbook's primary, armed (pass --playbook for more)",
-                crate::redact::mask_urls(&db.display().to_string())
+                crate::journal::backend::mask_db(db.as_os_str())
             );
         }
         for t in topologies {
@@ -762,7 +774,7 @@ async fn switchover(db: &Path, a: SwitchoverArgs) -> Result<i32, Failure> {
         eprintln!("switchover {id} opened; the `serve` running {} drives it", a.target);
         return Ok(exit::OK);
     }
-    eprintln!("switchover {id} opened (journal {})", crate::redact::mask_urls(&db.display().to_string()));
+    eprintln!("switchover {id} opened (journal {})", crate::journal::backend::mask_db(db.as_os_str()));
     finish_leading(&exec, &id, lead).await
 }
 
@@ -875,7 +887,7 @@ async fn driving_target(
 async fn finish_leading(exec: &Executor, id: &str, lead: Option<Arc<crate::leadership::Leadership>>) -> Result<i32, Failure> {
     let r = finish(exec, id).await;
     if let Some(l) = lead {
-        l.resign().await;
+        l.resign_and_stop().await;
     }
     r
 }
@@ -975,7 +987,11 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
     let (_tx, shutdown) = crate::wiring::shutdown_on_signals();
     let opts =
         ExecOptions { wait_for_approval: true, allow_changed_playbook: a.allow_changed_playbook, reporter: None, ..ExecOptions::default() };
-    let secrets: Vec<String> = auth.secrets();
+    let mut secrets: Vec<String> = auth.secrets();
+    // The journal's password (a PostgreSQL URL's) is a secret of this run too.
+    if let Some(pw) = crate::journal::Db::parse(db.as_os_str()).ok().and_then(|d| d.password()) {
+        secrets.push(pw);
+    }
     let mut targets = Vec::new();
     for mut pb in playbooks {
         if a.observe {
@@ -993,7 +1009,12 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
     }
     let registry = crate::fleet::Registry::new(targets).map_err(|e| usage(e.to_string()))?;
     let names = registry.names();
-    let leases = crate::leadership::LeaseSettings { ttl: a.leader_ttl, renew_every: a.leader_renew, retry_timeout: a.leader_retry_timeout };
+    let leases = crate::leadership::LeaseSettings {
+        ttl: a.leader_ttl,
+        renew_every: a.leader_renew,
+        retry_timeout: a.leader_retry_timeout,
+        takeover_grace: a.leader_takeover_grace,
+    };
     leases.validate().map_err(usage)?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
@@ -1054,6 +1075,10 @@ async fn serve(db: &Path, a: ServeArgs) -> Result<i32, Failure> {
     crate::server::serve_console(listener, app, console, limits, signal).await?;
     eprintln!("shutting down: waiting for incident runners to reach a resumable point");
     daemon.drain(std::time::Duration::from_secs(30)).await;
+    // Only now, with nothing of ours in flight, may another instance take over at once.
+    if let Some(l) = daemon.leadership() {
+        l.resign_and_stop().await;
+    }
     daemon.journal.close().await;
     Ok(exit::OK)
 }

@@ -363,8 +363,15 @@ impl Executor {
             }
             let intent =
                 serde_json::json!({ "action": action, "dedup_key": page.dedup_key, "summary": page.summary, "severity": page.severity });
-            if let Ok(Some(_)) = journal.effect_intent(&id, &key, "page", &intent, clock.now()).await {
-                return; // already sent (or attempted) before a restart
+            // Decide, journal, act: a page whose intent is not journaled (already sent
+            // before a restart, refused for a stale leader, journal away) is not sent.
+            match journal.effect_intent(&id, &key, "page", &intent, clock.now()).await {
+                Ok(None) => {}
+                Ok(Some(_)) => return,
+                Err(e) => {
+                    tracing::warn!(incident = %id, error = %e, "page not journaled; not sent");
+                    return;
+                }
             }
             let (outcome, result) = match pager.page(&page).await {
                 Ok(()) => ("ok", serde_json::json!({})),
@@ -442,8 +449,13 @@ impl Executor {
                 }
             }
             let intent = serde_json::json!({ "title": n.title });
-            if let Ok(Some(_)) = journal.effect_intent(&n.incident, &key, "notify", &intent, clock.now()).await {
-                return; // already sent (or attempted) before a restart
+            match journal.effect_intent(&n.incident, &key, "notify", &intent, clock.now()).await {
+                Ok(None) => {}
+                Ok(Some(_)) => return, // already sent (or attempted) before a restart
+                Err(e) => {
+                    tracing::warn!(incident = %n.incident, error = %e, "notification not journaled; not sent");
+                    return;
+                }
             }
             let (outcome, result) = match notifier.notify(&n).await {
                 Ok(()) => ("ok", serde_json::json!({})),

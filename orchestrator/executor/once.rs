@@ -116,7 +116,20 @@ impl Executor {
         // The platform and Redis cannot reject a stale leader: the term is checked once
         // more right before the effect (the intent's own write checked it too).
         self.still_leading(incident).await?;
-        let result = act.await;
+        // A leadership that ends while the effect runs (a flush's batches, a deploy's
+        // wait, a hook) ends the effect: its future is dropped at once, leaving the
+        // intent without an outcome for the new leader to reconcile from the world.
+        let result = match self.journal.term().cloned() {
+            Some(term) => tokio::select! {
+                biased;
+                _ = term.lost() => {
+                    tracing::error!(incident, key, term = term.term, "the leadership ended during the effect: stopped it; the new leader reconciles it");
+                    return Err(ExecError::Journal(crate::journal::JournalError::NotLeader(term.term)));
+                }
+                r = act => r,
+            },
+            None => act.await,
+        };
         self.crash_point(&format!("outcome:{point}"));
         let (outcome, value, done) = match result {
             Ok(v) => ("ok", to_value(&v), Done::Ok(v)),

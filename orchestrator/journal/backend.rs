@@ -58,13 +58,13 @@ impl Db {
         let scheme = &s[..scheme_end.unwrap_or(0)];
         match scheme.to_ascii_lowercase().as_str() {
             "postgres" | "postgresql" => {
-                let url = url::Url::parse(s).map_err(|e| DbError::BadUrl(crate::redact::mask_urls(s), e.to_string()))?;
+                let url = url::Url::parse(s).map_err(|e| DbError::BadUrl(mask_db_url(s), e.to_string()))?;
                 if url.host_str().is_none_or(str::is_empty) && !url.query_pairs().any(|(k, _)| k == "host") {
-                    return Err(DbError::BadUrl(crate::redact::mask_urls(s), "no host".into()));
+                    return Err(DbError::BadUrl(mask_db_url(s), "no host".into()));
                 }
                 Ok(Db::Postgres(s.to_string()))
             }
-            _ => Err(DbError::UnknownScheme(crate::redact::mask_urls(s), scheme.to_string())),
+            _ => Err(DbError::UnknownScheme(mask_db_url(s), scheme.to_string())),
         }
     }
 
@@ -72,8 +72,17 @@ impl Db {
     pub fn display(&self) -> String {
         match self {
             Db::Sqlite(p) => p.display().to_string(),
-            Db::Postgres(u) => crate::redact::mask_urls(u),
+            Db::Postgres(u) => mask_db_url(u),
         }
+    }
+
+    /// The password a PostgreSQL URL carries (in its user info or a `password`
+    /// parameter), for the redactor: it must not reach a log line by any other path.
+    pub fn password(&self) -> Option<String> {
+        let Db::Postgres(u) = self else { return None };
+        let url = url::Url::parse(u).ok()?;
+        let decoded = |s: &str| percent_decode(s);
+        url.password().map(decoded).or_else(|| url.query_pairs().find(|(k, _)| k == "password").map(|(_, v)| v.to_string()))
     }
 
     pub fn backend(&self) -> Backend {
@@ -82,6 +91,59 @@ impl Db {
             Db::Postgres(_) => Backend::Postgres,
         }
     }
+}
+
+/// A database URL for messages: its password (user info, or a `password` parameter)
+/// replaced by `***`, whatever characters it holds. What does not parse as a URL
+/// loses everything between `://` and its last `@`.
+pub fn mask_db_url(s: &str) -> String {
+    if let Ok(mut url) = url::Url::parse(s) {
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
+        }
+        if url.query_pairs().any(|(k, _)| k == "password" || k == "passfile") {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "password" { "***".to_string() } else { v.to_string() };
+                    (k.to_string(), v)
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        return url.to_string();
+    }
+    match (s.find("://"), s.rfind('@')) {
+        (Some(i), Some(j)) if j > i => format!("{}://***{}", &s[..i], &s[j..]),
+        (Some(i), _) => format!("{}://***", &s[..i]),
+        _ => crate::redact::mask_urls(s),
+    }
+}
+
+/// [`mask_db_url`] for a `--db` value as given (a path is shown as it is).
+pub fn mask_db(value: &OsStr) -> String {
+    match value.to_str() {
+        Some(s) if s.contains("://") => mask_db_url(s),
+        _ => std::path::Path::new(value).display().to_string(),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Which database the journal is on.
@@ -210,7 +272,7 @@ fn sqlite_url(path: &Path) -> String {
 pub(super) async fn open_postgres(url: &str, create: bool) -> Result<AnyPool, JournalError> {
     use sqlx::postgres::PgConnectOptions;
     use std::str::FromStr;
-    let location = crate::redact::mask_urls(url);
+    let location = mask_db_url(url);
     let open_err = |source| JournalError::Open { location: location.clone(), source };
     let opts = PgConnectOptions::from_str(url).map_err(open_err)?.application_name("orchestrator");
     {
@@ -240,6 +302,15 @@ pub(super) async fn open_postgres(url: &str, create: bool) -> Result<AnyPool, Jo
         // A connection that went through a database restart is found dead before use,
         // not by the first statement of a write.
         .test_before_acquire(true)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // An acknowledged intent must survive the database's crash (a new leader
+                // reads it to decide whether an effect happened), whatever the server's
+                // or role's default says.
+                sqlx::query("SET synchronous_commit = on").execute(conn).await?;
+                Ok(())
+            })
+        })
         .connect(url)
         .await
         .map_err(open_err)
@@ -292,6 +363,24 @@ mod tests {
         let e = parse("mysql://root:s3cr%2Ft@db/x").unwrap_err().to_string();
         assert!(!e.contains("s3cr"), "{e}");
         assert_eq!(Db::parse(OsStr::new("postgres://u:hunter2@h/d")).unwrap().display().contains("hunter2"), false);
+    }
+
+    #[test]
+    fn a_password_is_masked_whatever_it_holds() {
+        for (url, pw) in [
+            ("postgres://orch:pa,ss(1)@db:5432/orch", "pa,ss(1)"),
+            ("postgres://orch:has%20space%40x@db/orch", "has"),
+            ("postgres://orch@db/orch?password=hunter2&sslmode=require", "hunter2"),
+            ("postgres://orch:p@ss:w0rd@db/orch", "ss:w0rd"),
+            ("postgres://h/x?user=orch&password=hunter2", "hunter2"),
+        ] {
+            let shown = mask_db_url(url);
+            assert!(!shown.contains(pw), "{url} → {shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+        let db = Db::parse(OsStr::new("postgres://orch:pa%2Css@db/orch")).unwrap();
+        assert_eq!(db.password().as_deref(), Some("pa,ss"));
+        assert!(!db.display().contains("pa%2Css"));
     }
 
     #[test]

@@ -134,6 +134,9 @@ impl IncidentStore for Journal {
         // process can adopt it between its creation and its trigger.
         let lease = self.owner.as_ref().map(|_| ts(at + chrono::Duration::from_std(LEASE).unwrap_or_default()));
         let mut tx = self.begin_write().await?;
+        if let Some(term) = &self.term {
+            super::leader::check_in(&mut tx, term).await?;
+        }
         let inserted = sqlx::query(
             "INSERT INTO incidents (id, playbook_name, playbook_path, playbook_hash, target, state, machine, opened_at, trigger_source, trigger_detail, owner, lease_until, os_user, approver_os_users)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING rowid",
@@ -360,6 +363,28 @@ impl Journal {
         self.redactor.redact_json(&mut observations);
         let observations = observations.to_string();
         let r = &self.redactor;
+        // The same decision already journaled as the last one: a retry after a COMMIT
+        // whose answer was lost (the connection dropped as PostgreSQL restarted). The
+        // first attempt is on disk; writing it again would be a second transition.
+        if seq > 1 {
+            let last = sqlx::query("SELECT event, observations, to_state, rejected, machine FROM transitions WHERE incident_id = $1 AND seq = $2")
+                .bind(incident)
+                .bind(seq - 1)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(last) = last {
+                let same = last.get::<String, _>(0) == event.name()
+                    && last.get::<String, _>(1) == observations
+                    && last.get::<String, _>(2) == decision.to.name()
+                    && last.get::<Option<String>, _>(3) == decision.rejected.as_deref().map(|n| r.redact(n))
+                    && last.get::<String, _>(4) == machine.to_json();
+                if same && command.is_none() {
+                    tx.commit().await?;
+                    tracing::info!(incident, seq = seq - 1, "decision already journaled (a retried write); not written twice");
+                    return Ok(seq - 1);
+                }
+            }
+        }
         let inserted = sqlx::query(
             "INSERT INTO transitions (incident_id, seq, at, from_state, to_state, event, observations, note, rejected, actor, machine)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",

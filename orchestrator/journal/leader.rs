@@ -58,6 +58,46 @@ impl Term {
     }
 }
 
+impl Term {
+    /// Resolves once the local deadline has passed (or the term was revoked). Every
+    /// poll reads the clock itself rather than trusting a timer to have fired: after
+    /// a SIGSTOP or a VM pause, the first poll after waking sees the deadline gone.
+    pub fn lost(&self) -> Lost<'_> {
+        Lost { term: self, sleep: Box::pin(tokio::time::sleep_until(self.deadline())) }
+    }
+}
+
+/// See [`Term::lost`]. Race it (first, `biased`) against a side effect in flight.
+pub struct Lost<'a> {
+    term: &'a Term,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl std::future::Future for Lost<'_> {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        use std::task::Poll;
+        if !self.term.locally_valid() {
+            return Poll::Ready(());
+        }
+        // A renewal moves the deadline: follow it.
+        let deadline = self.term.deadline();
+        if self.sleep.deadline() != deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) if !self.term.locally_valid() => Poll::Ready(()),
+            Poll::Ready(()) => {
+                // Extended meanwhile: wait for the new deadline.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// Inside a write transaction: refuses (`NotLeader`) unless `term` is still valid
 /// locally and is the current, unexpired leadership on the database's clock.
 pub(super) async fn check_in(tx: &mut sqlx::AnyConnection, term: &Term) -> Result<()> {

@@ -373,7 +373,11 @@ impl Journal {
         match self.backend {
             Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
             Backend::Postgres => {
-                let mut tx = self.pool.begin().await?;
+                // READ COMMITTED whatever the database's default: under REPEATABLE READ the
+                // snapshot would be taken before the lock is granted, and a writer would
+                // read a term (a sequence number, a chain head) from before the takeover
+                // it waited behind.
+                let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await?;
                 // Bounded like SQLite's busy timeout: a writer stuck behind a lock (a
                 // person's psql session holding it) fails `Busy`, and a webhook 503s.
                 let ms = self.busy_timeout.as_millis().clamp(1, 3_600_000);

@@ -110,9 +110,10 @@ async fn actual_triggers(conn: &mut AnyConnection, backend: Backend) -> Result<B
 /// function, its arguments and its body, as one comparable text per trigger.
 async fn pg_triggers(conn: &mut AnyConnection, schema: &str) -> Result<BTreeMap<String, String>> {
     let rows = sqlx::query(
+        // pg_get_triggerdef: table, timing, events (UPDATE OF columns), WHEN, function
+        // and arguments; then whether it is enabled, and the function's body.
         "SELECT CAST(t.tgname AS TEXT),
-                CAST(c.relname AS TEXT) || ' ' || CAST(t.tgtype AS TEXT) || ' ' || CAST(t.tgenabled AS TEXT) || ' '
-                || CAST(p.proname AS TEXT) || ' ' || encode(t.tgargs, 'escape') || ' ' || p.prosrc
+                pg_get_triggerdef(t.oid) || ' ' || CAST(t.tgenabled AS TEXT) || ' ' || p.prosrc
          FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
               JOIN pg_proc p ON p.oid = t.tgfoid
          WHERE NOT t.tgisinternal AND CAST(n.nspname AS TEXT) = $1",
@@ -180,6 +181,11 @@ async fn verify_in(
             Some(s) if s != sql => schema.push(format!("trigger {name} was changed")),
             Some(_) => {}
         }
+    }
+    // A trigger the migrations do not create can rewrite a row before it is hashed
+    // (the chain would vouch for forged content) or refuse the journal's own writes.
+    for name in actual.keys().filter(|n| !expected.contains_key(*n)) {
+        schema.push(format!("trigger {name} is not one the migrations create (added behind the journal's back)"));
     }
     let epoch: HashMap<String, i64> = sqlx::query("SELECT row_table, max_rowid FROM ledger_epoch")
         .fetch_all(&mut *conn)
@@ -291,6 +297,9 @@ async fn verify_chain(conn: &mut sqlx::AnyConnection, name: &str, after: &(dyn F
     };
     for (kind, sql) in uncovered {
         let floor = if kind == Kind::Setting { 0 } else { after(kind.table()) };
+        // `rowid <= 0`: an explicit id below the epoch's range (a forged row) is never
+        // "predating the chain".
+        let sql = sql.replace("rowid > $2", "(rowid > $2 OR rowid <= 0)");
         let q = format!(
             "SELECT x.rowid FROM ({sql}) AS x WHERE NOT EXISTS (SELECT 1 FROM ledger l WHERE l.row_table = '{}' AND l.kind = '{}' AND l.row_id = x.rowid)",
             kind.table(),
