@@ -147,7 +147,11 @@ impl Daemon {
                 if let Some(term) = term {
                     let grace = me.leadership.get().map(|l| l.settings.takeover_grace).unwrap_or_default();
                     if me.effects_in_flight().await {
-                        tracing::warn!(term, ?grace, "leader: effects were in flight under an earlier leadership; adopting after the takeover grace");
+                        tracing::warn!(
+                            term,
+                            ?grace,
+                            "leader: effects were in flight under an earlier leadership; adopting after the takeover grace"
+                        );
                         *me.adopt_after.lock().expect("adopt gate") = Some(tokio::time::Instant::now() + grace);
                         tokio::time::sleep(grace).await;
                     }
@@ -401,7 +405,9 @@ impl Daemon {
             if only.is_some_and(|name| name != target.name) {
                 continue;
             }
-            if self.running.lock().expect("running set").contains_key(&inc.id) || self.refused.lock().expect("refused set").contains(&inc.id) {
+            if self.running.lock().expect("running set").contains_key(&inc.id)
+                || self.refused.lock().expect("refused set").contains(&inc.id)
+            {
                 continue;
             }
             let check = match target.executor_for(&inc.id).await {

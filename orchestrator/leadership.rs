@@ -277,10 +277,19 @@ mod tests {
     #[test]
     fn defaults_hold_the_inequality_and_short_ttls_are_refused() {
         assert!(LeaseSettings::default().validate().is_ok());
-        let s =
-            LeaseSettings { ttl: Duration::from_secs(3), renew_every: Duration::from_millis(500), retry_timeout: Duration::from_secs(1), ..Default::default() };
+        let s = LeaseSettings {
+            ttl: Duration::from_secs(3),
+            renew_every: Duration::from_millis(500),
+            retry_timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
         assert!(s.validate().is_ok());
-        let bad = LeaseSettings { ttl: Duration::from_secs(5), renew_every: Duration::from_secs(3), retry_timeout: Duration::from_secs(2), ..Default::default() };
+        let bad = LeaseSettings {
+            ttl: Duration::from_secs(5),
+            renew_every: Duration::from_secs(3),
+            retry_timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
         let e = bad.validate().unwrap_err();
         assert!(e.contains("too short"), "{e}");
     }

@@ -105,6 +105,8 @@ both!(
     the_ledger_verifies_and_names_an_edit,
     the_ledger_names_a_dropped_trigger,
     reads_for_reports_and_pages,
+    a_forged_row_with_a_non_positive_id_is_refused_or_named,
+    an_added_trigger_is_named,
 );
 
 async fn decisions_are_journaled_with_dense_sequence_numbers_and_resume_from_the_journal(db: Db) {
@@ -432,4 +434,108 @@ async fn an_unknown_scheme_is_refused_and_creates_nothing() {
     }
     assert!(!cwd.join("mysql:").exists() && !cwd.join("postgres:").exists(), "no folder was created");
     drop(dir);
+}
+
+/// A row inserted with an explicit id at or below zero (below the range the chain
+/// checks for rows behind its back): PostgreSQL refuses it; SQLite stores it and
+/// `verify` names it.
+async fn a_forged_row_with_a_non_positive_id_is_refused_or_named(db: Db) {
+    let j = &db.j;
+    let (id, _) = to_gate(j, "alpha").await;
+    let forged = sqlx::query(
+        "INSERT INTO commands (id, incident_id, kind, actor, comment, via, at) VALUES (-3, $1, 'approve', 'alice', 'forged', 'cli', '2026-01-01T00:00:00.000Z')",
+    )
+    .bind(&id)
+    .execute(j.pool())
+    .await;
+    if db.pg {
+        let err = forged.expect_err("PostgreSQL refuses a non-positive id").to_string();
+        assert!(err.contains("check"), "{err}");
+    } else {
+        forged.expect("SQLite stores it");
+        let problems = j.verify(Some(&id)).await.unwrap().problems().join("\n");
+        assert!(problems.contains("commands row -3") && problems.contains("not in the chain"), "{problems}");
+    }
+}
+
+/// A trigger the migrations do not create (it could rewrite rows before they are
+/// hashed) is named.
+async fn an_added_trigger_is_named(db: Db) {
+    let j = &db.j;
+    to_gate(j, "alpha").await;
+    if db.pg {
+        sqlx::raw_sql(
+            "CREATE FUNCTION rewrite() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.note := 'rewritten'; RETURN NEW; END; $$;
+             CREATE TRIGGER rewrite_notes BEFORE INSERT ON transitions FOR EACH ROW EXECUTE FUNCTION rewrite();",
+        )
+        .execute(j.pool())
+        .await
+        .unwrap();
+    } else {
+        sqlx::raw_sql("CREATE TRIGGER rewrite_notes AFTER INSERT ON transitions BEGIN SELECT 1; END;").execute(j.pool()).await.unwrap();
+    }
+    let report = j.verify(None).await.unwrap();
+    assert!(
+        report.schema.iter().any(|p| p.contains("rewrite_notes") && p.contains("not one the migrations create")),
+        "{:?}",
+        report.schema
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_guard_made_conditional_is_named() {
+    let db = open(true).await;
+    let j = &db.j;
+    to_gate(j, "alpha").await;
+    sqlx::raw_sql(
+        "DROP TRIGGER transitions_append_only_update ON transitions;
+         CREATE TRIGGER transitions_append_only_update BEFORE UPDATE ON transitions FOR EACH ROW WHEN (false) EXECUTE FUNCTION orch_refuse('transitions are append-only');",
+    )
+    .execute(j.pool())
+    .await
+    .unwrap();
+    let report = j.verify(None).await.unwrap();
+    assert!(report.schema.iter().any(|p| p.contains("transitions_append_only_update") && p.contains("changed")), "{:?}", report.schema);
+}
+
+/// Fencing holds whatever the database's default isolation: the journal's writers
+/// read committed data after the write lock, so a takeover they waited behind is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_fencing_holds_under_a_repeatable_read_default() {
+    let pg = PgDatabase::create();
+    std::process::Command::new("psql")
+        .arg(format!("{}/postgres", support::pgdb::server_url()))
+        .args([
+            "-qAtc",
+            &format!("ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'", pg.url().rsplit('/').next().unwrap()),
+        ])
+        .status()
+        .unwrap();
+    let j = Journal::open(pg.url()).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    let t1 = j.acquire_lease("a", "x", ttl).await.unwrap().unwrap();
+    let far = tokio::time::Instant::now() + Duration::from_secs(60);
+    let a = j.fenced_by(Arc::new(Term::new(t1, "a", far))).owned_by("a-proc");
+    let m = Machine::new(policy());
+    let id = a.create_incident(&new_incident("alpha"), &m, Utc::now()).await.unwrap();
+    // Another session holds the write lock while the lease moves to b; a's write
+    // waits behind it, then must see the new term.
+    let mut other = sqlx::PgConnection::connect(&pg.url()).await.unwrap();
+    use sqlx::Connection;
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(orchestrator::journal::backend::PG_WRITE_LOCK).execute(&mut other).await.unwrap();
+    sqlx::query("UPDATE leader SET term = term + 1, holder = 'b'").execute(&mut other).await.unwrap();
+    let a2 = a.clone();
+    let id2 = id.clone();
+    let write = tokio::spawn(async move {
+        let mut m1 = m.clone();
+        let e = trigger();
+        let d = m1.handle(&e);
+        a2.record_decision(&id2, &e, &d, &m1, Utc::now()).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!write.is_finished(), "the write waits for the lock");
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let err = write.await.unwrap().unwrap_err();
+    assert!(matches!(err, JournalError::NotLeader(t) if t == t1), "{err:?}");
 }

@@ -15,7 +15,8 @@ use support::world::{wait_until, World, WEBHOOK_TOKEN};
 
 const FAST: &[(&str, &str)] = &[("verify_window: 15s", "verify_window: 4s"), ("verify_interval: 500ms", "verify_interval: 200ms")];
 /// A short lease so takeovers are quick: renew + 2 × retry + margin (300 ms) ≤ ttl.
-const LEASE: &[&str] = &["--leader-ttl", "3s", "--leader-renew", "500ms", "--leader-retry-timeout", "1s"];
+/// A short takeover grace too: the platform stand-in answers at once.
+const LEASE: &[&str] = &["--leader-ttl", "3s", "--leader-renew", "500ms", "--leader-retry-timeout", "1s", "--leader-takeover-grace", "1s"];
 
 struct Instance {
     child: tokio::process::Child,
@@ -32,6 +33,8 @@ impl Instance {
             .args(LEASE)
             .envs(&w.env)
             .env("ORCH_WEBHOOK_TOKEN", WEBHOOK_TOKEN)
+            // info: the log shows what each instance did ("incident ended", "stepping down").
+            .env("ORCH_LOG", "info")
             .env("ORCH_APPROVER_TOKENS", format!("oncall={}", support::world::ONCALL_TOKEN))
             .env_remove("ORCH_FAULT_CRASH_AT")
             .stdout(Stdio::piped())
@@ -211,7 +214,6 @@ async fn a_frozen_leader_woken_after_its_lease_does_nothing_and_steps_down() {
     })
     .await;
     let id = j.open_incidents().await.unwrap()[0].id.clone();
-    let writes_before = w.sandbox.platform().stats().env_write_counts.len();
     a.signal(libc::SIGSTOP);
     let (leader, _) = one_leader(&[&b], Duration::from_secs(10)).await;
     assert_eq!(leader, 0);
@@ -255,7 +257,6 @@ async fn a_frozen_leader_woken_after_its_lease_does_nothing_and_steps_down() {
     for (write, n) in &stats.env_write_counts {
         assert_eq!(*n, 1, "{write} written {n} times");
     }
-    assert!(stats.env_write_counts.len() >= writes_before);
     assert!(j.transitions(&id).await.unwrap().len() > transitions_before);
     assert!(j.verify(None).await.unwrap().ok());
     // The woken instance said why it stopped, and its runner stopped at its next check

@@ -367,11 +367,12 @@ impl Journal {
         // whose answer was lost (the connection dropped as PostgreSQL restarted). The
         // first attempt is on disk; writing it again would be a second transition.
         if seq > 1 {
-            let last = sqlx::query("SELECT event, observations, to_state, rejected, machine FROM transitions WHERE incident_id = $1 AND seq = $2")
-                .bind(incident)
-                .bind(seq - 1)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let last =
+                sqlx::query("SELECT event, observations, to_state, rejected, machine FROM transitions WHERE incident_id = $1 AND seq = $2")
+                    .bind(incident)
+                    .bind(seq - 1)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if let Some(last) = last {
                 let same = last.get::<String, _>(0) == event.name()
                     && last.get::<String, _>(1) == observations

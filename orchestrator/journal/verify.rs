@@ -111,9 +111,12 @@ async fn actual_triggers(conn: &mut AnyConnection, backend: Backend) -> Result<B
 async fn pg_triggers(conn: &mut AnyConnection, schema: &str) -> Result<BTreeMap<String, String>> {
     let rows = sqlx::query(
         // pg_get_triggerdef: table, timing, events (UPDATE OF columns), WHEN, function
-        // and arguments; then whether it is enabled, and the function's body.
+        // and arguments (the schema's name taken out: the scratch schema's differs);
+        // then whether it is enabled, and the function's body.
         "SELECT CAST(t.tgname AS TEXT),
-                pg_get_triggerdef(t.oid) || ' ' || CAST(t.tgenabled AS TEXT) || ' ' || p.prosrc
+                replace(replace(pg_get_triggerdef(t.oid), ' ON ' || quote_ident(CAST(n.nspname AS TEXT)) || '.', ' ON '),
+                        ' FUNCTION ' || quote_ident(CAST(n.nspname AS TEXT)) || '.', ' FUNCTION ')
+                || ' ' || CAST(t.tgenabled AS TEXT) || ' ' || p.prosrc
          FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
               JOIN pg_proc p ON p.oid = t.tgfoid
          WHERE NOT t.tgisinternal AND CAST(n.nspname AS TEXT) = $1",
