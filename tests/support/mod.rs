@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
 pub mod browser;
+pub mod netns;
+pub mod pg;
 pub mod serve;
 pub mod world;
 
