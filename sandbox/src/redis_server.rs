@@ -133,11 +133,13 @@ impl RedisServer {
         let log = self.dir.join("redis.log");
         let _ = std::fs::remove_file(&log);
         let mut cmd = Command::new("redis-server");
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
-            .arg(self.bind.to_string())
-            .args(["--save", ""])
+        cmd.arg("--port").arg(self.port.to_string()).arg("--bind").arg(self.bind.to_string());
+        if !self.bind.is_loopback() {
+            // Protected mode refuses everyone but loopback when there is no password;
+            // off loopback the server is bound to one test address only.
+            cmd.args(["--protected-mode", "no"]);
+        }
+        cmd.args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--daemonize", "no"])
             .arg("--dir")

@@ -141,7 +141,8 @@ async fn reap_stale(admin: &mut sqlx::PgConnection) {
     for (name,) in names {
         let pid = name.strip_prefix(DB_PREFIX).and_then(|rest| rest.split('_').next()).and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|pid| !pid_alive(pid)) {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut *admin).await;
+            let _ =
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut *admin).await;
         }
     }
 }
@@ -241,6 +242,13 @@ impl PgServer {
             .status()
             .expect("running initdb");
         assert!(status.success(), "initdb failed ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+        // initdb's trust covers loopback only; instances in network namespaces come
+        // from the bridge's subnet. `samenet` is every subnet the server's host is on;
+        // who can connect at all is bounded by listen_addresses (one address).
+        let hba = dir.path().join("data/pg_hba.conf");
+        let mut text = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        text.push_str("\nhost all all samenet trust\n");
+        std::fs::write(&hba, text).unwrap();
         let server = PgServer { listen, port: Mutex::new(0), dir, child: Mutex::new(None), starts: Mutex::new(0) };
         // A free port can be taken by someone else between probing and binding it.
         let mut last = String::new();
@@ -299,6 +307,7 @@ impl PgServer {
     pub fn stop(&self) {
         let mut guard = self.child.lock().unwrap();
         let Some(mut child) = guard.take() else { return };
+        let kids = children_of(child.id() as i32);
         signal(child.id() as i32, libc::SIGINT);
         let deadline = Instant::now() + STOP_DEADLINE;
         loop {
@@ -306,37 +315,47 @@ impl PgServer {
                 break;
             }
             if Instant::now() >= deadline {
-                kill_group(&mut child);
+                kill_tree(&mut child);
                 break;
             }
             std::thread::sleep(POLL);
         }
-        wait_group_gone(child.id() as i32);
+        wait_gone(&kids);
     }
 
-    /// SIGKILL to the postmaster *and* its backends (one process group), the way a
-    /// machine crash ends them: established connections are reset at once, not
-    /// left to the backends noticing their postmaster's death. Waits until every
-    /// process of the group is gone, so a restart does not find the old shared memory
-    /// still attached. A no-op when stopped.
+    /// SIGKILL to the postmaster *and* its backends, the way a machine crash ends
+    /// them: established connections are reset at once, not left to the backends
+    /// noticing their postmaster's death. Waits until every one of them is gone, so a
+    /// restart does not find the old shared memory still attached. A no-op when
+    /// stopped.
     pub fn kill(&self) {
         if let Some(mut child) = self.child.lock().unwrap().take() {
-            kill_group(&mut child);
+            kill_tree(&mut child);
         }
     }
 
-    /// SIGSTOP to the whole server: connections stay open (the kernel still completes
-    /// handshakes) but nothing answers — a hung database. Undo with [`cont`](Self::cont).
+    /// SIGSTOP to the postmaster and its backends: connections stay open (the kernel
+    /// still completes handshakes) but nothing answers — a hung database. Undo with
+    /// [`cont`](Self::cont).
     pub fn freeze(&self) {
         if let Some(c) = self.child.lock().unwrap().as_ref() {
-            signal(-(c.id() as i32), libc::SIGSTOP);
+            let pm = c.id() as i32;
+            // The postmaster first, so it forks no backend we would miss.
+            signal(pm, libc::SIGSTOP);
+            for k in children_of(pm) {
+                signal(k, libc::SIGSTOP);
+            }
         }
     }
 
     /// SIGCONT: undo [`freeze`](Self::freeze).
     pub fn cont(&self) {
         if let Some(c) = self.child.lock().unwrap().as_ref() {
-            signal(-(c.id() as i32), libc::SIGCONT);
+            let pm = c.id() as i32;
+            for k in children_of(pm) {
+                signal(k, libc::SIGCONT);
+            }
+            signal(pm, libc::SIGCONT);
         }
     }
 
@@ -375,8 +394,12 @@ impl PgServer {
         let sock = self.dir.path().join("sock");
         let port = self.port();
         // After a SIGKILL the lock files remain. The postmaster they name is known dead
-        // (we reaped it), and its pid may since belong to someone else, which postgres
-        // would take for a live postmaster: remove them.
+        // (we reaped it), but its pid may since belong to another process of the user
+        // postgres (the shared server's backends churn through pids), which postgres
+        // would take for a live postmaster: remove them, and the old System V shared
+        // memory segment they name (nothing is attached any more), which postgres
+        // would otherwise have removed itself.
+        remove_stale_shmem(&data.join("postmaster.pid"));
         let _ = std::fs::remove_file(data.join("postmaster.pid"));
         let _ = std::fs::remove_file(sock.join(format!(".s.PGSQL.{port}.lock")));
         let _ = std::fs::remove_file(sock.join(format!(".s.PGSQL.{port}")));
@@ -396,7 +419,8 @@ impl PgServer {
             .args(["-c", "max_connections=200", "-c", "shared_buffers=16MB"])
             .uid(user.0)
             .gid(user.1)
-            // Its own process group, so kill() reaches the backends too.
+            // Its own process group: a Ctrl-C at the test's terminal is the test's, not
+            // the server's (shutdown stays ours to order).
             .process_group(0)
             .current_dir(self.dir.path())
             .env_remove("PGDATA")
@@ -410,9 +434,7 @@ impl PgServer {
         loop {
             let exited = self.child.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
-                if let Some(c) = self.child.lock().unwrap().take() {
-                    wait_group_gone(c.id() as i32);
-                }
+                self.child.lock().unwrap().take();
                 return Err(format!("postgres exited during start ({status}): {}", tail(&self.log(), 8)));
             }
             // The log line alone is not enough (it is written just before the
@@ -453,37 +475,64 @@ fn signal(pid: i32, sig: libc::c_int) {
     }
 }
 
-fn kill_group(child: &mut Child) {
-    let pid = child.id() as i32;
-    // The group id is the postmaster's pid (process_group(0)); SIGKILL ends stopped
-    // processes too.
-    signal(-pid, libc::SIGKILL);
-    let _ = child.wait();
-    wait_group_gone(pid);
+/// The postmaster's children (backends, checkpointer, …). Each calls setsid(), so
+/// they are not in the postmaster's process group: they are found by parent pid.
+fn children_of(pm: i32) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| proc_stat(*pid).is_some_and(|(state, ppid)| ppid == pm && state != 'Z'))
+        .collect()
 }
 
-/// Waits (bounded) until no live process is left in process group `pgid`: killed
-/// backends are not our children, so they are reaped by init, not by us; a zombie
-/// among them holds no shared memory and does not count.
-fn wait_group_gone(pgid: i32) {
+/// `(state, ppid)` from /proc/PID/stat.
+fn proc_stat(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
+fn kill_tree(child: &mut Child) {
+    let pm = child.id() as i32;
+    // Stopped first, the postmaster forks nothing between listing its children and
+    // their end; SIGKILL ends stopped processes too.
+    signal(pm, libc::SIGSTOP);
+    let kids = children_of(pm);
+    for k in &kids {
+        signal(*k, libc::SIGKILL);
+    }
+    signal(pm, libc::SIGKILL);
+    let _ = child.wait();
+    wait_gone(&kids);
+}
+
+/// Waits (bounded) until none of `pids` is a live process. Killed backends are not
+/// our children, so init reaps them, not us; a zombie holds no shared memory and does
+/// not count.
+fn wait_gone(pids: &[i32]) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while group_alive(pgid) && Instant::now() < deadline {
-        signal(-pgid, libc::SIGKILL);
+    while pids.iter().any(|p| proc_stat(*p).is_some_and(|(state, _)| state != 'Z' && state != 'X')) && Instant::now() < deadline {
         std::thread::sleep(POLL);
     }
 }
 
-fn group_alive(pgid: i32) -> bool {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return false };
-    rd.flatten().any(|e| {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { return false };
-        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return false };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|p| p.parse::<i32>().ok());
-        pgrp == Some(pgid) && state != Some("Z") && state != Some("X")
-    })
+/// Removes the System V shared memory segment a dead postmaster's lock file names
+/// (its 7th line: `key shmid`), once nothing is attached to it.
+fn remove_stale_shmem(pid_file: &Path) {
+    let Ok(text) = std::fs::read_to_string(pid_file) else { return };
+    let Some(shmid) = text.lines().nth(6).and_then(|l| l.split_whitespace().nth(1)).and_then(|id| id.parse::<i32>().ok()) else {
+        return;
+    };
+    // SAFETY: shmctl with IPC_STAT into a zeroed struct we own, then IPC_RMID.
+    unsafe {
+        let mut ds: libc::shmid_ds = std::mem::zeroed();
+        if libc::shmctl(shmid, libc::IPC_STAT, &mut ds) == 0 && ds.shm_nattch == 0 {
+            libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut());
+        }
+    }
 }
 
 fn tail(s: &str, n: usize) -> String {

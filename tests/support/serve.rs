@@ -134,7 +134,11 @@ pub struct Instance {
 }
 
 impl Instance {
-    async fn start(mut cmd: tokio::process::Command, reach: impl Fn(SocketAddr) -> SocketAddr, peer_ip: Option<std::net::IpAddr>) -> Instance {
+    async fn start(
+        mut cmd: tokio::process::Command,
+        reach: impl Fn(SocketAddr) -> SocketAddr,
+        peer_ip: Option<std::net::IpAddr>,
+    ) -> Instance {
         let mut child = cmd.spawn().expect("spawning orchestrator serve");
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let err = child.stderr.take().expect("stderr is piped");
@@ -157,8 +161,7 @@ impl Instance {
                 );
             }
         };
-        let v: serde_json::Value =
-            serde_json::from_str(&first).unwrap_or_else(|e| panic!("serve's first line {first:?} is not JSON: {e}"));
+        let v: serde_json::Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("serve's first line {first:?} is not JSON: {e}"));
         let bound: SocketAddr = v["listening"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no address in {first:?}"));
         let stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = stdout.clone();

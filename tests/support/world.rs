@@ -26,6 +26,8 @@ pub struct World {
     pub sandbox: Sandbox,
     pub dir: tempfile::TempDir,
     pub env: HashMap<String, String>,
+    /// Where its servers listen ([`WorldOptions::bind`]; 127.0.0.1 by default).
+    pub bind: IpAddr,
 }
 
 pub struct WorldOptions {
@@ -111,7 +113,7 @@ impl World {
         env.insert("SANDBOX_SERVICE_API_KEY".to_string(), SERVICE_KEY.to_string());
         env.insert("SANDBOX_PLATFORM_URL".to_string(), sandbox.platform_url());
         env.insert("SANDBOX_PLATFORM_API_KEY".to_string(), PLATFORM_KEY.to_string());
-        let world = World { primary, backup, sandbox, dir: tempfile::tempdir().unwrap(), env };
+        let world = World { primary, backup, sandbox, dir: tempfile::tempdir().unwrap(), env, bind };
         if opts.bullmq {
             // A real service is only up once its queues work: BullMQ's start-up cut off
             // by a Redis outage leaves a queue that never enqueues again. Tests fault a
@@ -126,12 +128,20 @@ impl World {
     }
 
     /// The shipped sandbox playbook with text edits applied (e.g. shorter windows),
-    /// written next to the journal so its hash is what an incident pins.
+    /// written next to the journal so its hash is what an incident pins. Off loopback
+    /// it allows plain http:// (the sandbox's servers speak nothing else; they are on
+    /// a test bridge only).
     pub fn playbook_file(&self, edits: &[(&str, &str)]) -> PathBuf {
         let mut text = std::fs::read_to_string("playbooks/sandbox.yaml").unwrap();
         for (from, to) in edits {
             assert!(text.contains(from), "playbook edit target {from:?} not found");
             text = text.replace(from, to);
+        }
+        if !self.bind.is_loopback() && !text.contains("\nallow_insecure_http:") {
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str("allow_insecure_http: true\n");
         }
         let path = self.dir.path().join("playbook.yaml");
         std::fs::write(&path, text).unwrap();
