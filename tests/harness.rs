@@ -200,11 +200,17 @@ fn a_cut_drops_new_and_established_connections_both_ways_and_heal_restores_them(
     assert_eq!(round_trip(&mut est, b'f').unwrap(), b'f');
     assert!(TcpStream::connect_timeout(&inside_addr, Duration::from_secs(2)).is_ok());
 
-    // Drop removes the namespaces and the bridge.
+    // Drop removes the namespaces and the bridge (the connections first, as a test's
+    // declaration order does: their closing is then not retransmitted into nothing).
+    drop((est, fresh, other, a));
     let ns = net.ns_name(0);
     drop(net);
     let list = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&list.stdout).contains(&ns), "{ns} is gone");
+    let id = &ns["orch-".len()..ns.len() - 2];
+    let links = std::process::Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.contains(&format!("oh{id}")) && !links.contains(&format!("ob{id}")), "its links are gone: {links}");
 }
 
 fn psql(net: &Net, i: usize, pg: &PgServer) -> std::process::Output {

@@ -103,9 +103,14 @@ fn pid_alive(pid: i32) -> bool {
     pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
-/// Removes everything of a net whose owner is gone. Deleting a namespace deletes the
-/// veth pairs in it (both ends); the bridge goes by name.
+/// Removes everything of a net. The veth pairs go first, by their root-namespace
+/// ends (deleting one end deletes both): deleting a namespace only unmounts its name,
+/// and the namespace with its links lives on while a socket made in it does — a
+/// closed connection retransmitting its FIN into a cut link holds it for minutes.
 fn remove_all(id: &str) {
+    for link in links_of(Some(id)) {
+        let _ = ip(&["link", "del", &link]);
+    }
     for ns in ip_output(&["netns", "list"]).lines().filter_map(|l| l.split_whitespace().next()) {
         if ns.strip_prefix(&format!("orch-{id}-")).is_some_and(|i| i.parse::<usize>().is_ok()) {
             let _ = ip(&["netns", "del", ns]);
@@ -115,7 +120,31 @@ fn remove_all(id: &str) {
     let _ = std::fs::remove_file(Path::new(STATE_DIR).join(id));
 }
 
+/// The root-namespace veth ends (`oh<id><i>`, `oa<id><i>`) of net `id`, or of every net.
+fn links_of(id: Option<&str>) -> Vec<String> {
+    ip_output(&["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_string())
+        .filter(|name| {
+            let Some(rest) = name.strip_prefix("oh").or_else(|| name.strip_prefix("oa")) else { return false };
+            rest.len() > 6
+                && rest.is_char_boundary(6)
+                && rest[..6].bytes().all(|b| b.is_ascii_hexdigit())
+                && rest[6..].bytes().all(|b| b.is_ascii_digit())
+                && id.is_none_or(|id| &rest[..6] == id)
+        })
+        .collect()
+}
+
 fn reap_stale() {
+    // Links of nets that no state file names any more (a net still being made has
+    // written its file first, under the same lock).
+    for link in links_of(None) {
+        if !Path::new(STATE_DIR).join(&link[2..8]).exists() {
+            let _ = ip(&["link", "del", &link]);
+        }
+    }
     let Ok(rd) = std::fs::read_dir(STATE_DIR) else { return };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
