@@ -34,9 +34,9 @@ pub trait AlertStore: Send + Sync {
 impl AlertStore for Journal {
     async fn record_alert(&self, alert: &NewAlert, incident: Option<&str>, disposition: &str, at: DateTime<Utc>) -> Result<i64> {
         let _write = self.writes.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
-            "INSERT INTO alerts (received_at, source, fingerprint, status, target, summary, incident_id, disposition) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO alerts (received_at, source, fingerprint, status, target, summary, incident_id, disposition) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(ts(at))
         .bind(&alert.source)
@@ -59,32 +59,34 @@ impl AlertStore for Journal {
             return Ok(());
         }
         let _write = self.writes.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let when = ts(at);
         let (mut first, mut last) = (i64::MAX, i64::MIN);
         // 100 rows of 8 values a statement: well inside SQLite's variable limit.
         for chunk in rows.chunks(100) {
-            let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO alerts (received_at, source, fingerprint, status, target, summary, incident_id, disposition) ",
+            let sql = format!(
+                "INSERT INTO alerts (received_at, source, fingerprint, status, target, summary, incident_id, disposition) VALUES {} RETURNING id",
+                chain::values(chunk.len(), 8)
             );
-            qb.push_values(chunk, |mut b, (alert, incident, disposition)| {
-                b.push_bind(when.clone())
-                    .push_bind(alert.source.clone())
-                    .push_bind(self.redactor.redact(&alert.fingerprint))
-                    .push_bind(alert.status.clone())
-                    .push_bind(alert.target.clone())
-                    .push_bind(self.redactor.redact(&alert.summary))
-                    .push_bind(incident.clone())
-                    .push_bind(disposition.to_string());
-            });
-            qb.push(" RETURNING id");
-            for r in qb.build().fetch_all(&mut *tx).await? {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (alert, incident, disposition) in chunk {
+                q = q
+                    .bind(when.clone())
+                    .bind(alert.source.clone())
+                    .bind(self.redactor.redact(&alert.fingerprint))
+                    .bind(alert.status.clone())
+                    .bind(alert.target.clone())
+                    .bind(self.redactor.redact(&alert.summary))
+                    .bind(incident.clone())
+                    .bind(disposition.to_string());
+            }
+            for r in q.fetch_all(&mut *tx).await? {
                 let id: i64 = r.get(0);
                 first = first.min(id);
                 last = last.max(id);
             }
         }
-        // One writer (IMMEDIATE): the ids of this transaction are first..=last.
+        // One writer (the write lock): the ids of this transaction are first..=last.
         chain::append_range(&mut tx, chain::ALERTS, chain::Kind::Alert, first, last).await?;
         tx.commit().await?;
         Ok(())
@@ -92,7 +94,7 @@ impl AlertStore for Journal {
 
     async fn alerts(&self, incident: &str) -> Result<Vec<AlertRow>> {
         let rows = sqlx::query(
-            "SELECT received_at, target, source, fingerprint, status, summary, disposition FROM alerts WHERE incident_id = ? ORDER BY id",
+            "SELECT received_at, target, source, fingerprint, status, summary, disposition FROM alerts WHERE incident_id = $1 ORDER BY id",
         )
         .bind(incident)
         .fetch_all(&self.pool)
@@ -103,7 +105,7 @@ impl AlertStore for Journal {
     async fn unrouted_alerts(&self, limit: i64) -> Result<Vec<AlertRow>> {
         let rows = sqlx::query(
             "SELECT * FROM (SELECT id, received_at, target, source, fingerprint, status, summary, disposition FROM alerts
-             WHERE disposition = 'unrouted' ORDER BY id DESC LIMIT ?) ORDER BY id",
+             WHERE disposition = 'unrouted' ORDER BY id DESC LIMIT $1) AS recent ORDER BY id",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -112,7 +114,7 @@ impl AlertStore for Journal {
     }
 }
 
-pub(super) fn alert_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Vec<AlertRow> {
+pub(super) fn alert_rows(rows: &[sqlx::any::AnyRow]) -> Vec<AlertRow> {
     {
         rows.iter()
             .map(|r| AlertRow {

@@ -1,9 +1,11 @@
 //! The hash chains of the tamper-evident journal (`ledger`, migration 0004): writing an
 //! entry for each history row, and re-computing every chain to find what changed.
 //!
-//! An entry's `content` is the SHA-256 of the row as SQLite's `json_array` renders the
-//! columns listed in [`Kind::columns`]. Writer and verifier compute it with the same
-//! query on the stored row, so the types read back are never a source of difference.
+//! An entry's `content` is the SHA-256 of the row as the database renders the columns
+//! listed in [`Kind::columns`] as a JSON array (SQLite's `json_array`, PostgreSQL's
+//! `json_build_array`). Writer and verifier compute it with the same query on the
+//! stored row, so the types read back are never a source of difference; a chain is
+//! verified by the backend that wrote it.
 //! An entry's `hash` covers its predecessor's hash, so changing, removing or inserting
 //! any entry breaks every hash after it; changing a row breaks its entry's content.
 //!
@@ -11,9 +13,9 @@
 //! every chain from scratch. The head hash printed by `audit`, `report` and the closing
 //! Slack message is the answer: a copy kept elsewhere shows the rewrite.
 
-use super::{JournalError, Result};
+use super::{Backend, JournalError, Result};
 use sha2::{Digest, Sha256};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection as SqliteConnection, Row};
 
 /// The chain of everything not tied to one incident.
 pub const ALERTS: &str = "alerts";
@@ -103,8 +105,8 @@ impl Kind {
         }
     }
 
-    fn content_sql(self) -> String {
-        format!("SELECT json_array({}) FROM {} WHERE rowid = ?", self.columns(), self.table())
+    fn content_sql(self, backend: Backend) -> String {
+        format!("SELECT {} FROM {} WHERE rowid = $1", backend.json_array(self.columns()), self.table())
     }
 }
 
@@ -114,7 +116,7 @@ fn sha(text: &str) -> String {
 
 /// The content hash of a stored row, or `None` when the row does not exist.
 pub async fn content(conn: &mut SqliteConnection, kind: Kind, rowid: i64) -> Result<Option<String>> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(kind.content_sql())).bind(rowid).fetch_optional(&mut *conn).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(kind.content_sql(Backend::of(conn)))).bind(rowid).fetch_optional(&mut *conn).await?;
     Ok(row.map(|r| sha(&r.get::<String, _>(0))))
 }
 
@@ -124,7 +126,7 @@ pub fn entry_hash(prev: &str, chain: &str, pos: i64, kind: Kind, rowid: i64, con
 
 /// The last entry of a chain: (pos, hash); (0, "") for an empty chain.
 pub async fn head(conn: &mut SqliteConnection, chain: &str) -> Result<(i64, String)> {
-    let row = sqlx::query("SELECT pos, hash FROM ledger WHERE chain = ? ORDER BY pos DESC LIMIT 1")
+    let row = sqlx::query("SELECT pos, hash FROM ledger WHERE chain = $1 ORDER BY pos DESC LIMIT 1")
         .bind(chain)
         .fetch_optional(&mut *conn)
         .await?;
@@ -132,7 +134,7 @@ pub async fn head(conn: &mut SqliteConnection, chain: &str) -> Result<(i64, Stri
 }
 
 /// Appends entries for rows already written in this transaction. Must run inside the
-/// write transaction that wrote them (BEGIN IMMEDIATE): the chain's head cannot move
+/// write transaction that wrote them (the journal's write lock): the chain's head cannot move
 /// under us, and a row is never committed without its entry.
 pub async fn append(conn: &mut SqliteConnection, chain: &str, rows: &[(Kind, i64)]) -> Result<String> {
     let ranges: Vec<(Kind, i64, i64)> = rows.iter().map(|(k, r)| (*k, *r, *r)).collect();
@@ -146,7 +148,11 @@ pub async fn append_ranges(conn: &mut SqliteConnection, chain: &str, ranges: &[(
     let (mut pos, mut prev) = head(conn, chain).await?;
     let mut entries = Vec::new();
     for (kind, first, last) in ranges {
-        let sql = format!("SELECT rowid, json_array({}) FROM {} WHERE rowid BETWEEN ? AND ? ORDER BY rowid", kind.columns(), kind.table());
+        let sql = format!(
+            "SELECT rowid, {} FROM {} WHERE rowid BETWEEN $1 AND $2 ORDER BY rowid",
+            Backend::of(conn).json_array(kind.columns()),
+            kind.table()
+        );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(first).bind(last).fetch_all(&mut *conn).await?;
         if rows.is_empty() {
             return Err(JournalError::Corrupt(format!("{} rows {first}..={last} vanished before their ledger entries", kind.table())));
@@ -162,20 +168,32 @@ pub async fn append_ranges(conn: &mut SqliteConnection, chain: &str, ranges: &[(
     }
     // 100 entries of 8 values a statement: well inside SQLite's variable limit.
     for batch in entries.chunks(100) {
-        let mut qb = sqlx::QueryBuilder::new("INSERT INTO ledger (chain, pos, kind, row_table, row_id, content, prev, hash) ");
-        qb.push_values(batch, |mut b, (pos, kind, rowid, c, p, h)| {
-            b.push_bind(chain)
-                .push_bind(*pos)
-                .push_bind(kind.as_str())
-                .push_bind(kind.table())
-                .push_bind(*rowid)
-                .push_bind(c.clone())
-                .push_bind(p.clone())
-                .push_bind(h.clone());
-        });
-        qb.build().execute(&mut *conn).await?;
+        let sql = format!("INSERT INTO ledger (chain, pos, kind, row_table, row_id, content, prev, hash) VALUES {}", values(batch.len(), 8));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (pos, kind, rowid, c, p, h) in batch {
+            q = q.bind(chain).bind(*pos).bind(kind.as_str()).bind(kind.table()).bind(*rowid).bind(c.clone()).bind(p.clone()).bind(h.clone());
+        }
+        q.execute(&mut *conn).await?;
     }
     Ok(prev)
+}
+
+/// `($1, …, $width), ($width+1, …), …` for a multi-row insert of `rows` rows: numbered
+/// parameters, which both backends read (sqlx's query builder writes `?` for its Any
+/// driver, which PostgreSQL does not).
+pub(super) fn values(rows: usize, width: usize) -> String {
+    let mut out = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        out.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", r * width + c + 1));
+        }
+        out.push(')');
+    }
+    out
 }
 
 /// Appends one entry for each of many rows of one kind (rowids `first..=last`).

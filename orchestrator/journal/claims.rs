@@ -43,7 +43,7 @@ impl ClaimStore for Journal {
         let _write = self.writes.lock().await;
         let until = ts(now + chrono::Duration::from_std(LEASE).unwrap_or_default());
         let claimed = sqlx::query(
-            "UPDATE incidents SET owner = ?1, lease_until = ?2 WHERE id = ?3 AND (owner IS NULL OR owner = ?1 OR lease_until < ?4)",
+            "UPDATE incidents SET owner = $1, lease_until = $2 WHERE id = $3 AND (owner IS NULL OR owner = $1 OR lease_until < $4)",
         )
         .bind(&*me)
         .bind(&until)
@@ -54,7 +54,7 @@ impl ClaimStore for Journal {
         if claimed.rows_affected() == 1 {
             return Ok(());
         }
-        let row = sqlx::query("SELECT owner, lease_until FROM incidents WHERE id = ?")
+        let row = sqlx::query("SELECT owner, lease_until FROM incidents WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -63,7 +63,7 @@ impl ClaimStore for Journal {
         let owner = owner.unwrap_or_default();
         if owner_is_dead_here(&owner) {
             // Compare-and-swap: only if the dead owner still holds it.
-            let taken = sqlx::query("UPDATE incidents SET owner = ?1, lease_until = ?2 WHERE id = ?3 AND owner = ?4")
+            let taken = sqlx::query("UPDATE incidents SET owner = $1, lease_until = $2 WHERE id = $3 AND owner = $4")
                 .bind(&*me)
                 .bind(&until)
                 .bind(id)
@@ -82,7 +82,7 @@ impl ClaimStore for Journal {
         let Some(me) = self.owner.clone() else { return Ok(()) };
         let _write = self.writes.lock().await;
         let until = ts(now + chrono::Duration::from_std(LEASE).unwrap_or_default());
-        let renewed = sqlx::query("UPDATE incidents SET lease_until = ? WHERE id = ? AND owner = ?")
+        let renewed = sqlx::query("UPDATE incidents SET lease_until = $1 WHERE id = $2 AND owner = $3")
             .bind(until)
             .bind(id)
             .bind(&*me)
@@ -98,7 +98,7 @@ impl ClaimStore for Journal {
     async fn release(&self, id: &str) -> Result<()> {
         let Some(me) = self.owner.clone() else { return Ok(()) };
         let _write = self.writes.lock().await;
-        sqlx::query("UPDATE incidents SET owner = NULL, lease_until = NULL WHERE id = ? AND owner = ?")
+        sqlx::query("UPDATE incidents SET owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $2")
             .bind(id)
             .bind(&*me)
             .execute(&self.pool)

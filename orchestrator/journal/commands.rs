@@ -72,9 +72,9 @@ impl CommandStore for Journal {
     ) -> Result<i64> {
         let _write = self.writes.lock().await;
         self.incident(incident).await?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
-            "INSERT INTO commands (incident_id, kind, actor, comment, via, at, os_user) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO commands (incident_id, kind, actor, comment, via, at, os_user) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(incident)
         .bind(kind.as_str())
@@ -92,7 +92,7 @@ impl CommandStore for Journal {
     }
 
     async fn pending_commands(&self, incident: &str) -> Result<Vec<CommandRow>> {
-        let rows = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result, os_user FROM commands WHERE incident_id = ? AND applied_at IS NULL ORDER BY id")
+        let rows = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result, os_user FROM commands WHERE incident_id = $1 AND applied_at IS NULL ORDER BY id")
             .bind(incident)
             .fetch_all(&self.pool)
             .await?;
@@ -101,7 +101,7 @@ impl CommandStore for Journal {
 
     async fn commands(&self, incident: &str) -> Result<Vec<CommandRow>> {
         let rows = sqlx::query(
-            "SELECT id, kind, actor, comment, via, at, accepted, result, os_user FROM commands WHERE incident_id = ? ORDER BY id",
+            "SELECT id, kind, actor, comment, via, at, accepted, result, os_user FROM commands WHERE incident_id = $1 ORDER BY id",
         )
         .bind(incident)
         .fetch_all(&self.pool)
@@ -111,12 +111,12 @@ impl CommandStore for Journal {
 
     async fn command_applied(&self, id: i64, accepted: bool, result: &str, at: DateTime<Utc>) -> Result<()> {
         let _write = self.writes.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
-            "UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ? AND applied_at IS NULL RETURNING incident_id",
+            "UPDATE commands SET applied_at = $1, accepted = $2, result = $3 WHERE id = $4 AND applied_at IS NULL RETURNING incident_id",
         )
         .bind(ts(at))
-        .bind(accepted)
+        .bind(accepted as i64)
         .bind(self.redactor.redact(result))
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -130,7 +130,7 @@ impl CommandStore for Journal {
     }
 
     async fn command(&self, id: i64) -> Result<Option<CommandRow>> {
-        let row = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result, os_user FROM commands WHERE id = ?")
+        let row = sqlx::query("SELECT id, kind, actor, comment, via, at, accepted, result, os_user FROM commands WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;

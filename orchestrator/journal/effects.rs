@@ -57,33 +57,34 @@ impl EffectStore for Journal {
         at: DateTime<Utc>,
     ) -> Result<Option<EffectRow>> {
         let _write = self.writes.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         self.fence(&mut tx, incident).await?;
-        // Under BEGIN IMMEDIATE, atomic across processes: the first intent for a key
+        // Under the write lock, atomic across processes: the first intent for a key
         // wins. (Not `ON CONFLICT DO NOTHING`: the table refuses any insert that meets
         // an existing row, so that no REPLACE can rewrite one.)
-        let exists = sqlx::query("SELECT 1 FROM effects WHERE key = ?").bind(key).fetch_optional(&mut *tx).await?.is_some();
+        let exists = sqlx::query("SELECT 1 FROM effects WHERE key = $1").bind(key).fetch_optional(&mut *tx).await?.is_some();
         if exists {
             tx.commit().await?;
             return self.effect(key).await;
         }
-        let inserted = sqlx::query("INSERT INTO effects (incident_id, key, kind, intent, intent_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(incident)
-            .bind(key)
-            .bind(kind)
-            .bind(self.redacted_json(intent))
-            .bind(ts(at))
-            .execute(&mut *tx)
-            .await?;
-        chain::append(&mut tx, incident, &[(chain::Kind::Intent, inserted.last_insert_rowid())]).await?;
+        let inserted =
+            sqlx::query("INSERT INTO effects (incident_id, key, kind, intent, intent_at) VALUES ($1, $2, $3, $4, $5) RETURNING id")
+                .bind(incident)
+                .bind(key)
+                .bind(kind)
+                .bind(self.redacted_json(intent))
+                .bind(ts(at))
+                .fetch_one(&mut *tx)
+                .await?;
+        chain::append(&mut tx, incident, &[(chain::Kind::Intent, inserted.get(0))]).await?;
         tx.commit().await?;
         Ok(None)
     }
 
     async fn effect_outcome(&self, key: &str, outcome: &str, result: &serde_json::Value, at: DateTime<Utc>) -> Result<()> {
         let _write = self.writes.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("SELECT rowid, incident_id FROM effects WHERE key = ? AND outcome IS NULL")
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT rowid, incident_id FROM effects WHERE key = $1 AND outcome IS NULL")
             .bind(key)
             .fetch_optional(&mut *tx)
             .await?;
@@ -93,7 +94,7 @@ impl EffectStore for Journal {
             return Ok(());
         };
         let (rowid, incident): (i64, String) = (row.get(0), row.get(1));
-        sqlx::query("UPDATE effects SET outcome = ?, result = ?, done_at = ? WHERE rowid = ?")
+        sqlx::query("UPDATE effects SET outcome = $1, result = $2, done_at = $3 WHERE rowid = $4")
             .bind(outcome)
             .bind(self.redacted_json(result))
             .bind(ts(at))
@@ -106,7 +107,7 @@ impl EffectStore for Journal {
     }
 
     async fn effect(&self, key: &str) -> Result<Option<EffectRow>> {
-        let row = sqlx::query("SELECT key, kind, intent, intent_at, outcome, result, done_at FROM effects WHERE key = ?")
+        let row = sqlx::query("SELECT key, kind, intent, intent_at, outcome, result, done_at FROM effects WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
@@ -115,7 +116,7 @@ impl EffectStore for Journal {
 
     async fn effects(&self, incident: &str) -> Result<Vec<EffectRow>> {
         let rows =
-            sqlx::query("SELECT key, kind, intent, intent_at, outcome, result, done_at FROM effects WHERE incident_id = ? ORDER BY id")
+            sqlx::query("SELECT key, kind, intent, intent_at, outcome, result, done_at FROM effects WHERE incident_id = $1 ORDER BY id")
                 .bind(incident)
                 .fetch_all(&self.pool)
                 .await?;

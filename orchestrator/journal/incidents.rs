@@ -133,10 +133,10 @@ impl IncidentStore for Journal {
         // Claimed from its first instant (when this journal has an owner): no other
         // process can adopt it between its creation and its trigger.
         let lease = self.owner.as_ref().map(|_| ts(at + chrono::Duration::from_std(LEASE).unwrap_or_default()));
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO incidents (id, playbook_name, playbook_path, playbook_hash, target, state, machine, opened_at, trigger_source, trigger_detail, owner, lease_until, os_user, approver_os_users)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING rowid",
         )
         .bind(&id)
         .bind(&new.playbook_name)
@@ -152,13 +152,18 @@ impl IncidentStore for Journal {
         .bind(lease)
         .bind(&new.os_user)
         .bind(serde_json::to_string(&new.approver_os_users).unwrap_or_else(|_| "{}".into()))
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.message().contains("incidents.target") => JournalError::AlreadyOpen(new.target.clone()),
+            // SQLite names the column; PostgreSQL names the partial unique index.
+            sqlx::Error::Database(db)
+                if db.message().contains("incidents.target") || db.constraint() == Some("incidents_one_open_per_target") =>
+            {
+                JournalError::AlreadyOpen(new.target.clone())
+            }
             _ => JournalError::from(e),
         })?;
-        chain::append(&mut tx, &id, &[(chain::Kind::Open, inserted.last_insert_rowid())]).await?;
+        chain::append(&mut tx, &id, &[(chain::Kind::Open, inserted.get(0))]).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -220,7 +225,7 @@ impl IncidentStore for Journal {
     async fn last_closed_for(&self, target: &str) -> Result<Option<(DateTime<Utc>, String, String)>> {
         let row = sqlx::query(
             "SELECT closed_at, outcome, playbook_hash FROM incidents
-             WHERE (target = ?1 OR (playbook_name = ?1 AND target LIKE '%:%')) AND closed_at IS NOT NULL AND outcome != 'false_alarm'
+             WHERE (target = $1 OR (playbook_name = $1 AND target LIKE '%:%')) AND closed_at IS NOT NULL AND outcome != 'false_alarm'
              ORDER BY closed_at DESC LIMIT 1",
         )
         .bind(target)
@@ -231,7 +236,7 @@ impl IncidentStore for Journal {
 
     async fn transitions(&self, id: &str) -> Result<Vec<TransitionRow>> {
         let rows = sqlx::query(
-            "SELECT seq, at, from_state, to_state, event, observations, note, rejected, actor FROM transitions WHERE incident_id = ? ORDER BY seq",
+            "SELECT seq, at, from_state, to_state, event, observations, note, rejected, actor FROM transitions WHERE incident_id = $1 ORDER BY seq",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -253,7 +258,7 @@ impl IncidentStore for Journal {
     }
 
     async fn checks(&self, id: &str) -> Result<Vec<CheckRow>> {
-        let rows = sqlx::query("SELECT transition_seq, at, phase, item, holds, observed FROM checks WHERE incident_id = ? ORDER BY id")
+        let rows = sqlx::query("SELECT transition_seq, at, phase, item, holds, observed FROM checks WHERE incident_id = $1 ORDER BY id")
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
@@ -281,7 +286,7 @@ impl IncidentStore for Journal {
     }
 
     async fn approver_os_users(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
-        let row = sqlx::query("SELECT approver_os_users FROM incidents WHERE id = ?")
+        let row = sqlx::query("SELECT approver_os_users FROM incidents WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -305,13 +310,14 @@ impl IncidentStore for Journal {
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
         // Time in each step: from entering a state to leaving it, over all incidents.
-        let steps = sqlx::query(
+        let t = self.backend.epoch_seconds("at");
+        let steps = sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH moves AS (
-                SELECT incident_id, from_state, to_state, julianday(at) AS t,
-                       LAG(julianday(at)) OVER (PARTITION BY incident_id ORDER BY seq) AS prev
+                SELECT incident_id, from_state, to_state, {t} AS t,
+                       LAG({t}) OVER (PARTITION BY incident_id ORDER BY seq) AS prev
                 FROM transitions WHERE rejected IS NULL AND from_state != to_state)
-             SELECT from_state, COUNT(*), SUM((t - prev) * 86400.0) FROM moves WHERE prev IS NOT NULL GROUP BY from_state",
-        )
+             SELECT from_state, COUNT(*), CAST(SUM(t - prev) AS DOUBLE PRECISION) FROM moves WHERE prev IS NOT NULL GROUP BY from_state"
+        )))
         .fetch_all(pool)
         .await?
         .iter()
@@ -340,11 +346,11 @@ impl Journal {
         topology: Option<&crate::topology::Change>,
     ) -> Result<i64> {
         let _write = self.writes.lock().await;
-        // IMMEDIATE: take the write lock before reading, so the fence and the sequence
+        // The write lock before reading, so the fence and the sequence
         // number cannot change under us.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         self.fence(&mut tx, incident).await?;
-        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE incident_id = ?")
+        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE incident_id = $1")
             .bind(incident)
             .fetch_one(&mut *tx)
             .await?
@@ -356,7 +362,7 @@ impl Journal {
         let r = &self.redactor;
         let inserted = sqlx::query(
             "INSERT INTO transitions (incident_id, seq, at, from_state, to_state, event, observations, note, rejected, actor, machine)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(incident)
         .bind(seq)
@@ -369,30 +375,31 @@ impl Journal {
         .bind(decision.rejected.as_deref().map(|n| r.redact(n)))
         .bind(event.actor())
         .bind(machine.to_json())
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        let transition = inserted.last_insert_rowid();
+        let transition: i64 = inserted.get(0);
         let mut entries = Vec::new();
         let (mut first_check, mut last_check) = (i64::MAX, i64::MIN);
         if let Some((phase, checks)) = checks_of(event) {
             for c in checks {
                 let check = sqlx::query(
-                    "INSERT INTO checks (incident_id, transition_seq, at, phase, item, holds, observed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO checks (incident_id, transition_seq, at, phase, item, holds, observed) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
                 )
                 .bind(incident)
                 .bind(seq)
                 .bind(&when)
                 .bind(phase)
                 .bind(&c.item)
-                .bind(c.holds)
+                .bind(c.holds as i64)
                 .bind(r.redact(&c.observed))
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
-                first_check = first_check.min(check.last_insert_rowid());
-                last_check = last_check.max(check.last_insert_rowid());
+                let check: i64 = check.get(0);
+                first_check = first_check.min(check);
+                last_check = last_check.max(check);
             }
         }
-        // One writer (IMMEDIATE): this transaction's checks are first..=last, entered
+        // One writer (the write lock): this transaction's checks are first..=last, entered
         // with one query rather than one per check.
         let mut ranges = vec![(chain::Kind::Transition, transition, transition)];
         if first_check <= last_check {
@@ -400,14 +407,15 @@ impl Journal {
         }
         if decision.rejected.is_none() {
             let outcome = decision.to.outcome().map(|o| o.as_str());
-            let was_open: Option<(i64, bool)> = sqlx::query("SELECT rowid, closed_at IS NULL FROM incidents WHERE id = ?")
-                .bind(incident)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| (r.get(0), r.get(1)));
+            let was_open: Option<(i64, bool)> =
+                sqlx::query("SELECT rowid, CASE WHEN closed_at IS NULL THEN 1 ELSE 0 END FROM incidents WHERE id = $1")
+                    .bind(incident)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| (r.get(0), r.get::<i64, _>(1) != 0));
             // Closed once: the close is history (chained), and is never rewritten.
             let updated = sqlx::query(
-                "UPDATE incidents SET state = ?, machine = ?, outcome = COALESCE(outcome, ?), closed_at = COALESCE(closed_at, CASE WHEN ? IS NULL THEN NULL ELSE ? END) WHERE id = ?",
+                "UPDATE incidents SET state = $1, machine = $2, outcome = COALESCE(outcome, $3), closed_at = COALESCE(closed_at, CASE WHEN $4 IS NULL THEN NULL ELSE $5 END) WHERE id = $6",
             )
             .bind(decision.to.name())
             .bind(machine.to_json())
@@ -427,7 +435,7 @@ impl Journal {
                     // Incidents journaled before targets had names carry the primary's
                     // endpoint (host:port/db): their target is the playbook's name.
                     let row =
-                        sqlx::query("SELECT target, playbook_name FROM incidents WHERE id = ?").bind(incident).fetch_one(&mut *tx).await?;
+                        sqlx::query("SELECT target, playbook_name FROM incidents WHERE id = $1").bind(incident).fetch_one(&mut *tx).await?;
                     let (target, playbook_name): (String, String) = (row.get(0), row.get(1));
                     let target = if target.contains(':') { playbook_name } else { target };
                     topology::apply(&mut tx, &self.redactor, &target, change, at).await?;
@@ -435,13 +443,14 @@ impl Journal {
             }
         }
         if let Some((id, accepted, result)) = command {
-            let applied = sqlx::query("UPDATE commands SET applied_at = ?, accepted = ?, result = ? WHERE id = ? AND applied_at IS NULL")
-                .bind(&when)
-                .bind(accepted)
-                .bind(r.redact(result))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            let applied =
+                sqlx::query("UPDATE commands SET applied_at = $1, accepted = $2, result = $3 WHERE id = $4 AND applied_at IS NULL")
+                    .bind(&when)
+                    .bind(accepted as i64)
+                    .bind(r.redact(result))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             if applied.rows_affected() == 1 {
                 entries.push((chain::Kind::Applied, id));
             }
@@ -453,8 +462,8 @@ impl Journal {
     }
 }
 
-const INCIDENT_COLUMNS_WHERE_ID: &str = "SELECT id, playbook_name, playbook_path, playbook_hash, target, state, machine, outcome, opened_at, closed_at, trigger_source, trigger_detail FROM incidents WHERE id = ?";
-const INCIDENT_COLUMNS_ALL: &str = "SELECT id, playbook_name, playbook_path, playbook_hash, target, state, machine, outcome, opened_at, closed_at, trigger_source, trigger_detail FROM incidents ORDER BY opened_at DESC LIMIT ?";
+const INCIDENT_COLUMNS_WHERE_ID: &str = "SELECT id, playbook_name, playbook_path, playbook_hash, target, state, machine, outcome, opened_at, closed_at, trigger_source, trigger_detail FROM incidents WHERE id = $1";
+const INCIDENT_COLUMNS_ALL: &str = "SELECT id, playbook_name, playbook_path, playbook_hash, target, state, machine, outcome, opened_at, closed_at, trigger_source, trigger_detail FROM incidents ORDER BY opened_at DESC LIMIT $1";
 const INCIDENT_COLUMNS_OPEN: &str = "SELECT id, playbook_name, playbook_path, playbook_hash, target, state, machine, outcome, opened_at, closed_at, trigger_source, trigger_detail FROM incidents WHERE closed_at IS NULL ORDER BY opened_at";
 
 /// The checklist an event carries, and the phase it belongs to.

@@ -10,11 +10,13 @@
 //! scope with `use crate::journal::prelude::*;`.
 
 pub mod alerts;
+pub mod backend;
 pub mod chain;
 pub mod claims;
 pub mod commands;
 pub mod effects;
 pub mod incidents;
+pub mod leader;
 pub mod page;
 mod records;
 mod report;
@@ -53,22 +55,34 @@ pub mod prelude {
 }
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::Row;
-use std::path::{Path, PathBuf};
+use sqlx::{Any, AnyPool, Row, Transaction};
+use std::ffi::OsStr;
+use std::path::Path;
 use std::time::Duration;
+
+pub use backend::{Backend, Db, DbError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("no journal at {0} (start an incident first, or pass --db)")]
-    Missing(PathBuf),
-    #[error("cannot open journal {path}: {source}")]
-    Open { path: PathBuf, source: sqlx::Error },
+    Missing(String),
+    #[error("{0}")]
+    BadDb(#[from] DbError),
+    #[error("cannot open journal {location}: {source}")]
+    Open { location: String, source: sqlx::Error },
     #[error("journal migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// Another writer holds the lock past the busy timeout: retrying can help.
     #[error("journal is locked by another writer (busy for longer than the busy timeout)")]
     Busy,
+    /// The database cannot be reached (PostgreSQL down, restarting, or cut off):
+    /// retrying can help.
+    #[error("journal database unavailable: {0}")]
+    Unavailable(String),
+    /// This instance is not (or no longer) the leader of the instances sharing the
+    /// journal: the write was refused, and nothing of it was written.
+    #[error("not the leader (term {0} is no longer current): the write was refused")]
+    NotLeader(i64),
     #[error("no incident with id {0:?}")]
     UnknownIncident(String),
     /// The database refused a second open incident for the same target.
@@ -90,7 +104,7 @@ pub enum JournalError {
 impl JournalError {
     /// Whether trying again later can succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, JournalError::Busy)
+        matches!(self, JournalError::Busy | JournalError::Unavailable(_))
     }
 }
 
@@ -101,12 +115,18 @@ impl From<sqlx::Error> for JournalError {
                 let msg = db.message();
                 // 522 is SQLITE_IOERR_SHORT_READ: another process (a `sqlite3` shell that
                 // just exited) changed the WAL under a read; read again and it is whole.
-                msg.contains("database is locked") || msg.contains("database is busy") || matches!(db.code().as_deref(), Some("5" | "522"))
+                // 40001/40P01: PostgreSQL's serialization failure and deadlock.
+                msg.contains("database is locked")
+                    || msg.contains("database is busy")
+                    || matches!(db.code().as_deref(), Some("5" | "522" | "40001" | "40P01"))
             }
             _ => false,
         };
         if busy {
             JournalError::Busy
+        } else if backend::unavailable(&e) {
+            // The text of an I/O or protocol error names no secret; masked anyway.
+            JournalError::Unavailable(crate::redact::mask_urls(&e.to_string()))
         } else {
             JournalError::Db(e)
         }
@@ -124,12 +144,15 @@ pub fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
-/// The SQLite journal: one database file in WAL mode, shared by every process that
-/// drives or reads incidents. Its methods are the store traits' (see the module doc).
+/// The journal: a SQLite file in WAL mode, or a PostgreSQL database, shared by every
+/// process that drives or reads incidents. Its methods are the store traits' (see the
+/// module doc); the two backends run the same queries ([`backend`]).
 #[derive(Clone)]
 pub struct Journal {
-    pool: SqlitePool,
-    path: PathBuf,
+    pool: AnyPool,
+    backend: Backend,
+    /// What `--db` named, for messages (a PostgreSQL URL's password masked).
+    location: std::sync::Arc<str>,
     /// Every write of this process goes through this FIFO lock. SQLite admits one
     /// writer at a time and makes the others poll with growing sleeps; without a queue
     /// of our own, an incident's writes lose every race against a storm of webhook
@@ -138,6 +161,10 @@ pub struct Journal {
     /// Set for a journal that drives incidents (see [`Journal::owned_by`]): transitions
     /// and effect intents are then written only while this process owns the incident.
     owner: Option<std::sync::Arc<str>>,
+    /// Set for a journal shared by several instances ([`Journal::fenced_by`]):
+    /// transitions and effect intents are then written only while this instance's
+    /// leadership term is the current one, checked in the same transaction.
+    term: Option<std::sync::Arc<leader::Term>>,
     /// Every text column written goes through it: the journal is output too, and the
     /// last place a secret echoed by the outside world can be stopped.
     redactor: std::sync::Arc<crate::redact::Redactor>,
@@ -195,7 +222,7 @@ struct MigrationLock {
 impl MigrationLock {
     async fn acquire(path: &Path, create: bool, limit: Duration) -> Result<MigrationLock> {
         use std::os::fd::AsRawFd;
-        let open_err = |e| JournalError::Open { path: path.to_path_buf(), source: sqlx::Error::Io(e) };
+        let open_err = |e| JournalError::Open { location: path.display().to_string(), source: sqlx::Error::Io(e) };
         // An empty file is a valid empty SQLite database.
         let file = std::fs::OpenOptions::new().read(true).write(create).create(create).truncate(false).open(path).map_err(open_err)?;
         let deadline = tokio::time::Instant::now() + limit;
@@ -225,7 +252,7 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// without it the WAL grows without bound under continuous writes), but finds little
 /// left to copy: a commit that crosses the threshold during an alert storm no longer
 /// pays for megabytes of pages.
-fn spawn_checkpointer(pool: SqlitePool) {
+fn spawn_checkpointer(pool: AnyPool) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
     rt.spawn(async move {
         loop {
@@ -244,58 +271,71 @@ fn spawn_checkpointer(pool: SqlitePool) {
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Journal {
-    /// Opens (creating if needed) and migrates the journal.
-    pub async fn open(path: &Path) -> Result<Journal> {
-        Self::open_with(path, true, BUSY_TIMEOUT).await
+    /// Opens (creating if needed) and migrates the journal `db` names: a SQLite path, or
+    /// a `sqlite://` or `postgres://` URL (see [`Db::parse`]).
+    pub async fn open(db: impl AsRef<OsStr>) -> Result<Journal> {
+        Self::open_with(db, true, BUSY_TIMEOUT).await
     }
 
-    /// Opens an existing journal; a missing file is an error, not a new empty journal
-    /// (so a typo in `--db` does not look like "no incidents").
-    pub async fn open_existing(path: &Path) -> Result<Journal> {
-        if !path.exists() {
-            return Err(JournalError::Missing(path.to_path_buf()));
-        }
-        Self::open_with(path, false, BUSY_TIMEOUT).await
+    /// Opens an existing journal; a missing file (or a PostgreSQL database without a
+    /// journal) is an error, not a new empty journal (so a typo in `--db` does not look
+    /// like "no incidents").
+    pub async fn open_existing(db: impl AsRef<OsStr>) -> Result<Journal> {
+        Self::open_with(db, false, BUSY_TIMEOUT).await
     }
 
-    pub async fn open_with(path: &Path, create: bool, busy_timeout: Duration) -> Result<Journal> {
-        if create {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| JournalError::Open { path: path.to_path_buf(), source: sqlx::Error::Io(e) })?;
+    pub async fn open_with(db: impl AsRef<OsStr>, create: bool, busy_timeout: Duration) -> Result<Journal> {
+        Self::connect(&Db::parse(db.as_ref())?, create, busy_timeout).await
+    }
+
+    /// Opens the journal on `db`. `busy_timeout` is how long a SQLite writer waits for
+    /// another's lock (PostgreSQL writers queue on a lock of their own, see [`backend`]).
+    pub async fn connect(db: &Db, create: bool, busy_timeout: Duration) -> Result<Journal> {
+        let pool = match db {
+            Db::Sqlite(path) => {
+                if !create && !path.exists() {
+                    return Err(JournalError::Missing(path.display().to_string()));
+                }
+                let pool = backend::open_sqlite(path, create, busy_timeout).await?;
+                spawn_checkpointer(pool.clone());
+                pool
             }
-        }
-        // Two processes opening a journal that does not exist yet would both apply the
-        // first migration ("table incidents already exists"): sqlx's migration lock is
-        // a no-op on SQLite. An flock(2) on the database file serialises them; SQLite's
-        // own locks are fcntl(2) locks, which flock does not interfere with on Linux.
-        let _migration_lock = MigrationLock::acquire(path, create, busy_timeout).await?;
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(create)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a transition that was acknowledged survives a power cut, not only a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(busy_timeout)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(busy_timeout + Duration::from_secs(5))
-            .connect_with(opts)
-            .await
-            .map_err(|source| JournalError::Open { path: path.to_path_buf(), source })?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        spawn_checkpointer(pool.clone());
-        Ok(Journal { pool, path: path.to_path_buf(), writes: Default::default(), owner: None, redactor: Default::default() })
+            Db::Postgres(url) => backend::open_postgres(url, create).await?,
+        };
+        Ok(Journal {
+            pool,
+            backend: db.backend(),
+            location: db.display().into(),
+            writes: Default::default(),
+            owner: None,
+            term: None,
+            redactor: Default::default(),
+        })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// What `--db` named (a URL's password masked).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The same journal, fencing transitions and effect intents on `owner` holding the
     /// incident's claim. The executor uses this; reads and alerts are not fenced.
     pub fn owned_by(&self, owner: &str) -> Journal {
         Journal { owner: Some(owner.into()), ..self.clone() }
+    }
+
+    /// The same journal, fencing transitions, effect intents and claims on `term` being
+    /// the current leadership of the instances sharing the journal.
+    pub fn fenced_by(&self, term: std::sync::Arc<leader::Term>) -> Journal {
+        Journal { term: Some(term), ..self.clone() }
+    }
+
+    pub fn term(&self) -> Option<&std::sync::Arc<leader::Term>> {
+        self.term.as_ref()
     }
 
     /// The same journal, redacting with `r` (a playbook's secrets) as well as masking
@@ -316,11 +356,29 @@ impl Journal {
         self.owner.as_deref()
     }
 
-    /// Inside a write transaction: fails unless this journal's owner holds `id`.
-    async fn fence(&self, tx: &mut sqlx::SqliteConnection, id: &str) -> Result<()> {
+    /// Begins a write transaction: on SQLite `BEGIN IMMEDIATE` (the write lock first,
+    /// so what is read cannot change before the write), on PostgreSQL a transaction
+    /// that first takes the journal's write lock ([`backend::PG_WRITE_LOCK`]).
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS l").bind(backend::PG_WRITE_LOCK).execute(&mut *tx).await?;
+                Ok(tx)
+            }
+        }
+    }
+
+    /// Inside a write transaction: fails unless this journal's owner holds `id`, and
+    /// (for a journal fenced by a term) unless that term is still the current one.
+    async fn fence(&self, tx: &mut sqlx::AnyConnection, id: &str) -> Result<()> {
+        if let Some(term) = &self.term {
+            leader::check_in(tx, term).await?;
+        }
         let Some(me) = &self.owner else { return Ok(()) };
         let owner: Option<Option<String>> =
-            sqlx::query("SELECT owner FROM incidents WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?.map(|r| r.get(0));
+            sqlx::query("SELECT owner FROM incidents WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?.map(|r| r.get(0));
         match owner {
             None => Err(JournalError::UnknownIncident(id.to_string())),
             Some(Some(o)) if *o == **me => Ok(()),
@@ -334,7 +392,7 @@ impl Journal {
         v.to_string()
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
@@ -342,5 +400,3 @@ impl Journal {
         self.pool.close().await;
     }
 }
-
-impl Journal {}

@@ -48,18 +48,18 @@ impl BrowseStore for Journal {
     async fn incident_page(&self, f: &IncidentFilter) -> Result<(Vec<IncidentRow>, i64)> {
         // Static statements: an absent filter is NULL and matches everything.
         let count_sql = concat!(
-            "SELECT COUNT(*) FROM incidents WHERE (?1 IS NULL OR target = ?1 OR playbook_name = ?1)",
-            " AND (?2 IS NULL OR (?2 = 'open' AND closed_at IS NULL) OR outcome = ?2)",
-            " AND (?3 IS NULL OR opened_at >= ?3) AND (?4 IS NULL OR opened_at < ?4)"
+            "SELECT COUNT(*) FROM incidents WHERE ($1 IS NULL OR target = $1 OR playbook_name = $1)",
+            " AND ($2 IS NULL OR ($2 = 'open' AND closed_at IS NULL) OR outcome = $2)",
+            " AND ($3 IS NULL OR opened_at >= $3) AND ($4 IS NULL OR opened_at < $4)"
         );
         let total: i64 =
             sqlx::query(count_sql).bind(&f.target).bind(&f.outcome).bind(&f.since).bind(&f.until).fetch_one(&self.pool).await?.get(0);
         let list_sql = concat!(
             "SELECT id, playbook_name, playbook_path, playbook_hash, target, state, machine, outcome, opened_at, closed_at, trigger_source, trigger_detail",
-            " FROM incidents WHERE (?1 IS NULL OR target = ?1 OR playbook_name = ?1)",
-            " AND (?2 IS NULL OR (?2 = 'open' AND closed_at IS NULL) OR outcome = ?2)",
-            " AND (?3 IS NULL OR opened_at >= ?3) AND (?4 IS NULL OR opened_at < ?4)",
-            " ORDER BY opened_at DESC, id DESC LIMIT ?5 OFFSET ?6"
+            " FROM incidents WHERE ($1 IS NULL OR target = $1 OR playbook_name = $1)",
+            " AND ($2 IS NULL OR ($2 = 'open' AND closed_at IS NULL) OR outcome = $2)",
+            " AND ($3 IS NULL OR opened_at >= $3) AND ($4 IS NULL OR opened_at < $4)",
+            " ORDER BY opened_at DESC, id DESC LIMIT $5 OFFSET $6"
         );
         let rows = sqlx::query(list_sql)
             .bind(&f.target)
@@ -75,13 +75,13 @@ impl BrowseStore for Journal {
 
     /// How many alerts are attached to an incident.
     async fn alert_count(&self, incident: &str) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM alerts WHERE incident_id = ?").bind(incident).fetch_one(&self.pool).await?.get(0))
+        Ok(sqlx::query("SELECT COUNT(*) FROM alerts WHERE incident_id = $1").bind(incident).fetch_one(&self.pool).await?.get(0))
     }
 
     /// A page of an incident's alerts, in the order they arrived.
     async fn alerts_page(&self, incident: &str, offset: i64, limit: i64) -> Result<Vec<AlertRow>> {
         let rows = sqlx::query(
-            "SELECT received_at, target, source, fingerprint, status, summary, disposition FROM alerts WHERE incident_id = ? ORDER BY id LIMIT ? OFFSET ?",
+            "SELECT received_at, target, source, fingerprint, status, summary, disposition FROM alerts WHERE incident_id = $1 ORDER BY id LIMIT $2 OFFSET $3",
         )
         .bind(incident)
         .bind(limit.clamp(0, 1000))

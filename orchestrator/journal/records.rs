@@ -2,7 +2,7 @@
 
 use super::{JournalError, Result};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 /// What is known when an incident opens.
@@ -39,7 +39,7 @@ pub struct IncidentRow {
 }
 
 impl IncidentRow {
-    pub(super) fn from_row(r: &SqliteRow) -> Result<Self> {
+    pub(super) fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(IncidentRow {
             id: r.try_get("id")?,
             playbook_name: r.try_get("playbook_name")?,
@@ -97,7 +97,7 @@ pub struct EffectRow {
 }
 
 impl EffectRow {
-    pub(super) fn from_row(r: &SqliteRow) -> Self {
+    pub(super) fn from_row(r: &AnyRow) -> Self {
         EffectRow {
             key: r.get("key"),
             kind: r.get("kind"),
@@ -156,7 +156,7 @@ pub struct CommandRow {
 }
 
 impl CommandRow {
-    pub(super) fn from_row(r: &SqliteRow) -> Result<Self> {
+    pub(super) fn from_row(r: &AnyRow) -> Result<Self> {
         let kind: String = r.try_get("kind")?;
         Ok(CommandRow {
             id: r.try_get("id")?,

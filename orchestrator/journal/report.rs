@@ -47,7 +47,7 @@ impl ReportStore for Journal {
     async fn last_real_closed_for(&self, target: &str) -> Result<Option<(DateTime<Utc>, String, String)>> {
         let row = sqlx::query(
             "SELECT closed_at, outcome, playbook_hash FROM incidents
-             WHERE (target = ?1 OR (playbook_name = ?1 AND target LIKE '%:%')) AND closed_at IS NOT NULL
+             WHERE (target = $1 OR (playbook_name = $1 AND target LIKE '%:%')) AND closed_at IS NOT NULL
                AND outcome NOT IN ('false_alarm', 'would_fail_over', 'would_escalate')
              ORDER BY closed_at DESC LIMIT 1",
         )
@@ -69,7 +69,7 @@ impl ReportStore for Journal {
                   AND t.to_state = i.outcome ORDER BY t.seq DESC LIMIT 1) AS close_note,
                (SELECT t.at FROM transitions t WHERE t.incident_id = i.id AND t.rejected IS NULL
                   AND t.from_state = 'assess' AND t.to_state != 'assess' ORDER BY t.seq LIMIT 1) AS assessed
-             FROM incidents i WHERE i.opened_at >= ? AND i.opened_at < ? ORDER BY i.opened_at, i.id",
+             FROM incidents i WHERE i.opened_at >= $1 AND i.opened_at < $2 ORDER BY i.opened_at, i.id",
         )
         .bind(super::ts(from))
         .bind(super::ts(to))

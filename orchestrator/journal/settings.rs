@@ -51,8 +51,8 @@ pub trait SettingsStore: Send + Sync {
 impl SettingsStore for Journal {
     async fn set_setting_as(&self, key: &str, value: &str, by: &str, os_user: Option<&str>, at: DateTime<Utc>) -> Result<()> {
         let _write = self.writes.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT INTO settings (key, value, set_by, at, os_user) VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, set_by = excluded.set_by, at = excluded.at, os_user = excluded.os_user")
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO settings (key, value, set_by, at, os_user) VALUES ($1, $2, $3, $4, $5) ON CONFLICT(key) DO UPDATE SET value = excluded.value, set_by = excluded.set_by, at = excluded.at, os_user = excluded.os_user")
             .bind(key)
             .bind(value)
             .bind(self.redactor.redact(by))
@@ -60,14 +60,14 @@ impl SettingsStore for Journal {
             .bind(os_user)
             .execute(&mut *tx)
             .await?;
-        let rowid: i64 = sqlx::query("SELECT rowid FROM settings WHERE key = ?").bind(key).fetch_one(&mut *tx).await?.get(0);
+        let rowid: i64 = sqlx::query("SELECT rowid FROM settings WHERE key = $1").bind(key).fetch_one(&mut *tx).await?.get(0);
         chain::append(&mut tx, chain::SETTINGS, &[(chain::Kind::Setting, rowid)]).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn setting(&self, key: &str) -> Result<Option<(String, String, String)>> {
-        let row = sqlx::query("SELECT value, set_by, at FROM settings WHERE key = ?").bind(key).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT value, set_by, at FROM settings WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
     }
 }

@@ -22,7 +22,7 @@ pub struct TopologyChangeRow {
     pub actor: String,
 }
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Topology> {
+fn from_row(r: &sqlx::any::AnyRow) -> Result<Topology> {
     let active: String = r.get("active");
     // Never guess the side a failover would start from.
     let active = Side::parse(&active).ok_or_else(|| {
@@ -36,9 +36,9 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Topology> {
         active,
         since: r.get("since"),
         incident: r.get("incident_id"),
-        armed: r.get("armed"),
+        armed: r.get::<i64, _>("armed") != 0,
         reason: r.get("reason"),
-        needs_person: r.get("needs_person"),
+        needs_person: r.get::<i64, _>("needs_person") != 0,
         standby_ok_since: r.get("standby_ok_since"),
     })
 }
@@ -88,7 +88,7 @@ pub trait TopologyStore: Send + Sync {
 #[async_trait]
 impl TopologyStore for Journal {
     async fn topology(&self, target: &str) -> Result<Topology> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE target = ?"))).bind(target).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE target = $1"))).bind(target).fetch_optional(&self.pool).await?;
         match row {
             Some(r) => from_row(&r),
             None => Ok(Topology::as_written(target)),
@@ -114,8 +114,8 @@ impl TopologyStore for Journal {
         at: DateTime<Utc>,
     ) -> Result<bool> {
         let _write = self.writes.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE target = ?"))).bind(target).fetch_optional(&mut *tx).await?;
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE target = $1"))).bind(target).fetch_optional(&mut *tx).await?;
         let now = match row {
             Some(r) => from_row(&r)?,
             None => Topology::as_written(target),
@@ -125,7 +125,7 @@ impl TopologyStore for Journal {
         }
         if no_open_incident {
             let open: i64 = sqlx::query(
-                "SELECT COUNT(*) FROM incidents WHERE closed_at IS NULL AND (target = ?1 OR (playbook_name = ?1 AND target LIKE '%:%'))",
+                "SELECT COUNT(*) FROM incidents WHERE closed_at IS NULL AND (target = $1 OR (playbook_name = $1 AND target LIKE '%:%'))",
             )
             .bind(target)
             .fetch_one(&mut *tx)
@@ -143,7 +143,7 @@ impl TopologyStore for Journal {
     async fn topology_history(&self, target: &str, limit: i64) -> Result<Vec<TopologyChangeRow>> {
         let rows = sqlx::query(
             "SELECT at, target, change, active, armed, reason, incident_id, actor FROM
-               (SELECT * FROM topology_changes WHERE target = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+               (SELECT * FROM topology_changes WHERE target = $1 ORDER BY id DESC LIMIT $2) AS recent ORDER BY id",
         )
         .bind(target)
         .bind(limit)
@@ -156,7 +156,7 @@ impl TopologyStore for Journal {
                 target: r.get("target"),
                 change: r.get("change"),
                 active: r.get("active"),
-                armed: r.get("armed"),
+                armed: r.get::<i64, _>("armed") != 0,
                 reason: r.get("reason"),
                 incident: r.get("incident_id"),
                 actor: r.get("actor"),
@@ -168,7 +168,7 @@ impl TopologyStore for Journal {
 /// Writes the change inside the caller's write transaction (so a recovered incident's
 /// close and the move of its target's topology commit together, or neither does).
 pub(super) async fn apply(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     redactor: &crate::redact::Redactor,
     target: &str,
     c: &Change,
@@ -179,17 +179,17 @@ pub(super) async fn apply(
     let since = if c.moved { Some(when.clone()) } else { None };
     sqlx::query(
         "INSERT INTO topology (target, active, since, incident_id, armed, reason, needs_person, standby_ok_since, updated_at)
-         VALUES (?1, ?2, COALESCE(?3, ''), ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT(target) DO UPDATE SET active = ?2, since = COALESCE(?3, topology.since), incident_id = ?4, armed = ?5,
-           reason = ?6, needs_person = ?7, standby_ok_since = ?8, updated_at = ?9",
+         VALUES ($1, $2, COALESCE($3, ''), $4, $5, $6, $7, $8, $9)
+         ON CONFLICT(target) DO UPDATE SET active = $2, since = COALESCE($3, topology.since), incident_id = $4, armed = $5,
+           reason = $6, needs_person = $7, standby_ok_since = $8, updated_at = $9",
     )
     .bind(target)
     .bind(c.active.as_str())
     .bind(since)
     .bind(&c.incident)
-    .bind(c.armed)
+    .bind(c.armed as i64)
     .bind(&reason)
-    .bind(c.needs_person)
+    .bind(c.needs_person as i64)
     .bind(&c.standby_ok_since)
     .bind(&when)
     .execute(&mut *tx)
@@ -198,14 +198,14 @@ pub(super) async fn apply(
     // compares), plus what changed and who changed it.
     let row = sqlx::query(
         "INSERT INTO topology_changes (target, at, change, active, armed, reason, incident_id, actor, since, needs_person, standby_ok_since)
-         SELECT target, ?2, ?3, active, armed, reason, incident_id, ?4, since, needs_person, standby_ok_since FROM topology WHERE target = ?1",
+         SELECT target, $2, $3, active, armed, reason, incident_id, $4, since, needs_person, standby_ok_since FROM topology WHERE target = $1 RETURNING id",
     )
     .bind(target)
     .bind(&when)
     .bind(c.kind.as_str())
     .bind(redactor.redact(&c.actor))
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    chain::append(tx, chain::TOPOLOGY, &[(chain::Kind::Topology, row.last_insert_rowid())]).await?;
+    chain::append(tx, chain::TOPOLOGY, &[(chain::Kind::Topology, row.get(0))]).await?;
     Ok(())
 }

@@ -4,10 +4,11 @@
 //! from its predecessor, and a trigger that was dropped or rewritten.
 
 use super::chain::{self, Kind};
+use super::Backend;
 use super::Result;
 use serde::Serialize;
-use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
+use sqlx::{AnyConnection, AnyPool};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,32 +65,75 @@ impl VerifyReport {
     }
 }
 
-/// The triggers the migrations create, with their SQL, from a fresh in-memory journal:
-/// a dropped trigger, or one re-created with another body, is named.
-async fn expected_triggers() -> Result<BTreeMap<String, String>> {
-    let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await?;
-    sqlx::migrate!("./migrations").run(&pool).await?;
-    let map = triggers(&pool).await?;
-    pool.close().await;
-    Ok(map)
+/// The triggers the migrations create, with their definitions: a dropped trigger, a
+/// disabled one, or one re-created with another body is named. SQLite: from a fresh
+/// in-memory journal. PostgreSQL: from the migration run into a scratch schema inside
+/// a transaction that is rolled back (DDL is transactional there), so nothing stays.
+async fn expected_triggers(pool: &AnyPool, backend: Backend) -> Result<BTreeMap<String, String>> {
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await?;
+            sqlx::migrate!("./migrations").run(&pool).await?;
+            let rows = sqlx::query("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetch_all(&pool).await?;
+            pool.close().await;
+            Ok(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<Option<String>, _>(1).unwrap_or_default())).collect())
+        }
+        Backend::Postgres => {
+            let scratch = format!("orch_verify_{:08x}", rand::random::<u32>());
+            let mut tx = pool.begin().await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {scratch}"))).execute(&mut *tx).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL search_path TO {scratch}"))).execute(&mut *tx).await?;
+            for m in sqlx::migrate!("./migrations-pg").iter() {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql.as_str().to_string())).execute(&mut *tx).await?;
+            }
+            let map = pg_triggers(&mut tx, &scratch).await?;
+            tx.rollback().await?;
+            Ok(map)
+        }
+    }
 }
 
-async fn triggers(pool: &SqlitePool) -> Result<BTreeMap<String, String>> {
-    let rows = sqlx::query("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetch_all(pool).await?;
-    Ok(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<Option<String>, _>(1).unwrap_or_default())).collect())
+async fn actual_triggers(conn: &mut AnyConnection, backend: Backend) -> Result<BTreeMap<String, String>> {
+    match backend {
+        Backend::Sqlite => {
+            let rows = sqlx::query("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetch_all(&mut *conn).await?;
+            Ok(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<Option<String>, _>(1).unwrap_or_default())).collect())
+        }
+        Backend::Postgres => {
+            let schema: String = sqlx::query("SELECT CAST(current_schema() AS TEXT)").fetch_one(&mut *conn).await?.get(0);
+            pg_triggers(conn, &schema).await
+        }
+    }
+}
+
+/// A PostgreSQL schema's triggers: table, timing and events, enabled or not, the
+/// function, its arguments and its body, as one comparable text per trigger.
+async fn pg_triggers(conn: &mut AnyConnection, schema: &str) -> Result<BTreeMap<String, String>> {
+    let rows = sqlx::query(
+        "SELECT CAST(t.tgname AS TEXT),
+                CAST(c.relname AS TEXT) || ' ' || CAST(t.tgtype AS TEXT) || ' ' || CAST(t.tgenabled AS TEXT) || ' '
+                || CAST(p.proname AS TEXT) || ' ' || encode(t.tgargs, 'escape') || ' ' || p.prosrc
+         FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+              JOIN pg_proc p ON p.oid = t.tgfoid
+         WHERE NOT t.tgisinternal AND CAST(n.nspname AS TEXT) = $1",
+    )
+    .bind(schema)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))).collect())
 }
 
 /// A row named for a person: its table, rowid, and what identifies it.
-async fn describe(conn: &mut sqlx::SqliteConnection, kind: Kind, rowid: i64) -> String {
+async fn describe(conn: &mut sqlx::AnyConnection, kind: Kind, rowid: i64) -> String {
     let label_sql = match kind.table() {
-        "transitions" => "SELECT 'seq ' || seq || ', ' || event FROM transitions WHERE rowid = ?",
-        "checks" => "SELECT phase || '/' || item FROM checks WHERE rowid = ?",
-        "effects" => "SELECT kind || ' ' || key FROM effects WHERE rowid = ?",
-        "commands" => "SELECT kind || ' by ' || actor FROM commands WHERE rowid = ?",
-        "alerts" => "SELECT source || ' ' || status FROM alerts WHERE rowid = ?",
-        "settings" => "SELECT key FROM settings WHERE rowid = ?",
-        "topology_changes" => "SELECT target || ' ' || change FROM topology_changes WHERE rowid = ?",
-        _ => "SELECT id FROM incidents WHERE rowid = ?",
+        "transitions" => "SELECT 'seq ' || seq || ', ' || event FROM transitions WHERE rowid = $1",
+        "checks" => "SELECT phase || '/' || item FROM checks WHERE rowid = $1",
+        "effects" => "SELECT kind || ' ' || key FROM effects WHERE rowid = $1",
+        "commands" => "SELECT kind || ' by ' || actor FROM commands WHERE rowid = $1",
+        "alerts" => "SELECT source || ' ' || status FROM alerts WHERE rowid = $1",
+        "settings" => "SELECT key FROM settings WHERE rowid = $1",
+        "topology_changes" => "SELECT target || ' ' || change FROM topology_changes WHERE rowid = $1",
+        _ => "SELECT id FROM incidents WHERE rowid = $1",
     };
     let label: Option<String> =
         sqlx::query(label_sql).bind(rowid).fetch_optional(&mut *conn).await.ok().flatten().and_then(|r| r.try_get(0).ok());
@@ -107,20 +151,30 @@ async fn describe(conn: &mut sqlx::SqliteConnection, kind: Kind, rowid: i64) -> 
 }
 
 /// Verifies every chain, or one incident's (and the schema's guards) with `only`.
-pub async fn verify(pool: &SqlitePool, only: Option<&str>) -> Result<VerifyReport> {
+pub async fn verify(pool: &AnyPool, only: Option<&str>) -> Result<VerifyReport> {
     let mut conn = pool.acquire().await?;
+    let backend = Backend::of(&conn);
+    let expected = expected_triggers(pool, backend).await?;
     // One read transaction: a consistent snapshot even while others write.
-    sqlx::query("BEGIN").execute(&mut *conn).await?;
-    let result = verify_in(pool, &mut conn, only).await;
+    let begin = match backend {
+        Backend::Sqlite => "BEGIN",
+        Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    };
+    sqlx::query(begin).execute(&mut *conn).await?;
+    let result = verify_in(&mut conn, backend, &expected, only).await;
     let _ = sqlx::query("COMMIT").execute(&mut *conn).await;
     result
 }
 
-async fn verify_in(pool: &SqlitePool, conn: &mut sqlx::SqliteConnection, only: Option<&str>) -> Result<VerifyReport> {
+async fn verify_in(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    expected: &BTreeMap<String, String>,
+    only: Option<&str>,
+) -> Result<VerifyReport> {
     let mut schema = Vec::new();
-    let expected = expected_triggers().await?;
-    let actual = triggers(pool).await?;
-    for (name, sql) in &expected {
+    let actual = actual_triggers(conn, backend).await?;
+    for (name, sql) in expected {
         match actual.get(name) {
             None => schema.push(format!("trigger {name} was dropped")),
             Some(s) if s != sql => schema.push(format!("trigger {name} was changed")),
@@ -166,9 +220,9 @@ async fn verify_in(pool: &SqlitePool, conn: &mut sqlx::SqliteConnection, only: O
     Ok(VerifyReport { chains: reports, schema, predating })
 }
 
-async fn verify_chain(conn: &mut sqlx::SqliteConnection, name: &str, after: &(dyn Fn(&str) -> i64 + Sync)) -> Result<ChainReport> {
+async fn verify_chain(conn: &mut sqlx::AnyConnection, name: &str, after: &(dyn Fn(&str) -> i64 + Sync)) -> Result<ChainReport> {
     let mut problems = Vec::new();
-    let entries = sqlx::query("SELECT pos, kind, row_id, content, prev, hash FROM ledger WHERE chain = ? ORDER BY pos")
+    let entries = sqlx::query("SELECT pos, kind, row_id, content, prev, hash FROM ledger WHERE chain = $1 ORDER BY pos")
         .bind(name)
         .fetch_all(&mut *conn)
         .await?;
@@ -218,21 +272,21 @@ async fn verify_chain(conn: &mut sqlx::SqliteConnection, name: &str, after: &(dy
     // Rows with no entry: written behind the journal's back (or by a REPLACE that gave
     // them a new rowid).
     let uncovered: Vec<(Kind, &str)> = if name == chain::ALERTS {
-        vec![(Kind::Alert, "SELECT rowid FROM alerts WHERE rowid > ?2")]
+        vec![(Kind::Alert, "SELECT rowid FROM alerts WHERE rowid > $2")]
     } else if name == chain::TOPOLOGY {
-        vec![(Kind::Topology, "SELECT rowid FROM topology_changes WHERE rowid > ?2")]
+        vec![(Kind::Topology, "SELECT rowid FROM topology_changes WHERE rowid > $2")]
     } else if name == chain::SETTINGS {
-        vec![(Kind::Setting, "SELECT rowid FROM settings WHERE ?2 >= 0")]
+        vec![(Kind::Setting, "SELECT rowid FROM settings WHERE $2 >= 0")]
     } else {
         vec![
-            (Kind::Open, "SELECT rowid FROM incidents WHERE id = ?1 AND rowid > ?2"),
-            (Kind::Close, "SELECT rowid FROM incidents WHERE id = ?1 AND rowid > ?2 AND closed_at IS NOT NULL"),
-            (Kind::Transition, "SELECT rowid FROM transitions WHERE incident_id = ?1 AND rowid > ?2"),
-            (Kind::Check, "SELECT rowid FROM checks WHERE incident_id = ?1 AND rowid > ?2"),
-            (Kind::Intent, "SELECT rowid FROM effects WHERE incident_id = ?1 AND rowid > ?2"),
-            (Kind::Outcome, "SELECT rowid FROM effects WHERE incident_id = ?1 AND rowid > ?2 AND outcome IS NOT NULL"),
-            (Kind::Command, "SELECT rowid FROM commands WHERE incident_id = ?1 AND rowid > ?2"),
-            (Kind::Applied, "SELECT rowid FROM commands WHERE incident_id = ?1 AND rowid > ?2 AND applied_at IS NOT NULL"),
+            (Kind::Open, "SELECT rowid FROM incidents WHERE id = $1 AND rowid > $2"),
+            (Kind::Close, "SELECT rowid FROM incidents WHERE id = $1 AND rowid > $2 AND closed_at IS NOT NULL"),
+            (Kind::Transition, "SELECT rowid FROM transitions WHERE incident_id = $1 AND rowid > $2"),
+            (Kind::Check, "SELECT rowid FROM checks WHERE incident_id = $1 AND rowid > $2"),
+            (Kind::Intent, "SELECT rowid FROM effects WHERE incident_id = $1 AND rowid > $2"),
+            (Kind::Outcome, "SELECT rowid FROM effects WHERE incident_id = $1 AND rowid > $2 AND outcome IS NOT NULL"),
+            (Kind::Command, "SELECT rowid FROM commands WHERE incident_id = $1 AND rowid > $2"),
+            (Kind::Applied, "SELECT rowid FROM commands WHERE incident_id = $1 AND rowid > $2 AND applied_at IS NOT NULL"),
         ]
     };
     for (kind, sql) in uncovered {
@@ -254,9 +308,10 @@ async fn verify_chain(conn: &mut sqlx::SqliteConnection, name: &str, after: &(dy
         let edited = sqlx::query(
             "SELECT t.target FROM topology t
              LEFT JOIN topology_changes c ON c.id = (SELECT MAX(id) FROM topology_changes WHERE target = t.target)
-             WHERE c.id IS NULL OR c.active IS NOT t.active OR c.armed IS NOT t.armed OR c.reason IS NOT t.reason
-                OR c.incident_id IS NOT t.incident_id OR c.since IS NOT t.since OR c.needs_person IS NOT t.needs_person
-                OR c.standby_ok_since IS NOT t.standby_ok_since",
+             WHERE c.id IS NULL OR c.active IS DISTINCT FROM t.active OR c.armed IS DISTINCT FROM t.armed
+                OR c.reason IS DISTINCT FROM t.reason OR c.incident_id IS DISTINCT FROM t.incident_id
+                OR c.since IS DISTINCT FROM t.since OR c.needs_person IS DISTINCT FROM t.needs_person
+                OR c.standby_ok_since IS DISTINCT FROM t.standby_ok_since",
         )
         .fetch_all(&mut *conn)
         .await?;
@@ -266,12 +321,12 @@ async fn verify_chain(conn: &mut sqlx::SqliteConnection, name: &str, after: &(dy
         }
     }
     if entries.is_empty() && name != chain::ALERTS && name != chain::SETTINGS && name != chain::TOPOLOGY {
-        let predates: bool = sqlx::query("SELECT rowid <= ? FROM incidents WHERE id = ?")
+        let predates: bool = sqlx::query("SELECT CASE WHEN rowid <= $1 THEN 1 ELSE 0 END FROM incidents WHERE id = $2")
             .bind(after("incidents"))
             .bind(name)
             .fetch_optional(&mut *conn)
             .await?
-            .map(|r| r.get::<bool, _>(0))
+            .map(|r| r.get::<i64, _>(0) != 0)
             .unwrap_or(false);
         if !predates && problems.is_empty() {
             problems.push("the incident has no chain at all".into());

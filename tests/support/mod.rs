@@ -3,6 +3,7 @@
 pub mod browser;
 pub mod netns;
 pub mod pg;
+pub mod pgdb;
 pub mod serve;
 pub mod world;
 

@@ -139,7 +139,18 @@ async fn reap_stale(admin: &mut sqlx::PgConnection) {
         .await
         .unwrap_or_default();
     for (name,) in names {
-        let pid = name.strip_prefix(DB_PREFIX).and_then(|rest| rest.split('_').next()).and_then(|p| p.parse::<i32>().ok());
+        // Exactly `<pid>_<12 hex>`: other helpers' databases share the prefix
+        // (`pgdb.rs`: `orch_test_<16 hex>`) and are never taken for ours.
+        let pid = name
+            .strip_prefix(DB_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .filter(|(pid, tag)| {
+                !pid.is_empty()
+                    && pid.bytes().all(|b| b.is_ascii_digit())
+                    && tag.len() == 12
+                    && tag.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+            .and_then(|(pid, _)| pid.parse::<i32>().ok());
         if pid.is_some_and(|pid| !pid_alive(pid)) {
             let _ =
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut *admin).await;

@@ -28,6 +28,9 @@ pub struct World {
     pub env: HashMap<String, String>,
     /// Where its servers listen ([`WorldOptions::bind`]; 127.0.0.1 by default).
     pub bind: IpAddr,
+    /// The journal's PostgreSQL database when the suite runs on PostgreSQL
+    /// (`ORCH_TEST_DB=postgres`); dropped with the world.
+    pub pg: Option<super::pgdb::PgDatabase>,
 }
 
 pub struct WorldOptions {
@@ -113,7 +116,8 @@ impl World {
         env.insert("SANDBOX_SERVICE_API_KEY".to_string(), SERVICE_KEY.to_string());
         env.insert("SANDBOX_PLATFORM_URL".to_string(), sandbox.platform_url());
         env.insert("SANDBOX_PLATFORM_API_KEY".to_string(), PLATFORM_KEY.to_string());
-        let world = World { primary, backup, sandbox, dir: tempfile::tempdir().unwrap(), env, bind };
+        let pg = super::pgdb::PgDatabase::for_suite();
+        let world = World { primary, backup, sandbox, dir: tempfile::tempdir().unwrap(), env, bind, pg };
         if opts.bullmq {
             // A real service is only up once its queues work: BullMQ's start-up cut off
             // by a Redis outage leaves a queue that never enqueues again. Tests fault a
@@ -123,8 +127,13 @@ impl World {
         world
     }
 
+    /// The journal, as `--db` names it: a file in the world's directory, or (with
+    /// `ORCH_TEST_DB=postgres`) the URL of the world's own PostgreSQL database.
     pub fn journal_path(&self) -> PathBuf {
-        self.dir.path().join("journal.db")
+        match &self.pg {
+            Some(db) => PathBuf::from(db.url()),
+            None => self.dir.path().join("journal.db"),
+        }
     }
 
     /// The shipped sandbox playbook with text edits applied (e.g. shorter windows),
