@@ -325,3 +325,24 @@ async fn serve_as_a_child_in_the_root_namespace() {
     inst.kill().await;
     assert!(reqwest::get(format!("{}/healthz", inst.url())).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespaced_serve_keeps_its_journal_on_a_private_server_across_the_bridge() {
+    let net = Net::new(1);
+    let ip = net.host_ip();
+    let pg = tokio::task::spawn_blocking(move || PgServer::start(ip)).await.unwrap();
+    let db = pg.create_database("journal").await;
+    let w = World::start_with(WorldOptions { bind: Some(net.host_ip()), ..Default::default() }).await;
+    let spec = ServeSpec::new(&db, &[&w.playbook_file(&[])]).env(&w.env).arg("--no-watch");
+    let mut inst = spec.spawn_in_netns(&net, 0).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let r = client.get(format!("{}/healthz", inst.url())).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", inst.stderr());
+    // The journal's schema is on the private server: the instance reached it from its
+    // namespace, across the bridge.
+    let mut c = sqlx::PgConnection::connect(&db).await.unwrap();
+    let tables: i64 = sqlx::query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetch_one(&mut c).await.unwrap().get(0);
+    assert!(tables > 0, "serve created its journal on {db}");
+    c.close().await.unwrap();
+    inst.stop().await;
+}

@@ -145,10 +145,7 @@ async fn reap_stale(admin: &mut sqlx::PgConnection) {
             .strip_prefix(DB_PREFIX)
             .and_then(|rest| rest.split_once('_'))
             .filter(|(pid, tag)| {
-                !pid.is_empty()
-                    && pid.bytes().all(|b| b.is_ascii_digit())
-                    && tag.len() == 12
-                    && tag.bytes().all(|b| b.is_ascii_hexdigit())
+                !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && tag.len() == 12 && tag.bytes().all(|b| b.is_ascii_hexdigit())
             })
             .and_then(|(pid, _)| pid.parse::<i32>().ok());
         if pid.is_some_and(|pid| !pid_alive(pid)) {
