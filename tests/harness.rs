@@ -275,7 +275,10 @@ async fn a_world_on_the_bridge_serves_a_namespaced_orchestrator() {
     assert_eq!(pb.service.base_url.host_str(), Some(host.as_str()), "the loaded playbook targets the bridge address");
 
     // serve inside namespace 0: up, answering on its admin address, also under a cut.
-    let spec = ServeSpec::new(w.journal_path(), &[&w.playbook_file(&[])]).env(&w.env).arg("--no-watch");
+    // A file journal even under ORCH_TEST_DB=postgres: the shared server listens on
+    // 127.0.0.1, which inside a namespace is the namespace's own loopback.
+    let journal = w.dir.path().join("ns-journal.db");
+    let spec = ServeSpec::new(&journal, &[&w.playbook_file(&[])]).env(&w.env).arg("--no-watch");
     let mut inst = spec.spawn_in_netns(&net, 0).await;
     assert_eq!(inst.addr.ip(), net.admin_ip(0));
     assert!(inst.peer_url().unwrap().contains(&net.ip(0).to_string()));

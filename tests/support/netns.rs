@@ -15,6 +15,12 @@
 //! thinks. No namespace gets a default route: an instance reaches the addresses made
 //! here and its own loopback, nothing else.
 //!
+//! Inside a namespace, 127.0.0.1 is the namespace's own loopback: what runs in the
+//! root namespace on loopback (the shared PostgreSQL at 127.0.0.1:5432, a default
+//! [`World`](super::world::World), hence `ORCH_TEST_DB=postgres` journals) is out of
+//! reach. Put it on [`Net::host_ip`]: `PgServer::start(net.host_ip())`,
+//! `WorldOptions { bind: Some(net.host_ip()), .. }`.
+//!
 //! Needs root and `ip` (iproute2). Everything is removed on drop; what a killed test
 //! process leaves is removed by the next [`Net::new`] (its state file names the pid),
 //! or by `scripts/netns-cleanup.sh`.
