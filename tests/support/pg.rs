@@ -339,6 +339,10 @@ impl PgServer {
     pub fn kill(&self) {
         if let Some(mut child) = self.child.lock().unwrap().take() {
             kill_tree(&mut child);
+            // A crashed postgres leaves its System V segment to the next start; a test
+            // server may have none (Drop), so remove it now. The lock file stays, as
+            // after a real crash.
+            remove_stale_shmem(&self.data_dir().join("postmaster.pid"));
         }
     }
 
