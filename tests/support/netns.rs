@@ -186,8 +186,18 @@ impl Net {
                 break (a, b);
             }
         };
-        let id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
-        std::fs::write(Path::new(STATE_DIR).join(&id), std::process::id().to_string())?;
+        // The state file is the id's reservation: made new, under the lock.
+        let id = loop {
+            let id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(Path::new(STATE_DIR).join(&id)) {
+                Ok(mut f) => {
+                    std::io::Write::write_all(&mut f, std::process::id().to_string().as_bytes())?;
+                    break id;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        };
         let net = Net { id, a, b, n, cut: Mutex::new(vec![false; n]) };
         // From here on, a failure drops `net`, which removes what was made.
         let bridge = net.bridge();
