@@ -349,3 +349,76 @@ async fn a_namespaced_serve_keeps_its_journal_on_a_private_server_across_the_bri
     c.close().await.unwrap();
     inst.stop().await;
 }
+
+/// Not a test: the child of [`what_a_killed_test_leaves_is_reaped_by_the_next`], which
+/// makes a net, a private server and a database, says where, and waits to be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by what_a_killed_test_leaves_is_reaped_by_the_next"]
+async fn leaves_a_net_a_server_and_a_database_behind() {
+    if std::env::var("ORCH_HARNESS_LEAVE").is_err() {
+        return;
+    }
+    let net = Net::new(1);
+    let pg = tokio::task::spawn_blocking(|| PgServer::start(LOOPBACK)).await.unwrap();
+    let db = TestDb::create().await;
+    let left = serde_json::json!({
+        "ns": net.ns_name(0), "pg_dir": pg.data_dir().parent().unwrap(), "pg_pid": pg.pid(), "db": db.name(),
+    });
+    println!("LEFT {left}");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+/// Kills its child on drop, should the test fail before it does.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_killed_test_leaves_is_reaped_by_the_next() {
+    use std::io::BufRead;
+    let mut child = KillOnDrop(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["leaves_a_net_a_server_and_a_database_behind", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("ORCH_HARNESS_LEAVE", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        // libtest's `test NAME ... ` precedes it on the same line.
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).find_map(|l| l.split_once("LEFT ").map(|(_, j)| j.to_string()))
+    });
+    let line =
+        tokio::time::timeout(Duration::from_secs(60), line).await.expect("the child reports within 60 s").unwrap().expect("LEFT line");
+    let left: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (ns, dir, pm, db) = (
+        left["ns"].as_str().unwrap().to_string(),
+        std::path::PathBuf::from(left["pg_dir"].as_str().unwrap()),
+        left["pg_pid"].as_u64().unwrap() as i32,
+        left["db"].as_str().unwrap().to_string(),
+    );
+    // SIGKILL to the test process alone: no Drop runs, and its postmaster (in its
+    // process group, which nobody signals here) is orphaned.
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let netns_list =
+        || String::from_utf8_lossy(&std::process::Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
+    assert!(netns_list().contains(&ns), "the killed test left its namespace");
+    assert!(running(pm) && dir.exists(), "and its server");
+    assert!(db_exists(&db).await, "and its database");
+
+    let net = Net::new(1);
+    assert!(!netns_list().contains(&ns), "the next Net::new removed the namespace");
+    let pg = tokio::task::spawn_blocking(|| PgServer::start(LOOPBACK)).await.unwrap();
+    assert!(!running(pm) && !dir.exists(), "the next PgServer::start killed the server and removed its directory");
+    let _db = TestDb::create().await;
+    assert!(!db_exists(&db).await, "the next TestDb::create dropped the database");
+    drop((net, pg));
+}

@@ -31,7 +31,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where each live [`Net`] records its id and owner pid, for reaping after a kill.
 const STATE_DIR: &str = "/tmp/orch-netns";
@@ -225,6 +225,9 @@ impl Net {
             ip(&["-n", &ns, "addr", "add", &format!("{}/30", net.admin_ip(i)), "dev", "adm0"])?;
             ip(&["-n", &ns, "link", "set", "adm0", "up"])?;
         }
+        for i in 0..n {
+            net.wait_forwarding(i);
+        }
         Ok(net)
     }
 
@@ -283,12 +286,38 @@ impl Net {
         self.cut.lock().unwrap()[i] = true;
     }
 
-    /// Undoes [`cut`](Self::cut). Returns once the port is up again; a connection
+    /// Undoes [`cut`](Self::cut). Returns once the link forwards again; a connection
     /// mid-retransmission delivers at its next retry (TCP's backoff: up to about as
     /// long again as the cut lasted).
     pub fn heal(&self, i: usize) {
         ip(&["link", "set", &self.host_link(i), "up"]).unwrap_or_else(|e| panic!("heal({i}): {e}"));
+        self.wait_forwarding(i);
         self.cut.lock().unwrap()[i] = false;
+    }
+
+    /// Waits (bounded) until instance `i`'s bridge link carries frames: both ends
+    /// have carrier and the bridge port forwards. `ip link set up` returns before
+    /// that — carrier changes reach the bridge through the kernel's linkwatch, which
+    /// may take a second — and a SYN sent meanwhile is dropped and only retried a
+    /// second later.
+    fn wait_forwarding(&self, i: usize) {
+        let link = self.host_link(i);
+        let ns = self.ns_name(i);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let host_up = std::fs::read_to_string(format!("/sys/class/net/{link}/operstate")).is_ok_and(|s| s.trim() == "up");
+            // 3: BR_STATE_FORWARDING.
+            let forwarding = std::fs::read_to_string(format!("/sys/class/net/{link}/brport/state")).is_ok_and(|s| s.trim() == "3");
+            let peer_up = ip_output(&["-n", &ns, "-o", "link", "show", "veth0"]).contains("state UP");
+            if host_up && forwarding && peer_up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{link} did not come up within 10 s (operstate up {host_up}, forwarding {forwarding}, peer up {peer_up})"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn is_cut(&self, i: usize) -> bool {

@@ -128,16 +128,22 @@ async fn reap_stale(admin: &mut sqlx::PgConnection) {
     let loopback = match base_url().host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
+        // `postgres:` is not a special scheme to the url crate: its host is opaque, so
+        // an IP address arrives here as text.
+        Some(url::Host::Domain(d)) => d == "localhost" || d.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
         None => true, // a Unix socket
     };
     if !loopback {
         return;
     }
-    let names: Vec<(String,)> = sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'orch\\_test\\_%'")
-        .fetch_all(&mut *admin)
-        .await
-        .unwrap_or_default();
+    let sql = "SELECT datname::text FROM pg_database WHERE datname LIKE 'orch\\_test\\_%'";
+    let names: Vec<(String,)> = match sqlx::query_as(sql).fetch_all(&mut *admin).await {
+        Ok(names) => names,
+        Err(e) => {
+            eprintln!("listing stale test databases: {e}");
+            return;
+        }
+    };
     for (name,) in names {
         // Exactly `<pid>_<12 hex>`: other helpers' databases share the prefix
         // (`pgdb.rs`: `orch_test_<16 hex>`) and are never taken for ours.
@@ -149,8 +155,11 @@ async fn reap_stale(admin: &mut sqlx::PgConnection) {
             })
             .and_then(|(pid, _)| pid.parse::<i32>().ok());
         if pid.is_some_and(|pid| !pid_alive(pid)) {
-            let _ =
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut *admin).await;
+            let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut *admin).await {
+                // Another test process may be dropping it at the same moment.
+                eprintln!("dropping stale test database {name}: {e}");
+            }
         }
     }
 }
@@ -199,6 +208,46 @@ fn bin(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no PostgreSQL binaries found (set ORCH_TEST_PG_BIN to the directory holding initdb and postgres)"))
 }
 
+/// The private servers' temp dirs: `$TMPDIR/orch-pg-XXXX`, each with an `owner` file.
+const DIR_PREFIX: &str = "orch-pg-";
+
+/// Kills the private servers of test processes that are gone (SIGKILLed, so no Drop
+/// ran, and not by their process group) and removes their directories. A postmaster
+/// is only killed if its command line names that directory: the pid in a stale lock
+/// file may belong to anyone by now.
+fn reap_stale_servers() {
+    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in rd.flatten() {
+        let dir = e.path();
+        if !e.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
+            continue;
+        }
+        let owner = std::fs::read_to_string(dir.join("owner")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+        // No owner file: a server being made right now, or not ours.
+        if owner.is_none_or(pid_alive) {
+            continue;
+        }
+        let pm = std::fs::read_to_string(dir.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+        if let Some(pm) = pm {
+            let cmdline = std::fs::read(format!("/proc/{pm}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy()) {
+                signal(pm, libc::SIGSTOP);
+                let kids = children_of(pm);
+                for k in &kids {
+                    signal(*k, libc::SIGKILL);
+                }
+                signal(pm, libc::SIGKILL);
+                wait_gone(&kids);
+                wait_gone(&[pm]);
+            }
+            remove_stale_shmem(&dir.join("data/postmaster.pid"));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// The uid and gid of the OS user `postgres`.
 fn postgres_user() -> (u32, u32) {
     let name = std::ffi::CString::new("postgres").unwrap();
@@ -228,7 +277,10 @@ impl PgServer {
     /// connections. Panics (with the server log) if it cannot.
     pub fn start(listen: IpAddr) -> PgServer {
         let user = postgres_user();
-        let dir = tempfile::Builder::new().prefix("orch-pg-").tempdir().expect("temp dir");
+        reap_stale_servers();
+        let dir = tempfile::Builder::new().prefix(DIR_PREFIX).tempdir().expect("temp dir");
+        // Who owns it, for reap_stale_servers in a later run.
+        std::fs::write(dir.path().join("owner"), std::process::id().to_string()).unwrap();
         // The temp dir is root's 0700: postgres must be able to enter it.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         chown(dir.path(), user);
@@ -431,9 +483,8 @@ impl PgServer {
             .args(["-c", "max_connections=200", "-c", "shared_buffers=16MB"])
             .uid(user.0)
             .gid(user.1)
-            // Its own process group: a Ctrl-C at the test's terminal is the test's, not
-            // the server's (shutdown stays ours to order).
-            .process_group(0)
+            // In the test's process group (no process_group(0)): nextest ends a timed-out
+            // test by its group, and the postmaster must go with it.
             .current_dir(self.dir.path())
             .env_remove("PGDATA")
             .stdin(Stdio::null())
