@@ -165,10 +165,10 @@ fn a_cut_drops_new_and_established_connections_both_ways_and_heal_restores_them(
 
     net.cut(0);
     assert!(net.is_cut(0));
-    let t = Instant::now();
-    assert!(net.connect(0, host, Duration::from_secs(2)).is_err(), "a new connection from the cut namespace fails");
-    assert!(t.elapsed() >= Duration::from_millis(500), "by timing out (or ARP giving up), not by a quick refusal");
-    assert!(TcpStream::connect_timeout(&inside_addr, Duration::from_secs(2)).is_err(), "nor can the host reach it");
+    let err = net.connect(0, host, Duration::from_secs(2)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "a new connection from the cut namespace times out (no refusal, no ICMP): {err:?}");
+    let err = TcpStream::connect_timeout(&inside_addr, Duration::from_secs(2)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "nor can the host reach it: {err:?}");
     let err = round_trip(&mut est, b'b').unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "the established connection stops delivering: {err:?}");
     // Only instance 0 is cut.
@@ -243,12 +243,15 @@ async fn a_private_server_on_the_bridge_is_reachable_from_a_namespace_until_cut(
     assert!(out.status.success(), "after heal: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Whether `pid` is a live process (a zombie awaiting tokio's reaper is not).
-fn running(pid: i32) -> bool {
+fn proc_state(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rfind(')').map(|i| s[i + 1..].split_whitespace().next().unwrap_or("").to_string()))
-        .is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// Whether `pid` is a live process (a zombie awaiting tokio's reaper is not).
+fn running(pid: i32) -> bool {
+    proc_state(pid).is_some_and(|state| state != "Z" && state != "X")
 }
 
 fn redis_ping(net: &Net, i: usize, url: &str) -> bool {
@@ -298,10 +301,9 @@ async fn a_world_on_the_bridge_serves_a_namespaced_orchestrator() {
 
     // freeze/cont, then SIGTERM: a clean exit.
     inst.freeze();
-    assert!(
-        client.get(format!("{}/healthz", inst.url())).timeout(Duration::from_millis(500)).send().await.is_err(),
-        "a frozen instance answers nothing"
-    );
+    let frozen = client.get(format!("{}/healthz", inst.url())).timeout(Duration::from_millis(500)).send().await;
+    let pid = inst.pid().unwrap() as i32;
+    assert!(frozen.is_err(), "a frozen instance answers nothing: {frozen:?} (pid {pid}, state {:?})", proc_state(pid));
     inst.cont();
     assert_eq!(client.get(format!("{}/healthz", inst.url())).send().await.unwrap().status(), 200);
     let status = inst.stop_within(Duration::from_secs(20)).await.expect("exits on SIGTERM");

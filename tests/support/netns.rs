@@ -201,7 +201,9 @@ impl Net {
         let net = Net { id, a, b, n, cut: Mutex::new(vec![false; n]) };
         // From here on, a failure drops `net`, which removes what was made.
         let bridge = net.bridge();
-        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        // A fixed MAC: a bridge otherwise takes its ports' lowest, which changes as
+        // ports come and go, and the namespaces' static neighbour entries name it.
+        ip(&["link", "add", &bridge, "address", &net.bridge_mac(), "type", "bridge"])?;
         ip(&["addr", "add", &format!("{}/24", net.host_ip()), "dev", &bridge])?;
         ip(&["link", "set", &bridge, "up"])?;
         drop(lock);
@@ -212,7 +214,7 @@ impl Net {
             // The bridge link: the peer is made inside the namespace, so its name
             // (veth0) never collides with another net's.
             let host_end = net.host_link(i);
-            ip(&["link", "add", &host_end, "type", "veth", "peer", "name", "veth0", "netns", &ns])?;
+            ip(&["link", "add", &host_end, "type", "veth", "peer", "name", "veth0", "address", &net.mac(i), "netns", &ns])?;
             ip(&["link", "set", &host_end, "master", &bridge])?;
             ip(&["link", "set", &host_end, "up"])?;
             ip(&["-n", &ns, "addr", "add", &format!("{}/24", net.ip(i)), "dev", "veth0"])?;
@@ -224,6 +226,31 @@ impl Net {
             ip(&["link", "set", &admin_end, "up"])?;
             ip(&["-n", &ns, "addr", "add", &format!("{}/30", net.admin_ip(i)), "dev", "adm0"])?;
             ip(&["-n", &ns, "link", "set", "adm0", "up"])?;
+        }
+        // Static neighbour entries on the bridge's subnet, both ways and between the
+        // namespaces: no ARP, so a cut is pure loss. With ARP, resolution fails during
+        // a cut and the kernel answers the sockets waiting on it "No route to host" —
+        // even a connection made just after heal, while a resolution begun during the
+        // cut is still failing. Permanent entries survive the carrier loss of a cut.
+        for i in 0..n {
+            ip(&["neigh", "replace", &net.ip(i).to_string(), "lladdr", &net.mac(i), "dev", &bridge, "nud", "permanent"])?;
+            let ns = net.ns_name(i);
+            ip(&[
+                "-n",
+                &ns,
+                "neigh",
+                "replace",
+                &net.host_ip().to_string(),
+                "lladdr",
+                &net.bridge_mac(),
+                "dev",
+                "veth0",
+                "nud",
+                "permanent",
+            ])?;
+            for j in (0..n).filter(|j| *j != i) {
+                ip(&["-n", &ns, "neigh", "replace", &net.ip(j).to_string(), "lladdr", &net.mac(j), "dev", "veth0", "nud", "permanent"])?;
+            }
         }
         for i in 0..n {
             net.wait_forwarding(i);
@@ -266,6 +293,16 @@ impl Net {
         IpAddr::V4(Ipv4Addr::new(10, self.a, self.b + 1, 4 * i as u8 + 1))
     }
 
+    /// Locally administered MACs from the net's id: `02:6f:ID:i` for namespace `i`'s
+    /// veth0, `02:6f:ID:ff` for the bridge.
+    fn mac(&self, i: usize) -> String {
+        format!("02:6f:{}:{}:{}:{:02x}", &self.id[0..2], &self.id[2..4], &self.id[4..6], i)
+    }
+
+    fn bridge_mac(&self) -> String {
+        self.mac(0xff)
+    }
+
     fn bridge(&self) -> String {
         format!("ob{}", self.id)
     }
@@ -279,8 +316,8 @@ impl Net {
     /// ICMP — packets vanish, as in a real partition). Established TCP connections
     /// are not closed: they stop delivering and retransmit, and resume after
     /// [`heal`](Self::heal) unless a timeout (TCP's, keepalive, the client's) ended
-    /// them first. New connections time out, or fail with EHOSTUNREACH once ARP gives
-    /// up (about 3 s). The admin link stays up.
+    /// them first. New connections time out (the neighbours are static: no ARP to
+    /// fail, so no quick "No route to host"). The admin link stays up.
     pub fn cut(&self, i: usize) {
         ip(&["link", "set", &self.host_link(i), "down"]).unwrap_or_else(|e| panic!("cut({i}): {e}"));
         self.cut.lock().unwrap()[i] = true;
