@@ -1,8 +1,9 @@
-//! A test kit for real `redis-server` processes: start one on a free loopback port,
-//! kill, freeze, thaw and restart it, so tests exercise real failures, not mocks.
+//! A test kit for real `redis-server` processes: start one on a free loopback port
+//! (or on a given address, e.g. a test bridge's), kill, freeze, thaw and restart it,
+//! so tests exercise real failures, not mocks.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,12 +17,13 @@ const POLL: Duration = Duration::from_millis(10);
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// One `redis-server` child process on `127.0.0.1:port`, with its own temporary
+/// One `redis-server` child process on `127.0.0.1:port` (or `bind:port`), with its own temporary
 /// directory and no persistence. It is SIGKILLed (and the directory removed) on drop.
 ///
 /// All methods take `&self` so a server can be shared between a test and the tasks it
 /// spawns (e.g. behind an `Arc`).
 pub struct RedisServer {
+    bind: IpAddr,
     port: u16,
     args: Vec<String>,
     tls: bool,
@@ -43,16 +45,23 @@ impl RedisServer {
     /// when `--tls-port` is present readiness is judged from the server's log and a TCP
     /// connect instead of a plaintext PING, and [`url`](Self::url) uses `rediss://`.
     pub fn start_with(args: &[&str]) -> io::Result<RedisServer> {
+        Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST), args)
+    }
+
+    /// [`start_with`](Self::start_with) listening on `bind` instead of loopback (only
+    /// there: e.g. a test bridge's address, so processes in other network namespaces
+    /// reach it). [`url`](Self::url) then names that address.
+    pub fn start_on(bind: IpAddr, args: &[&str]) -> io::Result<RedisServer> {
         let tls = args.contains(&"--tls-port");
         // A free port can be taken by someone else between probing and binding, so
         // try a few ports before giving up.
         let mut last_err = None;
         for _ in 0..5 {
-            let port = free_port()?;
+            let port = free_port(bind)?;
             let dir = make_dir(port)?;
             let args: Vec<String> =
                 args.iter().map(|a| a.replace("{port}", &port.to_string()).replace("{dir}", &dir.to_string_lossy())).collect();
-            let server = RedisServer { port, args, tls, dir, child: Mutex::new(None) };
+            let server = RedisServer { bind, port, args, tls, dir, child: Mutex::new(None) };
             match server.spawn_and_wait() {
                 Ok(()) => return Ok(server),
                 Err(e) => last_err = Some(e), // dropping `server` cleans up
@@ -65,10 +74,16 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT` (`rediss://` when started with `--tls-port`).
+    /// `redis://127.0.0.1:PORT` (`rediss://` when started with `--tls-port`; the bind
+    /// address instead of 127.0.0.1 when started with [`start_on`](Self::start_on)).
     pub fn url(&self) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://{}", self.addr())
+    }
+
+    /// The address the server listens on.
+    pub fn bind(&self) -> IpAddr {
+        self.bind
     }
 
     /// The pid of the current process, or 0 when it has been killed.
@@ -118,10 +133,13 @@ impl RedisServer {
         let log = self.dir.join("redis.log");
         let _ = std::fs::remove_file(&log);
         let mut cmd = Command::new("redis-server");
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", ""])
+        cmd.arg("--port").arg(self.port.to_string()).arg("--bind").arg(self.bind.to_string());
+        if !self.bind.is_loopback() {
+            // Protected mode refuses everyone but loopback when there is no password;
+            // off loopback the server is bound to one test address only.
+            cmd.args(["--protected-mode", "no"]);
+        }
+        cmd.args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--daemonize", "no"])
             .arg("--dir")
@@ -170,7 +188,7 @@ impl RedisServer {
     }
 
     fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::new(self.bind, self.port)
     }
 }
 
@@ -201,9 +219,9 @@ fn ping(addr: SocketAddr) -> bool {
     matches!(s.read(&mut buf), Ok(n) if n > 0 && (buf[0] == b'+' || buf[0] == b'-'))
 }
 
-fn free_port() -> io::Result<u16> {
+fn free_port(bind: IpAddr) -> io::Result<u16> {
     loop {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
+        let port = TcpListener::bind((bind, 0))?.local_addr()?.port();
         // Never the default port: a developer's own Redis may live there.
         if port != 6379 {
             return Ok(port);

@@ -1,6 +1,12 @@
-//! Shared helpers of the integration tests.
+//! Shared helpers of the integration tests: `world` (redis-servers, the sandbox
+//! service and platform, a journal), `serve` (`orchestrator serve` children, here or in
+//! a network namespace), `pg` (fresh databases on the shared PostgreSQL, private
+//! servers to stop, kill and partition), `pgdb` (a world's own PostgreSQL journal
+//! database), `netns` (namespaces on a bridge, with real partitions).
 #![allow(dead_code)]
 pub mod browser;
+pub mod netns;
+pub mod pg;
 pub mod pgdb;
 pub mod serve;
 pub mod world;

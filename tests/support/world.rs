@@ -1,6 +1,7 @@
 //! A whole sandbox world for end-to-end tests: real primary and backup redis-server
 //! processes on free ports, the sandbox service and platform in-process on
-//! 127.0.0.1:0, a journal in a temp dir, and the shipped sandbox playbook.
+//! 127.0.0.1:0 (or on [`WorldOptions::bind`]), a journal in a temp dir, and the
+//! shipped sandbox playbook.
 
 #![allow(dead_code)]
 
@@ -10,6 +11,7 @@ use orchestrator::journal::Journal;
 use orchestrator::playbook::{load_bytes, Playbook};
 use sandbox::{RedisServer, Sandbox, SandboxConfig};
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,8 @@ pub struct World {
     pub sandbox: Sandbox,
     pub dir: tempfile::TempDir,
     pub env: HashMap<String, String>,
+    /// Where its servers listen ([`WorldOptions::bind`]; 127.0.0.1 by default).
+    pub bind: IpAddr,
     /// The journal's PostgreSQL database when the suite runs on PostgreSQL
     /// (`ORCH_TEST_DB=postgres`); dropped with the world.
     pub pg: Option<super::pgdb::PgDatabase>,
@@ -42,6 +46,10 @@ pub struct WorldOptions {
     pub bullmq: bool,
     /// The BullMQ service's Redis connections come up this long after each start.
     pub connect_delay_ms: u64,
+    /// Where the redis-servers, the service and the platform listen (None: 127.0.0.1).
+    /// A [`Net`](super::netns::Net)'s `host_ip()` lets orchestrators in its network
+    /// namespaces reach the world; `env` (and so the playbook) then names that address.
+    pub bind: Option<IpAddr>,
 }
 
 impl Default for WorldOptions {
@@ -56,6 +64,7 @@ impl Default for WorldOptions {
             // (`make test` does so for the failover, fault and crash suites).
             bullmq: std::env::var("ORCH_TEST_SERVICE").is_ok_and(|v| v == "bullmq"),
             connect_delay_ms: 0,
+            bind: None,
         }
     }
 }
@@ -78,18 +87,20 @@ impl World {
         if let Some(pw) = opts.primary_password {
             primary_args.extend(["--requirepass", pw]);
         }
-        let primary =
-            if primary_args.is_empty() { RedisServer::start() } else { RedisServer::start_with(&primary_args) }.expect("primary redis");
-        let backup = match opts.backup_password {
-            Some(pw) => RedisServer::start_with(&["--requirepass", pw]),
-            None => RedisServer::start(),
-        }
-        .expect("backup redis");
+        let bind = opts.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let primary = RedisServer::start_on(bind, &primary_args).expect("primary redis");
+        let backup_args = match opts.backup_password {
+            Some(pw) => vec!["--requirepass", pw],
+            None => vec![],
+        };
+        let backup = RedisServer::start_on(bind, &backup_args).expect("backup redis");
         let primary_url = with_password(primary.url(), opts.primary_password);
         let backup_url = with_password(backup.url(), opts.backup_password);
         let mut cfg = SandboxConfig::new(primary_url.clone());
         cfg.service_api_key = SERVICE_KEY.into();
         cfg.platform_api_key = PLATFORM_KEY.into();
+        cfg.service_addr = SocketAddr::new(bind, 0);
+        cfg.platform_addr = SocketAddr::new(bind, 0);
         cfg.workers_enabled = opts.workers_enabled;
         cfg.deploy_steps_ms = opts.deploy_steps_ms;
         cfg.job_ms = 5;
@@ -106,7 +117,7 @@ impl World {
         env.insert("SANDBOX_PLATFORM_URL".to_string(), sandbox.platform_url());
         env.insert("SANDBOX_PLATFORM_API_KEY".to_string(), PLATFORM_KEY.to_string());
         let pg = super::pgdb::PgDatabase::for_suite();
-        let world = World { primary, backup, sandbox, dir: tempfile::tempdir().unwrap(), env, pg };
+        let world = World { primary, backup, sandbox, dir: tempfile::tempdir().unwrap(), env, bind, pg };
         if opts.bullmq {
             // A real service is only up once its queues work: BullMQ's start-up cut off
             // by a Redis outage leaves a queue that never enqueues again. Tests fault a
@@ -126,12 +137,20 @@ impl World {
     }
 
     /// The shipped sandbox playbook with text edits applied (e.g. shorter windows),
-    /// written next to the journal so its hash is what an incident pins.
+    /// written next to the journal so its hash is what an incident pins. Off loopback
+    /// it allows plain http:// (the sandbox's servers speak nothing else; they are on
+    /// a test bridge only).
     pub fn playbook_file(&self, edits: &[(&str, &str)]) -> PathBuf {
         let mut text = std::fs::read_to_string("playbooks/sandbox.yaml").unwrap();
         for (from, to) in edits {
             assert!(text.contains(from), "playbook edit target {from:?} not found");
             text = text.replace(from, to);
+        }
+        if !self.bind.is_loopback() && !text.contains("\nallow_insecure_http:") {
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str("allow_insecure_http: true\n");
         }
         let path = self.dir.path().join("playbook.yaml");
         std::fs::write(&path, text).unwrap();
