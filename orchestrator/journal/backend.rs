@@ -195,9 +195,14 @@ impl Backend {
 /// the connection drops: it cannot be stranded on a pooled connection.)
 pub const PG_WRITE_LOCK: i64 = 0x6f72_6368_6a72_6e6c; // "orchjrnl"
 
+/// How long a journal session may sit idle inside a transaction before the server
+/// ends it (releasing its locks): a partitioned instance's half-written transaction
+/// must not hold the write lock for longer than this.
+pub const PG_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(3);
+
 /// How long a PostgreSQL connection attempt or a wait for a pooled connection may take
 /// before the operation fails as `Unavailable` (a webhook then answers 503).
-pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Opens a SQLite journal file: creates it if asked, takes the migration lock, sets WAL
 /// and migrates with a typed connection, then opens the shared pool.
@@ -307,7 +312,17 @@ pub(super) async fn open_postgres(url: &str, create: bool) -> Result<AnyPool, Jo
                 // An acknowledged intent must survive the database's crash (a new leader
                 // reads it to decide whether an effect happened), whatever the server's
                 // or role's default says.
-                sqlx::query("SET synchronous_commit = on").execute(conn).await?;
+                sqlx::query("SET synchronous_commit = on").execute(&mut *conn).await?;
+                // A client cut off mid-transaction (a partition: no RST, no FIN) would
+                // keep the journal's write lock until TCP keepalive gives up, hours
+                // later, and no other instance could take over. The server ends such a
+                // session instead; our write transactions are never idle for long.
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SET idle_in_transaction_session_timeout = {}",
+                    PG_IDLE_IN_TRANSACTION.as_millis()
+                )))
+                .execute(&mut *conn)
+                .await?;
                 Ok(())
             })
         })

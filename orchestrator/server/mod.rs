@@ -305,9 +305,13 @@ async fn leader(State(app): State<AppState>) -> Response {
             .into_response();
     };
     let view = l.view();
-    let lease = match d.journal.leader().await {
-        Ok(row) => json!(row),
-        Err(e) => json!({ "error": format!("journal unavailable: {e}") }),
+    // The role is this instance's own knowledge and answers at once; the database's
+    // view is added when it comes quickly (a partition makes the journal hang, and a
+    // load balancer's check must not).
+    let lease = match tokio::time::timeout(READ_BUDGET, d.journal.leader()).await {
+        Ok(Ok(row)) => json!(row),
+        Ok(Err(e)) => json!({ "error": format!("journal unavailable: {e}") }),
+        Err(_) => json!({ "error": format!("journal did not answer within {READ_BUDGET:?}") }),
     };
     let body = json!({ "leader": view.leader, "shared": true, "term": view.term, "holder": l.holder, "note": view.note, "lease": lease,
         "ttl_ms": l.settings.ttl.as_millis() as u64, "renew_ms": l.settings.renew_every.as_millis() as u64 });
@@ -327,10 +331,21 @@ fn role_json(app: &AppState) -> serde_json::Value {
     }
 }
 
+/// How long `/healthz` and `/leader` wait for the journal before answering without it.
+const READ_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn healthz(State(app): State<AppState>) -> Response {
     let journal = &app.daemon.journal;
     let role = role_json(&app);
-    match (journal.paused().await, journal.open_incidents().await) {
+    let reads = tokio::time::timeout(READ_BUDGET, async { (journal.paused().await, journal.open_incidents().await) }).await;
+    let Ok(reads) = reads else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unhealthy", "reason": format!("the journal did not answer within {READ_BUDGET:?}"), "role": role })),
+        )
+            .into_response();
+    };
+    match reads {
         // The orchestrator's own host in trouble (out of descriptors, memory, its own
         // network): it cannot be trusted to judge Redis now, and says so.
         (Ok(paused), Ok(open)) if crate::selfcheck::unhealthy().is_some() => (
