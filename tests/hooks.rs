@@ -299,32 +299,7 @@ async fn a_completed_hook_is_not_rerun_on_resume() {
 
 // ------------------------------------------------------------ playbook validation
 
-const VALID: &str = r#"name: t
-redis:
-  primary: "${P}"
-  backup: "${B}"
-service:
-  base_url: http://127.0.0.1:3000
-  api_key: "${KEY}"
-platform:
-  kind: render
-  base_url: http://127.0.0.1:3001
-  api_key: "${TOKEN}"
-  service_id: srv-1
-approvals:
-  approvers: [alice]
-"#;
-
-fn env(name: &str) -> Option<String> {
-    match name {
-        "P" => Some("redis://127.0.0.1:7001".into()),
-        "B" => Some("redis://127.0.0.1:7002".into()),
-        "KEY" => Some("service-key".into()),
-        "TOKEN" => Some("platform-token".into()),
-        "FREEZE_TOKEN" => Some("frz-secret-77".into()),
-        _ => None,
-    }
-}
+use support::minimal::{env, VALID};
 
 fn problems(hooks: &str) -> Vec<(usize, usize, String)> {
     let yaml = format!("{VALID}hooks:\n{hooks}");

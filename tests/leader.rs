@@ -50,11 +50,8 @@ impl Instance {
         Instance { child, url, pid, log }
     }
 
-    /// `GET /leader`: (200?, body).
     async fn leader(&self) -> Option<(bool, serde_json::Value)> {
-        let r = reqwest::Client::new().get(format!("{}/leader", self.url)).timeout(Duration::from_secs(2)).send().await.ok()?;
-        let ok = r.status() == 200;
-        Some((ok, r.json().await.ok()?))
+        support::serve::leader_at(&self.url).await
     }
 
     fn log(&self) -> String {
@@ -69,21 +66,8 @@ impl Instance {
 
 /// Waits until exactly one of `instances` answers 200 on `/leader`: its index and term.
 async fn one_leader(instances: &[&Instance], limit: Duration) -> (usize, i64) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let mut leaders = Vec::new();
-        for (i, inst) in instances.iter().enumerate() {
-            if let Some((true, body)) = inst.leader().await {
-                leaders.push((i, body["term"].as_i64().unwrap_or(0)));
-            }
-        }
-        assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
-        if let [one] = leaders[..] {
-            return one;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no leader within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let urls: Vec<String> = instances.iter().map(|i| i.url.clone()).collect();
+    support::serve::one_leader(&urls, limit).await
 }
 
 async fn try_post_alert(inst: &Instance, fingerprint: &str) -> Option<reqwest::StatusCode> {

@@ -37,29 +37,13 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap()
 }
 
-/// (`GET /leader` answered 200, its body).
 async fn leader_of(i: &Instance) -> Option<(bool, serde_json::Value)> {
-    let r = client().get(format!("{}/leader", i.url())).send().await.ok()?;
-    let ok = r.status() == 200;
-    Some((ok, r.json().await.ok()?))
+    support::serve::leader_at(&i.url()).await
 }
 
 async fn one_leader(instances: &[&Instance], limit: Duration) -> (usize, i64) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let mut leaders = Vec::new();
-        for (n, inst) in instances.iter().enumerate() {
-            if let Some((true, body)) = leader_of(inst).await {
-                leaders.push((n, body["term"].as_i64().unwrap_or(0)));
-            }
-        }
-        assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
-        if let [one] = leaders[..] {
-            return one;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no leader within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let urls: Vec<String> = instances.iter().map(|i| i.url()).collect();
+    support::serve::one_leader(&urls, limit).await
 }
 
 async fn post_alert(i: &Instance, fingerprint: &str) -> Result<reqwest::StatusCode, reqwest::Error> {

@@ -4,32 +4,9 @@
 use orchestrator::playbook::{load_bytes, PlaybookError};
 use std::path::Path;
 
-const VALID: &str = r#"name: t
-redis:
-  primary: "${P}"
-  backup: "${B}"
-service:
-  base_url: http://127.0.0.1:3000
-  api_key: "${KEY}"
-platform:
-  kind: render
-  base_url: http://127.0.0.1:3001
-  api_key: "${TOKEN}"
-  service_id: srv-1
-approvals:
-  approvers: [alice]
-"#;
+mod support;
 
-fn env(name: &str) -> Option<String> {
-    match name {
-        "P" => Some("redis://127.0.0.1:7001".into()),
-        "B" => Some("redis://127.0.0.1:7002".into()),
-        "KEY" => Some("service-key".into()),
-        "TOKEN" => Some("platform-token".into()),
-        "SAME" => Some("redis://localhost:7001".into()),
-        _ => None,
-    }
-}
+use support::minimal::{env, VALID};
 
 fn problems(yaml: &str) -> Vec<(usize, usize, String)> {
     match load_bytes(yaml.as_bytes(), Path::new("t.yaml"), &env) {

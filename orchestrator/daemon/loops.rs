@@ -25,6 +25,24 @@ impl Drop for AbortOnDrop {
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
 
 impl Daemon {
+    /// Waits for a loop's next tick: `false` once shutdown is requested. Ticks while
+    /// this instance does not act (a follower of a shared journal) are skipped: the
+    /// leader measures, re-arms and lifts.
+    async fn next_acting_round(&self, tick: &mut tokio::time::Interval, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return false,
+            }
+            if *self.shutdown.borrow() {
+                return false;
+            }
+            if self.acting() {
+                return true;
+            }
+        }
+    }
+
     /// Lifts every timed pause (everyone's and each target's) whose window is over,
     /// journaled once as a settings change by "orchestrator (maintenance window
     /// expired)". A window that ended while `serve` was down is lifted at the first round.
@@ -33,19 +51,9 @@ impl Daemon {
         let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let targets: Vec<Option<String>> = std::iter::once(None).chain(self.lanes.keys().cloned().map(Some)).collect();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            if *self.shutdown.borrow() {
-                return;
-            }
-            // One instance lifts (the leader, on a shared journal): an expired window
-            // is no pause for anyone already; the lift is its record.
-            if !self.acting() {
-                continue;
-            }
+        // One instance lifts (the leader, on a shared journal): an expired window is no
+        // pause for anyone already; the lift is its record.
+        while self.next_acting_round(&mut tick, &mut shutdown).await {
             for t in &targets {
                 match self.journal.lift_expired_pause(t.as_deref(), chrono::Utc::now()).await {
                     Ok(Some(p)) => tracing::warn!(
@@ -201,17 +209,7 @@ impl Daemon {
         // When this process last sampled the standby: a gap restarts the re-arm clock.
         let mut last_sample: Option<chrono::DateTime<chrono::Utc>> = None;
         let gap = every * 3 + pb.thresholds.ping_timeout;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            if *self.shutdown.borrow() {
-                return;
-            }
-            if !self.acting() {
-                continue;
-            }
+        while self.next_acting_round(&mut tick, &mut shutdown).await {
             rounds += 1;
             let known = lane.topology.lock().expect("topology").clone();
             // Armed (or waiting for a person): nothing to measure; refresh now and then.

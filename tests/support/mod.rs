@@ -5,6 +5,7 @@
 //! database), `netns` (namespaces on a bridge, with real partitions).
 #![allow(dead_code)]
 pub mod browser;
+pub mod minimal;
 pub mod netns;
 pub mod pg;
 pub mod pgdb;

@@ -230,3 +230,32 @@ impl Instance {
         }
     }
 }
+
+/// `GET URL/leader` of an instance: (answered 200, its body); `None` when it did not
+/// answer within 3 s.
+pub async fn leader_at(url: &str) -> Option<(bool, serde_json::Value)> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().ok()?;
+    let r = client.get(format!("{url}/leader")).send().await.ok()?;
+    let ok = r.status() == 200;
+    Some((ok, r.json().await.ok()?))
+}
+
+/// Waits until exactly one of the instances at `urls` answers 200 on `/leader` (and
+/// fails at once if two do): its index and term.
+pub async fn one_leader(urls: &[String], limit: Duration) -> (usize, i64) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let mut leaders = Vec::new();
+        for (n, url) in urls.iter().enumerate() {
+            if let Some((true, body)) = leader_at(url).await {
+                leaders.push((n, body["term"].as_i64().unwrap_or(0)));
+            }
+        }
+        assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
+        if let [one] = leaders[..] {
+            return one;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -141,7 +141,6 @@ pub trait ConsoleSource: Send + Sync + 'static {
     /// Journals a person's command (via `web`), hands it to the incident's runner and
     /// waits a little for the machine's verdict.
     async fn command(&self, id: &str, kind: CommandKind, who: &str, comment: &str) -> Result<CommandVerdict, SourceError>;
-    /// Switches automatic failover off or on for everyone (journaled, with who).
     /// Pauses (with an optional window's end and reason) or unpauses every target.
     async fn set_paused(
         &self,
