@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 . scripts/test-pg.sh
 ensure_test_pg
 echo "PostgreSQL for the tests: $ORCH_TEST_PG" >&2
-PG_SUITES=(--test crash_resume --test faults --test failover --test daemon --test fleet)
+PG_SUITES=(--test crash_resume --test faults --test failover --test fleet)
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
   ORCH_TEST_SERVICE=bullmq cargo nextest run --no-fail-fast --test failover --test faults --test crash_resume
