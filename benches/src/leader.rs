@@ -430,7 +430,8 @@ async fn incident(ctx: &Ctx, lease: Lease) -> IncidentRows {
                             _ => String::new(),
                         }
                     ));
-                    if crash { &mut rows.killed } else { &mut rows.plain }.push(r);
+                    let runs = if crash { &mut rows.killed } else { &mut rows.plain };
+                    runs.push(r);
                 }
                 Err(e) => {
                     progress(format!("  {}/{} {what}: FAILED: {e:#}", i + 1, ctx.reps));

@@ -146,12 +146,13 @@ pub fn write(r: &Results, o: &mut String) {
             let tot: Vec<f64> = runs.iter().map(|x| x.total_ms).collect();
             let alert: Vec<f64> = runs.iter().map(|x| x.alert_ms).collect();
             let mut outcomes: Vec<String> = runs.iter().map(|x| x.outcome.clone()).collect();
+            outcomes.sort();
             outcomes.dedup();
             let (m, p, x) = stats(&tot);
             let _ = writeln!(o, "| {name} | {} | {} | {} | {m} | {p} | {x} |", runs.len(), outcomes.join(", "), fmt_ms0(median(&alert)));
         };
-        row(o, "(a) leader not killed", &i.plain);
-        row(o, &format!("(b) leader SIGKILLed at `{}`", leader::CRASH_AT), &i.killed);
+        row(&mut *o, "(a) leader not killed", &i.plain);
+        row(&mut *o, &format!("(b) leader SIGKILLed at `{}`", leader::CRASH_AT), &i.killed);
         let p: Vec<f64> = i.plain.iter().map(|x| x.total_ms).collect();
         let k: Vec<f64> = i.killed.iter().map(|x| x.total_ms).collect();
         let crash: Vec<f64> = i.killed.iter().filter_map(|x| x.crash_ms).collect();
