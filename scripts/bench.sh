@@ -22,8 +22,9 @@
 #
 # Benchmarks print numbers; they never fail on speed. Extra arguments go to the
 # harness, e.g. `./scripts/bench.sh --only flush,storm --reps 3` (see `--help`); a
-# partial run replaces only its own sections of BENCHMARKS.md and keeps the others. Everything runs on loopback, on free
-# ports (never 6379), and every process the harness starts is stopped when it ends.
+# partial run replaces only its own sections of BENCHMARKS.md and keeps the others.
+# Everything runs on loopback, on free ports (never 6379), and every process the
+# harness starts is stopped when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
