@@ -15,11 +15,16 @@
 #      lateness, kill → incident opened), and 200 beside it (`--fleet-targets`)
 #   8. the web console: an incident's timeline with 10,001 alerts in headless Chromium
 #      (scripts/bench-console.sh, its own section of BENCHMARKS.md)
+#   9. several instances on one PostgreSQL journal: SIGKILL the leader → a follower
+#      leads (short lease and the defaults), kill → Recovered with the leader SIGKILLed
+#      at its deploy intent vs not, a journaled transition on PostgreSQL beside SQLite
+#      (needs PostgreSQL at 127.0.0.1:5432, or ORCH_BENCH_PG; `--only leader`)
 #
 # Benchmarks print numbers; they never fail on speed. Extra arguments go to the
 # harness, e.g. `./scripts/bench.sh --only flush,storm --reps 3` (see `--help`); a
-# partial run says so at the top of BENCHMARKS.md. Everything runs on loopback, on free
-# ports (never 6379), and every process the harness starts is stopped when it ends.
+# partial run replaces only its own sections of BENCHMARKS.md and keeps the others.
+# Everything runs on loopback, on free ports (never 6379), and every process the
+# harness starts is stopped when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

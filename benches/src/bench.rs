@@ -2,12 +2,16 @@
 //! writing the numbers, with the machine they ran on, to BENCHMARKS.md.
 //!
 //! ```text
-//! bench [--root DIR] [--out FILE] [--reps N] [--only failover,flush,storm,journal,footprint,bullmq,fleet] [--quick]
+//! bench [--root DIR] [--out FILE] [--reps N] [--only failover,flush,storm,journal,footprint,hostile,bullmq,fleet,leader] [--quick]
 //!       [--fleet-targets N,N...]
 //! ```
 //!
 //! Benchmarks print numbers; none of them fails on speed. The process exits non-zero
 //! only when a benchmark could not run at all (its error is in the report too).
+//!
+//! A partial run (`--only`, `--quick`) onto an existing `--out` file replaces only the
+//! sections it ran (matched by their `## N.` heading; a new one is appended) and keeps
+//! the rest of the file as it was; a full run writes the whole file.
 
 mod bullmq;
 mod failover;
@@ -16,6 +20,8 @@ mod fleet_md;
 mod flush;
 mod footprint;
 mod journal;
+mod leader;
+mod leader_md;
 mod report;
 mod resp;
 mod storm;
@@ -25,7 +31,7 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use util::*;
 
-pub const SECTIONS: &[&str] = &["failover", "flush", "storm", "journal", "footprint", "hostile", "bullmq", "fleet"];
+pub const SECTIONS: &[&str] = &["failover", "flush", "storm", "journal", "footprint", "hostile", "bullmq", "fleet", "leader"];
 
 struct Args {
     root: PathBuf,
@@ -169,9 +175,26 @@ async fn main() -> Result<()> {
             Err(e) => rep.error("fleet", e),
         }
     }
+    if want("leader") {
+        match leader::run(&ctx, recorded.as_ref()).await {
+            Ok(r) => {
+                for e in leader::errors(&r) {
+                    rep.error("leader", anyhow::anyhow!(e));
+                }
+                rep.leader = Some(r)
+            }
+            Err(e) => rep.error("leader", e),
+        }
+    }
     rep.journal = journal_results;
     rep.runtime = started.elapsed();
-    let md = rep.markdown();
+    let mut md = rep.markdown();
+    if rep.is_partial() {
+        if let Ok(existing) = std::fs::read_to_string(&a.out) {
+            progress(format!("partial run: replacing only the sections run in {}", a.out.display()));
+            md = report::splice(&existing, &md);
+        }
+    }
     std::fs::write(&a.out, &md).with_context(|| format!("writing {}", a.out.display()))?;
     println!("{}", rep.summary());
     progress(format!("wrote {} in {:.0} s", a.out.display(), started.elapsed().as_secs_f64()));

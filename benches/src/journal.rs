@@ -79,9 +79,6 @@ pub async fn run(ctx: &Ctx, rec: &Recorded) -> Result<Results> {
     let dir = ctx.tempdir("bench-journal-")?;
     let db = dir.path().join("journal.db");
     let j = Journal::open(&db).await?;
-    let pb = &rec.playbook;
-    let policy = Policy::from_playbook(pb);
-    let target = pb.redis.primary.endpoint();
     let checks_per: usize = {
         let mut n = 0;
         for (_, e) in &rec.events {
@@ -99,59 +96,13 @@ pub async fn run(ctx: &Ctx, rec: &Recorded) -> Result<Results> {
         "journal: replaying incident {} ({} transitions, {} checks, {} effects, {} alert) {n} times",
         rec.incident_id, per_incident.transitions, per_incident.checks, per_incident.effects, per_incident.alerts
     ));
-    let offset = |at: &str| parse_ts(at).map(|t| t - rec.opened_at).unwrap_or_else(CDuration::zero);
-    let base = Utc::now() - CDuration::hours(n as i64 + 1);
-    let mut record_ms = Vec::with_capacity(n * rec.events.len());
-    let mut replay_outcome = String::new();
     let fill = Instant::now();
-    for i in 0..n {
-        // One incident an hour: distinct ids (they embed the second) and a realistic spread.
-        let opened = base + CDuration::hours(i as i64);
-        let mut m = Machine::new(policy.clone());
-        let new = NewIncident {
-            playbook_name: pb.name.clone(),
-            playbook_path: pb.source.display().to_string(),
-            playbook_hash: pb.hash.clone(),
-            target: target.clone(),
-            trigger_source: "watch".into(),
-            trigger_detail: "Redis ping failing for 200ms: connection_refused".into(),
-            os_user: None,
-            approver_os_users: Default::default(),
-        };
-        let id = j.create_incident(&new, &m, opened).await?;
-        for a in &rec.alerts {
-            let alert = NewAlert {
-                source: a.source.clone(),
-                fingerprint: a.fingerprint.clone(),
-                status: a.status.clone(),
-                target: target.clone(),
-                summary: a.summary.clone(),
-            };
-            j.record_alert(&alert, Some(&id), &a.disposition, opened + offset(&a.received_at)).await?;
-        }
-        let mut effects = rec.effects.iter().peekable();
-        for (off, ev) in &rec.events {
-            let at = opened + CDuration::milliseconds(*off);
-            // Effects whose intent came before this transition, in journal order.
-            while let Some(e) = effects.peek().filter(|e| offset(&e.intent_at) <= CDuration::milliseconds(*off)) {
-                replay_effect(&j, &id, &rec.incident_id, e, opened, &offset).await?;
-                effects.next();
-            }
-            let d = m.handle(ev);
-            let t = Instant::now();
-            j.record_decision(&id, ev, &d, &m, at).await?;
-            record_ms.push(ms(t.elapsed()));
-        }
-        for e in effects {
-            replay_effect(&j, &id, &rec.incident_id, e, opened, &offset).await?;
-        }
-        if i == 0 {
-            replay_outcome = m.state().name().to_string();
-        }
+    let (record_ms, replay_outcome) = replay(&j, rec, n, |i| {
         if (i + 1) % 250 == 0 {
             progress(format!("  {}/{n} incidents journaled", i + 1));
         }
-    }
+    })
+    .await?;
     let fill_ms = ms(fill.elapsed());
     let wal = PathBuf::from(format!("{}-wal", db.display()));
     let wal_bytes_before_checkpoint = file_len(&wal);
@@ -201,6 +152,66 @@ pub async fn run(ctx: &Ctx, rec: &Recorded) -> Result<Results> {
         _dir: dir,
         db,
     })
+}
+
+/// Replays `rec` `n` times into `j` (one incident an hour, ending now), timing each
+/// `IncidentStore::record_decision`: the transitions' times in ms, and the outcome the
+/// first replay reached. `each(i)` runs after incident `i`. Works on either backend.
+pub async fn replay(j: &Journal, rec: &Recorded, n: usize, mut each: impl FnMut(usize)) -> Result<(Vec<f64>, String)> {
+    let pb = &rec.playbook;
+    let policy = Policy::from_playbook(pb);
+    let target = pb.redis.primary.endpoint();
+    let offset = |at: &str| parse_ts(at).map(|t| t - rec.opened_at).unwrap_or_else(CDuration::zero);
+    let base = Utc::now() - CDuration::hours(n as i64 + 1);
+    let mut record_ms = Vec::with_capacity(n * rec.events.len());
+    let mut replay_outcome = String::new();
+    for i in 0..n {
+        // One incident an hour: distinct ids (they embed the second) and a realistic spread.
+        let opened = base + CDuration::hours(i as i64);
+        let mut m = Machine::new(policy.clone());
+        let new = NewIncident {
+            playbook_name: pb.name.clone(),
+            playbook_path: pb.source.display().to_string(),
+            playbook_hash: pb.hash.clone(),
+            target: target.clone(),
+            trigger_source: "watch".into(),
+            trigger_detail: "Redis ping failing for 200ms: connection_refused".into(),
+            os_user: None,
+            approver_os_users: Default::default(),
+        };
+        let id = j.create_incident(&new, &m, opened).await?;
+        for a in &rec.alerts {
+            let alert = NewAlert {
+                source: a.source.clone(),
+                fingerprint: a.fingerprint.clone(),
+                status: a.status.clone(),
+                target: target.clone(),
+                summary: a.summary.clone(),
+            };
+            j.record_alert(&alert, Some(&id), &a.disposition, opened + offset(&a.received_at)).await?;
+        }
+        let mut effects = rec.effects.iter().peekable();
+        for (off, ev) in &rec.events {
+            let at = opened + CDuration::milliseconds(*off);
+            // Effects whose intent came before this transition, in journal order.
+            while let Some(e) = effects.peek().filter(|e| offset(&e.intent_at) <= CDuration::milliseconds(*off)) {
+                replay_effect(&j, &id, &rec.incident_id, e, opened, &offset).await?;
+                effects.next();
+            }
+            let d = m.handle(ev);
+            let t = Instant::now();
+            j.record_decision(&id, ev, &d, &m, at).await?;
+            record_ms.push(ms(t.elapsed()));
+        }
+        for e in effects {
+            replay_effect(&j, &id, &rec.incident_id, e, opened, &offset).await?;
+        }
+        if i == 0 {
+            replay_outcome = m.state().name().to_string();
+        }
+        each(i);
+    }
+    Ok((record_ms, replay_outcome))
 }
 
 async fn replay_effect(

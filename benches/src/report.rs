@@ -2,7 +2,7 @@
 
 use crate::failover::{self, STEPS};
 use crate::util::*;
-use crate::{bullmq, fleet, flush, footprint, journal, storm};
+use crate::{bullmq, fleet, flush, footprint, journal, leader, storm};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ pub struct Report {
     pub footprint: Option<footprint::Results>,
     pub bullmq: Option<bullmq::Results>,
     pub fleet: Option<fleet::Results>,
+    pub leader: Option<leader::Results>,
     pub errors: Vec<(String, String)>,
     pub runtime: Duration,
     /// The orchestrator binary measured, relative to the repository when inside it.
@@ -44,6 +45,7 @@ impl Report {
             footprint: None,
             bullmq: None,
             fleet: None,
+            leader: None,
             errors: vec![],
             runtime: Duration::ZERO,
             bin_label: String::new(),
@@ -144,6 +146,9 @@ impl Report {
                 );
             }
         }
+        if let Some(l) = &self.leader {
+            s.push_str(&crate::leader_md::summary(l));
+        }
         for (sec, e) in &self.errors {
             let _ = writeln!(s, "{sec}: FAILED: {e}");
         }
@@ -159,7 +164,7 @@ impl Report {
              `target/release/bench --root . --out BENCHMARKS.md`) in {:.0} s. Rerun it with:\n\n```sh\n{COMMAND}\n```\n",
             self.runtime.as_secs_f64()
         );
-        if self.quick || self.sections.len() < crate::SECTIONS.len() {
+        if self.is_partial() {
             let _ = writeln!(o, "> Partial run (`--quick` or `--only {}`): not the full benchmark.\n", self.sections.join(","));
         }
         let _ = writeln!(o, "## Machine\n\n| | |\n| --- | --- |");
@@ -197,7 +202,13 @@ impl Report {
         self.hostile_md(&mut o);
         self.bullmq_md(&mut o);
         self.fleet_md(&mut o);
+        self.leader_md(&mut o);
         o
+    }
+
+    /// `--quick` or `--only` with fewer than every section.
+    pub fn is_partial(&self) -> bool {
+        self.quick || crate::SECTIONS.iter().any(|s| !self.sections.iter().any(|x| x == s))
     }
 
     fn failover_md(&self, o: &mut String) {
@@ -1151,5 +1162,89 @@ fn failing_for_ms(summary: &str) -> Option<f64> {
         v.parse::<f64>().ok().map(|s| s * 1000.0)
     } else {
         None
+    }
+}
+
+impl Report {
+    fn leader_md(&self, o: &mut String) {
+        if !self.sections.iter().any(|s| s == "leader") {
+            return;
+        }
+        let _ = writeln!(o, "## 9. Several instances on PostgreSQL\n");
+        match &self.leader {
+            Some(l) => crate::leader_md::write(l, o),
+            None => self.errors_of("leader", o),
+        }
+    }
+}
+
+/// The number of a numbered section heading (`## 9. ...` → "9").
+fn section_number(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("## ")?;
+    let (n, _) = rest.split_once('.')?;
+    (!n.is_empty() && n.chars().all(|c| c.is_ascii_digit())).then_some(n)
+}
+
+/// A partial run onto an existing BENCHMARKS.md: each numbered section of `new`
+/// (from its `## N.` heading to the next `## ` heading, an HTML comment at the start of
+/// a line, or the end) replaces the section with the same number in `old`, or is
+/// appended when `old` has none. Everything else in `old` (the machine, other sections,
+/// hand-written notes, the console section) is kept as it was.
+pub fn splice(old: &str, new: &str) -> String {
+    fn blocks(text: &str) -> Vec<(String, usize, usize)> {
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        let mut offs = Vec::with_capacity(lines.len() + 1);
+        let mut at = 0;
+        for l in &lines {
+            offs.push(at);
+            at += l.len();
+        }
+        offs.push(at);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < lines.len() {
+            if let Some(n) = section_number(lines[i]) {
+                let mut k = i + 1;
+                while k < lines.len() && !lines[k].starts_with("## ") && !lines[k].starts_with("<!--") {
+                    k += 1;
+                }
+                out.push((n.to_string(), offs[i], offs[k]));
+                i = k;
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+    let mut text = old.to_string();
+    for (n, start, end) in blocks(new) {
+        let mut section = new[start..end].trim_end().to_string();
+        section.push_str("\n\n");
+        match blocks(&text).into_iter().find(|(m, _, _)| *m == n) {
+            Some((_, s, e)) => text.replace_range(s..e, &section),
+            None => {
+                let keep = text.trim_end().len();
+                text.truncate(keep);
+                text.push_str("\n\n");
+                text.push_str(&section);
+            }
+        }
+    }
+    let keep = text.trim_end().len();
+    text.truncate(keep);
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::splice;
+
+    #[test]
+    fn a_partial_run_replaces_its_sections_and_keeps_the_rest() {
+        let old = "# B\n\n## Machine\nold\n\n## 1. A\na1\n\n<!-- note -->\n## 2. B\nb1\n";
+        let new = "# B\n\n## Machine\nnew\n\n## 2. B\nb2\n\n## 9. N\nn2\n";
+        let got = splice(old, new);
+        assert_eq!(got, "# B\n\n## Machine\nold\n\n## 1. A\na1\n\n<!-- note -->\n## 2. B\nb2\n\n## 9. N\nn2\n");
     }
 }
