@@ -289,8 +289,7 @@ async fn takeover_once(ctx: &Ctx, world: &World, playbook: &Path, lease: Lease) 
     }
     // Let the followers settle into their retry rhythm (one renewal period at least).
     tokio::time::sleep(Duration::from_millis(lease.renew_ms + 300)).await;
-    let lease_left_ms =
-        b.leader(&http).await.and_then(|(_, body)| body["lease"]["expires_in_ms"].as_f64()).filter(|_| a.gone().is_none());
+    let lease_left_ms = b.leader(&http).await.and_then(|(_, body)| body["lease"]["expires_in_ms"].as_f64()).filter(|_| a.gone().is_none());
     let t0 = Instant::now();
     signal(a.proc_.pid(), libc::SIGKILL);
     let term_after = first_leader(&http, &b, &c, Duration::from_millis(lease.ttl_ms * 3 + 10_000)).await?;
@@ -503,7 +502,8 @@ async fn journal_cost(ctx: &Ctx, rec: &Recorded) -> Result<JournalRows> {
     let j = Journal::open(db.url()).await?;
     let holder = format!("bench:{}:leader", std::process::id());
     let ttl = Duration::from_secs(3600);
-    let term = j.acquire(&holder, "127.0.0.1:0", ttl).await?.ok_or_else(|| anyhow!("could not take the lease on a fresh database"))?;
+    let term =
+        j.acquire_lease(&holder, "127.0.0.1:0", ttl).await?.ok_or_else(|| anyhow!("could not take the lease on a fresh database"))?;
     let fenced = j.fenced_by(std::sync::Arc::new(Term::new(term, &holder, tokio::time::Instant::now() + ttl)));
     rows.push(journal_cost_on("PostgreSQL (synchronous_commit = on), fenced by the leader's term", &fenced, rec, n).await?);
     j.close().await;

@@ -95,7 +95,10 @@ pub fn write(r: &Results, o: &mut String) {
          reported it just before the kill: the takeover minus it is how long after the expiry a follower took over.\n",
         leader::POLL_MS
     );
-    let _ = writeln!(o, "| lease | runs | median | p90 | max | lease left at the kill, median | bound |\n| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    let _ = writeln!(
+        o,
+        "| lease | runs | median | p90 | max | lease left at the kill, median | bound |\n| --- | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
     for t in &r.takeover {
         let xs: Vec<f64> = t.runs.iter().map(|k| k.takeover_ms).collect();
         let left: Vec<f64> = t.runs.iter().filter_map(|k| k.lease_left_ms).collect();
@@ -172,12 +175,8 @@ pub fn write(r: &Results, o: &mut String) {
             bound(&i.lease),
             i.killed.len()
         );
-        let _ = writeln!(
-            o,
-            "- (a) kill → Recovered, every run (ms): {}.\n- (b) kill → Recovered, every run (ms): {}.\n",
-            list(&p),
-            list(&k)
-        );
+        let _ =
+            writeln!(o, "- (a) kill → Recovered, every run (ms): {}.\n- (b) kill → Recovered, every run (ms): {}.\n", list(&p), list(&k));
     }
 
     // 3. Journal.
