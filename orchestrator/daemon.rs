@@ -184,10 +184,7 @@ impl Daemon {
     /// The journal for what only the leader may write (re-arming): fenced on this
     /// instance's term when instances share the journal.
     pub(crate) fn acting_journal(&self) -> Journal {
-        match self.leadership.get() {
-            Some(l) => self.journal.fenced_by(l.fence()),
-            None => self.journal.clone(),
-        }
+        self.leadership.get().map_or_else(|| self.journal.clone(), |l| l.fenced(&self.journal))
     }
 
     /// Whether this instance acts (drives incidents, runs loops): always on a journal

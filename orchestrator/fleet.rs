@@ -52,10 +52,7 @@ impl Target {
     /// share the journal (not leading: on a term that is never valid, so nothing it
     /// decides is written).
     fn driving_journal(&self) -> Journal {
-        match self.leadership.get() {
-            Some(l) => self.journal.fenced_by(l.fence()),
-            None => self.journal.clone(),
-        }
+        self.leadership.get().map_or_else(|| self.journal.clone(), |l| l.fenced(&self.journal))
     }
 
     /// An executor that only opens incidents for the leader to drive (a follower's

@@ -133,6 +133,12 @@ impl Leadership {
         self.term().unwrap_or_else(|| Arc::new(Term::new(0, &self.holder, Instant::now() - Duration::from_millis(1))))
     }
 
+    /// `journal` as this instance may write with it what only the leader writes:
+    /// fenced on [`Leadership::fence`].
+    pub fn fenced(&self, journal: &Journal) -> Journal {
+        journal.fenced_by(self.fence())
+    }
+
     pub fn is_leader(&self) -> bool {
         self.term().is_some()
     }

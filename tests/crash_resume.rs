@@ -9,8 +9,6 @@ mod support;
 use orchestrator::journal::prelude::*;
 use orchestrator::journal::Journal;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
-use std::time::Duration;
 use support::world::World;
 
 const FAST: &[(&str, &str)] = &[("verify_window: 15s", "verify_window: 4s"), ("verify_interval: 500ms", "verify_interval: 200ms")];
@@ -38,24 +36,7 @@ enum Scenario {
 }
 
 async fn orchestrator(w: &World, args: &[&str], crash_at: Option<&str>) -> std::process::ExitStatus {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"));
-    cmd.arg("--db")
-        .arg(w.journal_path())
-        .args(args)
-        .envs(&w.env)
-        .env_remove("ORCH_FAULT_CRASH_AT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(point) = crash_at {
-        cmd.env("ORCH_FAULT_CRASH_AT", point);
-    }
-    let child = cmd.spawn().expect("orchestrator binary");
-    let out =
-        tokio::time::timeout(Duration::from_secs(90), child.wait_with_output()).await.expect("orchestrator finished in time").unwrap();
-    if !out.status.success() && out.status.signal().is_none() {
-        eprintln!("orchestrator {args:?} stderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    }
-    out.status
+    w.cli(args, crash_at, &[]).await
 }
 
 async fn crash_then_resume(point: &str, scenario: Scenario) {

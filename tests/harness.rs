@@ -352,22 +352,32 @@ async fn a_namespaced_serve_keeps_its_journal_on_a_private_server_across_the_bri
     inst.stop().await;
 }
 
-/// Not a test: the child of [`what_a_killed_test_leaves_is_reaped_by_the_next`], which
-/// makes a net, a private server and a database, says where, and waits to be killed.
+/// A net, a private server and a database exist while their guards live and are gone
+/// once dropped. Also the child of [`what_a_killed_test_leaves_is_reaped_by_the_next`]
+/// (with `ORCH_HARNESS_LEAVE`): then it says where they are and waits to be killed,
+/// so that no guard runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run by what_a_killed_test_leaves_is_reaped_by_the_next"]
-async fn leaves_a_net_a_server_and_a_database_behind() {
-    if std::env::var("ORCH_HARNESS_LEAVE").is_err() {
-        return;
-    }
+async fn a_net_a_server_and_a_database_are_removed_by_their_guards() {
     let net = Net::new(1);
     let pg = tokio::task::spawn_blocking(|| PgServer::start(LOOPBACK)).await.unwrap();
     let db = TestDb::create().await;
-    let left = serde_json::json!({
-        "ns": net.ns_name(0), "pg_dir": pg.data_dir().parent().unwrap(), "pg_pid": pg.pid(), "db": db.name(),
-    });
-    println!("LEFT {left}");
-    tokio::time::sleep(Duration::from_secs(120)).await;
+    let (ns, dir, pm, name) = (net.ns_name(0), pg.data_dir().parent().unwrap().to_path_buf(), pg.pid(), db.name().to_string());
+    if std::env::var("ORCH_HARNESS_LEAVE").is_ok() {
+        let left = serde_json::json!({ "ns": ns, "pg_dir": dir, "pg_pid": pm, "db": name });
+        println!("LEFT {left}");
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        return;
+    }
+    let netns_list =
+        || String::from_utf8_lossy(&std::process::Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
+    let pm = pm.expect("the server runs") as i32;
+    assert!(netns_list().contains(&ns) && running(pm) && dir.exists() && db_exists(&name).await, "all three exist while held");
+    drop(db);
+    drop(pg);
+    drop(net);
+    assert!(!netns_list().contains(&ns), "the namespace is removed with its net");
+    assert!(!running(pm) && !dir.exists(), "the server is stopped and its directory removed");
+    assert!(!db_exists(&name).await, "the database is dropped with its guard");
 }
 
 /// Kills its child on drop, should the test fail before it does.
@@ -385,7 +395,7 @@ async fn what_a_killed_test_leaves_is_reaped_by_the_next() {
     use std::io::BufRead;
     let mut child = KillOnDrop(
         std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["leaves_a_net_a_server_and_a_database_behind", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args(["a_net_a_server_and_a_database_are_removed_by_their_guards", "--exact", "--nocapture", "--test-threads=1"])
             .env("ORCH_HARNESS_LEAVE", "1")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

@@ -179,24 +179,7 @@ const SECRET: &str = "hooktok-5f1d9c2ab7";
 const PRIMARY_PASSWORD: &str = "prim-pw-8c1e4d";
 
 async fn orchestrator(w: &World, args: &[&str], crash_at: Option<&str>) -> std::process::ExitStatus {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"));
-    cmd.arg("--db")
-        .arg(w.journal_path())
-        .args(args)
-        .envs(&w.env)
-        .env("HOOK_TOKEN", SECRET)
-        .env("ORCH_LEAK_CANARY", "canary-value-not-for-hooks")
-        .env_remove("ORCH_FAULT_CRASH_AT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(point) = crash_at {
-        cmd.env("ORCH_FAULT_CRASH_AT", point);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(90), cmd.spawn().unwrap().wait_with_output()).await.expect("in time").unwrap();
-    if !out.status.success() && out.status.signal().is_none() {
-        eprintln!("orchestrator {args:?} stderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    }
-    out.status
+    w.cli(args, crash_at, &[("HOOK_TOKEN", SECRET), ("ORCH_LEAK_CANARY", "canary-value-not-for-hooks")]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

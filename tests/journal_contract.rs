@@ -533,7 +533,21 @@ async fn postgres_fencing_holds_under_a_repeatable_read_default() {
         let d = m1.handle(&e);
         a2.record_decision(&id2, &e, &d, &m1, Utc::now()).await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The write is queued behind the lock (PostgreSQL shows an ungranted advisory lock),
+    // not done.
+    support::world::wait_until(Duration::from_secs(10), "the write to wait for the journal's lock", || {
+        let url = pg.url();
+        async move {
+            let Ok(mut c) = sqlx::PgConnection::connect(&url).await else { return false };
+            let waiting: i64 = sqlx::query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                .fetch_one(&mut c)
+                .await
+                .map(|r| sqlx::Row::get(&r, 0))
+                .unwrap_or(0);
+            waiting == 1
+        }
+    })
+    .await;
     assert!(!write.is_finished(), "the write waits for the lock");
     sqlx::query("COMMIT").execute(&mut other).await.unwrap();
     let err = write.await.unwrap().unwrap_err();

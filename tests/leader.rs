@@ -8,9 +8,9 @@ mod support;
 
 use orchestrator::journal::prelude::*;
 use orchestrator::journal::Journal;
-use std::process::Stdio;
 use std::time::Duration;
 use support::pgdb::PgDatabase;
+use support::serve::{Instance, ServeSpec};
 use support::world::{wait_until, World, WEBHOOK_TOKEN};
 
 const FAST: &[(&str, &str)] = &[("verify_window: 15s", "verify_window: 4s"), ("verify_interval: 500ms", "verify_interval: 200ms")];
@@ -18,61 +18,33 @@ const FAST: &[(&str, &str)] = &[("verify_window: 15s", "verify_window: 4s"), ("v
 /// A short takeover grace too: the platform stand-in answers at once.
 const LEASE: &[&str] = &["--leader-ttl", "3s", "--leader-renew", "500ms", "--leader-retry-timeout", "1s", "--leader-takeover-grace", "1s"];
 
-struct Instance {
-    child: tokio::process::Child,
-    url: String,
-    pid: i32,
-    /// The instance's log (stderr).
-    log: std::path::PathBuf,
+/// `serve` on `db` with the short lease, the log at info (it shows what each instance
+/// did: "incident ended", "stepping down"), and the fault injection `crash_at`.
+async fn start(w: &World, db: &str, playbook: &std::path::Path, crash_at: Option<&str>) -> Instance {
+    let mut spec = ServeSpec::new(db, &[playbook]).env(&w.env).arg("--no-watch");
+    for a in LEASE {
+        spec = spec.arg(*a);
+    }
+    spec.env.insert("ORCH_LOG".into(), "info".into());
+    if let Some(p) = crash_at {
+        spec.env.insert("ORCH_FAULT_CRASH_AT".into(), p.into());
+    }
+    spec.spawn().await
 }
 
-impl Instance {
-    async fn start(w: &World, db: &str, playbook: &str, crash_at: Option<&str>) -> Instance {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"));
-        cmd.args(["--db", db, "serve", "--playbook", playbook, "--listen", "127.0.0.1:0", "--no-watch"])
-            .args(LEASE)
-            .envs(&w.env)
-            .env("ORCH_WEBHOOK_TOKEN", WEBHOOK_TOKEN)
-            // info: the log shows what each instance did ("incident ended", "stepping down").
-            .env("ORCH_LOG", "info")
-            .env("ORCH_APPROVER_TOKENS", format!("oncall={}", support::world::ONCALL_TOKEN))
-            .env_remove("ORCH_FAULT_CRASH_AT")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true);
-        let log = w.dir.path().join(format!("serve-{}.log", rand::random::<u32>()));
-        cmd.stderr(std::fs::File::create(&log).unwrap());
-        if let Some(p) = crash_at {
-            cmd.env("ORCH_FAULT_CRASH_AT", p);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let pid = child.id().unwrap() as i32;
-        let url = format!("http://{}", support::serve::listening(&mut child).await);
-        Instance { child, url, pid, log }
-    }
-
-    async fn leader(&self) -> Option<(bool, serde_json::Value)> {
-        support::serve::leader_at(&self.url).await
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on a pid we spawned.
-        unsafe { libc::kill(self.pid, sig) };
-    }
+async fn leader_of(i: &Instance) -> Option<(bool, serde_json::Value)> {
+    support::serve::leader_at(&i.url()).await
 }
 
 /// Waits until exactly one of `instances` answers 200 on `/leader`: its index and term.
 async fn one_leader(instances: &[&Instance], limit: Duration) -> (usize, i64) {
-    let urls: Vec<String> = instances.iter().map(|i| i.url.clone()).collect();
+    let urls: Vec<String> = instances.iter().map(|i| i.url()).collect();
     support::serve::one_leader(&urls, limit).await
 }
 
 async fn try_post_alert(inst: &Instance, fingerprint: &str) -> Option<reqwest::StatusCode> {
     let body = serde_json::json!({"summary": "redis down", "fingerprint": fingerprint});
-    let r = reqwest::Client::new().post(format!("{}/webhooks/generic", inst.url)).bearer_auth(WEBHOOK_TOKEN).json(&body).send().await;
+    let r = reqwest::Client::new().post(format!("{}/webhooks/generic", inst.url())).bearer_auth(WEBHOOK_TOKEN).json(&body).send().await;
     r.ok().map(|r| r.status())
 }
 
@@ -89,21 +61,20 @@ async fn three_instances_elect_exactly_one_leader_and_a_clean_stop_hands_over() 
     let w = World::start().await;
     let db = PgDatabase::create();
     let pb = w.playbook_file(FAST);
-    let pb = pb.to_str().unwrap();
-    let a = Instance::start(&w, &db.url(), pb, None).await;
-    let b = Instance::start(&w, &db.url(), pb, None).await;
-    let c = Instance::start(&w, &db.url(), pb, None).await;
+    let a = start(&w, &db.url(), &pb, None).await;
+    let b = start(&w, &db.url(), &pb, None).await;
+    let c = start(&w, &db.url(), &pb, None).await;
     let (i, term) = one_leader(&[&a, &b, &c], Duration::from_secs(15)).await;
     // Every instance names the same lease (the database's view).
     for inst in [&a, &b, &c] {
-        let (_, body) = inst.leader().await.expect("answers /leader");
+        let (_, body) = leader_of(inst).await.expect("answers /leader");
         assert_eq!(body["lease"]["term"].as_i64(), Some(term), "{body}");
     }
     // A clean stop gives the lease up: a follower leads under a higher term well
     // within one TTL of waiting.
     let mut all = vec![a, b, c];
     let mut leader = all.remove(i);
-    support::serve::stop(&mut leader.child).await;
+    leader.stop().await;
     let (_, term2) = one_leader(&[&all[0], &all[1]], Duration::from_secs(10)).await;
     assert!(term2 > term, "a new leadership takes a higher term ({term2} > {term})");
 }
@@ -116,11 +87,10 @@ async fn leader_killed_at(point: &str) {
     let w = World::start().await;
     let db = PgDatabase::create();
     let pb = w.playbook_file(FAST);
-    let pb = pb.to_str().unwrap();
-    let mut a = Instance::start(&w, &db.url(), pb, Some(point)).await;
+    let mut a = start(&w, &db.url(), &pb, Some(point)).await;
     one_leader(&[&a], Duration::from_secs(15)).await;
-    let b = Instance::start(&w, &db.url(), pb, None).await;
-    let c = Instance::start(&w, &db.url(), pb, None).await;
+    let b = start(&w, &db.url(), &pb, None).await;
+    let c = start(&w, &db.url(), &pb, None).await;
     let (leader, term) = one_leader(&[&a, &b, &c], Duration::from_secs(15)).await;
     assert_eq!(leader, 0, "the first instance leads");
     w.primary.kill();
@@ -184,10 +154,9 @@ async fn a_frozen_leader_woken_after_its_lease_does_nothing_and_steps_down() {
     let mut edits = FAST.to_vec();
     edits.push(("  steps: []", "  steps: [flush]"));
     let pb = w.playbook_file(&edits);
-    let pb = pb.to_str().unwrap();
-    let a = Instance::start(&w, &db.url(), pb, None).await;
+    let a = start(&w, &db.url(), &pb, None).await;
     one_leader(&[&a], Duration::from_secs(15)).await;
-    let b = Instance::start(&w, &db.url(), pb, None).await;
+    let b = start(&w, &db.url(), &pb, None).await;
     w.primary.kill();
     w.service_sees_redis_down().await;
     assert_eq!(post_alert(&a, "frozen").await, 202);
@@ -198,10 +167,11 @@ async fn a_frozen_leader_woken_after_its_lease_does_nothing_and_steps_down() {
     })
     .await;
     let id = j.open_incidents().await.unwrap()[0].id.clone();
-    a.signal(libc::SIGSTOP);
+    a.freeze();
     let (leader, _) = one_leader(&[&b], Duration::from_secs(10)).await;
     assert_eq!(leader, 0);
     // The new leader adopted it (it drives the approval wait now); wake the old one.
+    let b_pid = b.pid().unwrap();
     wait_until(Duration::from_secs(10), "the new leader to claim the incident", || {
         let db = db.url();
         let id = id.clone();
@@ -212,22 +182,22 @@ async fn a_frozen_leader_woken_after_its_lease_does_nothing_and_steps_down() {
                 .output()
                 .unwrap();
             let owner = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            owner.contains(&format!(":{}:", b.pid))
+            owner.contains(&format!(":{b_pid}:"))
         }
     })
     .await;
     let transitions_before = j.transitions(&id).await.unwrap().len();
-    a.signal(libc::SIGCONT);
+    a.cont();
     // The woken instance steps down: /leader answers 503 with the reason.
     wait_until(Duration::from_secs(10), "the woken instance to say it is not the leader", || {
         let a = &a;
-        async move { matches!(a.leader().await, Some((false, _))) }
+        async move { matches!(leader_of(a).await, Some((false, _))) }
     })
     .await;
     // Approve through the OLD instance: it journals the command; the new leader applies
     // it and finishes.
     let r = reqwest::Client::new()
-        .post(format!("{}/incidents/{id}/approve", a.url))
+        .post(format!("{}/incidents/{id}/approve", a.url()))
         .bearer_auth(support::world::ONCALL_TOKEN)
         .json(&serde_json::json!({"comment": "go"}))
         .send()
@@ -245,7 +215,7 @@ async fn a_frozen_leader_woken_after_its_lease_does_nothing_and_steps_down() {
     assert!(j.verify(None).await.unwrap().ok());
     // The woken instance said why it stopped, and its runner stopped at its next check
     // instead of acting.
-    let log = a.log();
+    let log = a.stderr();
     assert!(log.contains("stepping down"), "the old leader logs its step-down:\n{log}");
     assert!(!log.contains("incident ended"), "the old leader did not finish the incident:\n{log}");
 }

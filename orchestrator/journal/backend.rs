@@ -81,7 +81,7 @@ impl Db {
     pub fn password(&self) -> Option<String> {
         let Db::Postgres(u) = self else { return None };
         let url = url::Url::parse(u).ok()?;
-        let decoded = |s: &str| percent_decode(s);
+        let decoded = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
         url.password().map(decoded).or_else(|| url.query_pairs().find(|(k, _)| k == "password").map(|(_, v)| v.to_string()))
     }
 
@@ -126,24 +126,6 @@ pub fn mask_db(value: &OsStr) -> String {
         Some(s) if s.contains("://") => mask_db_url(s),
         _ => std::path::Path::new(value).display().to_string(),
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Which database the journal is on.

@@ -353,11 +353,15 @@ impl Journal {
         // number cannot change under us.
         let mut tx = self.begin_write().await?;
         self.fence(&mut tx, incident).await?;
-        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE incident_id = $1")
-            .bind(incident)
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
+        // The last decision journaled: its seq gives the next one, and its content tells
+        // a retried write (below).
+        let last = sqlx::query(
+            "SELECT seq, event, observations, to_state, rejected, machine FROM transitions WHERE incident_id = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(incident)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let seq: i64 = last.as_ref().map(|r| r.get::<i64, _>(0)).unwrap_or(0) + 1;
         let when = ts(at);
         let mut observations = serde_json::to_value(event).map_err(|e| JournalError::Corrupt(e.to_string()))?;
         self.redactor.redact_json(&mut observations);
@@ -366,24 +370,16 @@ impl Journal {
         // The same decision already journaled as the last one: a retry after a COMMIT
         // whose answer was lost (the connection dropped as PostgreSQL restarted). The
         // first attempt is on disk; writing it again would be a second transition.
-        if seq > 1 {
-            let last =
-                sqlx::query("SELECT event, observations, to_state, rejected, machine FROM transitions WHERE incident_id = $1 AND seq = $2")
-                    .bind(incident)
-                    .bind(seq - 1)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(last) = last {
-                let same = last.get::<String, _>(0) == event.name()
-                    && last.get::<String, _>(1) == observations
-                    && last.get::<String, _>(2) == decision.to.name()
-                    && last.get::<Option<String>, _>(3) == decision.rejected.as_deref().map(|n| r.redact(n))
-                    && last.get::<String, _>(4) == machine.to_json();
-                if same && command.is_none() {
-                    tx.commit().await?;
-                    tracing::info!(incident, seq = seq - 1, "decision already journaled (a retried write); not written twice");
-                    return Ok(seq - 1);
-                }
+        if let (Some(last), None) = (&last, command) {
+            let same = last.get::<String, _>(1) == event.name()
+                && last.get::<String, _>(2) == observations
+                && last.get::<String, _>(3) == decision.to.name()
+                && last.get::<Option<String>, _>(4) == decision.rejected.as_deref().map(|n| r.redact(n))
+                && last.get::<String, _>(5) == machine.to_json();
+            if same {
+                tx.commit().await?;
+                tracing::info!(incident, seq = seq - 1, "decision already journaled (a retried write); not written twice");
+                return Ok(seq - 1);
             }
         }
         let inserted = sqlx::query(

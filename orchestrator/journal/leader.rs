@@ -101,20 +101,21 @@ impl std::future::Future for Lost<'_> {
 /// Inside a write transaction: refuses (`NotLeader`) unless `term` is still valid
 /// locally and is the current, unexpired leadership on the database's clock.
 pub(super) async fn check_in(tx: &mut sqlx::AnyConnection, term: &Term) -> Result<()> {
-    if !term.locally_valid() {
-        return Err(JournalError::NotLeader(term.term));
-    }
-    let ok = sqlx::query("SELECT 1 FROM leader WHERE term = $1 AND holder = $2 AND expires_at > clock_timestamp()")
-        .bind(term.term)
-        .bind(&term.holder)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some();
-    if ok {
+    if term.locally_valid() && current_on_db(tx, term).await? {
         Ok(())
     } else {
         Err(JournalError::NotLeader(term.term))
     }
+}
+
+/// Whether the lease row is still `term`'s, unexpired on the database's clock.
+async fn current_on_db(conn: &mut sqlx::AnyConnection, term: &Term) -> Result<bool> {
+    Ok(sqlx::query("SELECT 1 FROM leader WHERE term = $1 AND holder = $2 AND expires_at > clock_timestamp()")
+        .bind(term.term)
+        .bind(&term.holder)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some())
 }
 
 /// The lease row as the database sees it now.
@@ -265,12 +266,7 @@ impl LeaderStore for Journal {
         if !term.locally_valid() {
             return Ok(false);
         }
-        let ok = sqlx::query("SELECT 1 FROM leader WHERE term = $1 AND holder = $2 AND expires_at > clock_timestamp()")
-            .bind(term.term)
-            .bind(&term.holder)
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some();
-        Ok(ok && term.locally_valid())
+        let mut conn = self.pool.acquire().await?;
+        Ok(current_on_db(&mut conn, term).await? && term.locally_valid())
     }
 }

@@ -91,6 +91,9 @@ impl ServeSpec {
         cmd.env("ORCH_WEBHOOK_TOKEN", WEBHOOK_TOKEN)
             .env("ORCH_APPROVER_TOKENS", format!("oncall={ONCALL_TOKEN},lead={LEAD_TOKEN}"))
             .env("ORCH_VIEWER_TOKENS", format!("watch={VIEWER_TOKEN}"))
+            // Fault injection only when the spec asks for it, never from the test's own
+            // environment.
+            .env_remove("ORCH_FAULT_CRASH_AT")
             .envs(&self.env)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())

@@ -211,6 +211,32 @@ impl World {
         false
     }
 
+    /// `orchestrator --db JOURNAL ARGS…` with the world's environment plus `env`, and the
+    /// fault injection `crash_at` (never the test's own): its exit status within 90 s.
+    /// Its stderr is printed when it fails other than by a signal.
+    pub async fn cli(&self, args: &[&str], crash_at: Option<&str>, env: &[(&str, &str)]) -> std::process::ExitStatus {
+        use std::os::unix::process::ExitStatusExt;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+        cmd.arg("--db")
+            .arg(self.journal_path())
+            .args(args)
+            .envs(&self.env)
+            .envs(env.iter().copied())
+            .env_remove("ORCH_FAULT_CRASH_AT")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(point) = crash_at {
+            cmd.env("ORCH_FAULT_CRASH_AT", point);
+        }
+        let child = cmd.spawn().expect("orchestrator binary");
+        let out =
+            tokio::time::timeout(Duration::from_secs(90), child.wait_with_output()).await.expect("orchestrator finished in time").unwrap();
+        if !out.status.success() && out.status.signal().is_none() {
+            eprintln!("orchestrator {args:?} stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        out.status
+    }
+
     /// Waits until the service reports Redis down (the failure is visible).
     pub async fn service_sees_redis_down(&self) {
         let client = reqwest::Client::new();
